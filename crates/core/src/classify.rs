@@ -1,0 +1,1 @@
+//! Transient vs permanent AppFlow errors (to be written).

@@ -1,0 +1,170 @@
+//! Effects: what `decide` asks the shell to do, carrying everything needed to do it
+//! idempotently (DESIGN.md §3–4), and the outcomes the shell reports back.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::health::HealthEvent;
+use crate::ids::FlowRole;
+use crate::input::RunReport;
+use crate::spec::{Connector, SourceObject};
+
+/// One pending action. `key` is unique within a workflow's life and stable across re-execution,
+/// so the shell can report which effects it completed and AWS-side idempotency can key on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub key: String,
+    pub kind: EffectKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EffectKind {
+    /// AppFlow CreateFlow. `ConflictException` for this name means it already exists: fine.
+    CreateFlow { flow: FlowDefinition },
+    /// AppFlow StartFlow with a client token (same token → same run).
+    StartFlow {
+        flow_name: String,
+        client_token: String,
+        role: FlowRole,
+        attempt: u32,
+    },
+    /// AppFlow CancelFlowExecutions for one run.
+    CancelRun {
+        flow_name: String,
+        execution_id: String,
+    },
+    /// AppFlow DeleteFlow (force). `ResourceNotFoundException` means already gone: fine.
+    DeleteFlow { flow_name: String },
+    /// AppFlow DescribeFlowExecutionRecords (paginated), matched by execution id; the result
+    /// comes back as [`Outcome::Described`].
+    DescribeRun {
+        flow_name: String,
+        role: FlowRole,
+        attempt: u32,
+        execution_id: Option<String>,
+    },
+    /// Customer Profiles PutIntegration with a scheduled, incremental FlowDefinition
+    /// (creates the live flow); the shell reports the URI as [`Outcome::Linked`].
+    PutIntegration {
+        domain: String,
+        object_type: String,
+        flow: FlowDefinition,
+        generation: u32,
+    },
+    /// Customer Profiles DeleteIntegration. Not found means already gone: fine.
+    DeleteIntegration { domain: String, uri: String },
+    /// EventBridge PutEvents on the health bus.
+    Publish { event: HealthEvent },
+    /// A delayed `retry_due` command on the work queue (re-delayed on arrival past 15 min).
+    ScheduleRetry {
+        batch: u32,
+        attempt: u32,
+        due_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    OnDemand,
+    Scheduled {
+        /// e.g. `rate(1hours)`
+        expression: String,
+        first_execution_from: DateTime<Utc>,
+        /// Consecutive failed runs before AppFlow deactivates the flow.
+        deactivation_threshold: u32,
+    },
+}
+
+/// Date-window filter on the source's timestamp field. Bounds are epoch milliseconds and
+/// exclusive, as AppFlow's BETWEEN / GREATER_THAN treat them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operator", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FilterTask {
+    Between {
+        field: String,
+        lower_exclusive_ms: i64,
+        upper_exclusive_ms: i64,
+    },
+    GreaterThan {
+        field: String,
+        value_exclusive_ms: i64,
+    },
+}
+
+/// Everything needed to create one AppFlow flow (or a PutIntegration FlowDefinition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowDefinition {
+    pub name: String,
+    pub client_token: String,
+    pub description: String,
+    pub trigger: Trigger,
+    pub connector: Connector,
+    pub connector_profile: String,
+    pub source: SourceObject,
+    /// Field used for incremental pulls / date filtering (None for S3).
+    pub timestamp_field: Option<String>,
+    /// Fields projected and mapped 1:1 into the destination.
+    pub fields: Vec<String>,
+    pub filter: Option<FilterTask>,
+    pub domain: String,
+    pub object_type: String,
+    pub kms_arn: Option<String>,
+    /// Always includes the managed tag (`ids::MANAGED_TAG_KEY`).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An AWS call that failed after the SDK's own retries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectError {
+    /// AWS error code, e.g. `ResourceNotFoundException`, or `Transport` / `Timeout`.
+    pub code: String,
+    pub message: String,
+    /// Retrying cannot help (validation, not found, access denied, auth).
+    pub permanent: bool,
+}
+
+/// What happened when the shell executed an effect; fed back with `Input::Applied`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Executed; nothing to record.
+    Done { key: String },
+    /// StartFlow answered (execution id is None for scheduled flows).
+    Started {
+        key: String,
+        role: FlowRole,
+        attempt: u32,
+        execution_id: Option<String>,
+    },
+    /// PutIntegration answered with this URI.
+    Linked {
+        key: String,
+        generation: u32,
+        uri: String,
+    },
+    /// DescribeRun found the run finished (`Some`) or still running / unknown (`None`).
+    Described {
+        key: String,
+        role: FlowRole,
+        attempt: u32,
+        run: Option<RunReport>,
+    },
+    /// Failed permanently, or transiently after the SDK's retries.
+    Failed { key: String, error: EffectError },
+}
+
+impl Outcome {
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Done { key }
+            | Self::Started { key, .. }
+            | Self::Linked { key, .. }
+            | Self::Described { key, .. }
+            | Self::Failed { key, .. } => key,
+        }
+    }
+}

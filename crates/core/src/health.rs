@@ -1,0 +1,125 @@
+//! Health events: the public interface alerting subscribes to (DESIGN.md §6).
+//! Published with source [`HEALTH_SOURCE`]; the JSON of [`HealthDetail`] is a compatibility
+//! promise (schemas in `infra/schemas/`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const HEALTH_SOURCE: &str = "flowpilot";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HealthKind {
+    WorkflowStarted,
+    BatchSucceeded,
+    BatchRetryScheduled,
+    BatchFailed,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStalled,
+    IntegrationDegraded,
+    IntegrationRecovered,
+    IntegrationRebuilt,
+}
+
+impl HealthKind {
+    pub const ALL: [HealthKind; 10] = [
+        Self::WorkflowStarted,
+        Self::BatchSucceeded,
+        Self::BatchRetryScheduled,
+        Self::BatchFailed,
+        Self::WorkflowCompleted,
+        Self::WorkflowFailed,
+        Self::WorkflowStalled,
+        Self::IntegrationDegraded,
+        Self::IntegrationRecovered,
+        Self::IntegrationRebuilt,
+    ];
+
+    /// The EventBridge `detail-type`.
+    pub fn detail_type(self) -> &'static str {
+        match self {
+            Self::WorkflowStarted => "Workflow Started",
+            Self::BatchSucceeded => "Batch Succeeded",
+            Self::BatchRetryScheduled => "Batch Retry Scheduled",
+            Self::BatchFailed => "Batch Failed",
+            Self::WorkflowCompleted => "Workflow Completed",
+            Self::WorkflowFailed => "Workflow Failed",
+            Self::WorkflowStalled => "Workflow Stalled",
+            Self::IntegrationDegraded => "Integration Degraded",
+            Self::IntegrationRecovered => "Integration Recovered",
+            Self::IntegrationRebuilt => "Integration Rebuilt",
+        }
+    }
+
+    /// Short stable slug used in event ids and schema file names (`workflow-started`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::WorkflowStarted => "workflow-started",
+            Self::BatchSucceeded => "batch-succeeded",
+            Self::BatchRetryScheduled => "batch-retry-scheduled",
+            Self::BatchFailed => "batch-failed",
+            Self::WorkflowCompleted => "workflow-completed",
+            Self::WorkflowFailed => "workflow-failed",
+            Self::WorkflowStalled => "workflow-stalled",
+            Self::IntegrationDegraded => "integration-degraded",
+            Self::IntegrationRecovered => "integration-recovered",
+            Self::IntegrationRebuilt => "integration-rebuilt",
+        }
+    }
+
+    pub fn from_detail_type(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.detail_type() == s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEvent {
+    pub kind: HealthKind,
+    pub detail: HealthDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRef {
+    pub index: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub batches_done: u32,
+    pub batches_total: u32,
+    pub records: u64,
+}
+
+/// The `detail` of every health event. Optional members are omitted when not relevant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthDetail {
+    /// Stable across re-publication: consumers de-duplicate on it.
+    pub event_id: String,
+    pub workflow_id: String,
+    pub domain: String,
+    pub object_type: String,
+    pub connector: String,
+    /// Workflow status after the transition that emitted this event.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    pub progress: Progress,
+    /// AppFlow's error message, on failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the failure was judged transient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transient: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The exact command that redrives or rebuilds, where one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    pub time: DateTime<Utc>,
+}

@@ -1,0 +1,59 @@
+//! Inputs to `decide`: everything that can happen to a workflow.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::effect::Outcome;
+use crate::ids::FlowRole;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Input {
+    /// Begin: create and start the first batches (or link directly without a bulk phase).
+    Start,
+    Cancel {
+        reason: Option<String>,
+    },
+    /// Resume a failed workflow from its failed batch(es); succeeded batches never re-run.
+    Redrive,
+    /// Delete and re-establish the continuous integration, resuming where it last succeeded.
+    Rebuild {
+        reason: Option<String>,
+    },
+    /// Periodic check: ask AppFlow about long-running runs, cancel stalled ones, restart lost
+    /// retries, nudge stuck phases.
+    Reconcile,
+    /// A delayed retry came due (ignored unless that batch is waiting for exactly this attempt).
+    RetryDue {
+        batch: u32,
+        attempt: u32,
+        due_at: DateTime<Utc>,
+    },
+    /// A run ended (AppFlow End Flow Run Report, or a reconciled execution record).
+    RunEnded(RunReport),
+    /// AppFlow deactivated a scheduled flow.
+    FlowDeactivated {
+        role: FlowRole,
+        reason: String,
+    },
+    /// Results of executing outbox effects: removes those effects from the outbox and
+    /// records what they returned.
+    Applied(Vec<Outcome>),
+}
+
+/// The end of one AppFlow run, from the event or from DescribeFlowExecutionRecords.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub flow_name: String,
+    pub role: FlowRole,
+    pub execution_id: Option<String>,
+    pub succeeded: bool,
+    /// AppFlow's error message on failure.
+    pub error: Option<String>,
+    pub records_processed: Option<u64>,
+    pub record_failures: Option<u64>,
+    /// Incremental window the run pulled (scheduled flows).
+    pub pull_start: Option<DateTime<Utc>>,
+    pub pull_end: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,127 @@
+//! The persisted workflow state: what one DynamoDB item holds (DESIGN.md §5).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::effect::Effect;
+use crate::ids::WorkflowId;
+use crate::plan::Window;
+use crate::spec::WorkflowSpec;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatus {
+    Pending,
+    Backfilling,
+    Linking,
+    Live,
+    Degraded,
+    Rebuilding,
+    /// Resumable with redrive.
+    Failed,
+    Cancelled,
+}
+
+impl WorkflowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Backfilling => "backfilling",
+            Self::Linking => "linking",
+            Self::Live => "live",
+            Self::Degraded => "degraded",
+            Self::Rebuilding => "rebuilding",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// No further progress without an operator (redrive) — or none at all (cancelled).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Failed | Self::Cancelled)
+    }
+
+    /// Statuses the reconciler must look at (kept in the sparse "active" index).
+    pub fn is_active(self) -> bool {
+        !self.is_terminal()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    Pending,
+    Running,
+    RetryWait,
+    Succeeded,
+    Failed,
+}
+
+/// An AppFlow error as flowpilot judged it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub message: String,
+    pub transient: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub index: u32,
+    pub window: Window,
+    pub status: BatchStatus,
+    /// Starts issued so far, over the batch's whole life (0 = never started). The current
+    /// attempt's client token is `batch_token(wf, index, attempt)`.
+    pub attempt: u32,
+    /// `attempt` at the last redrive: the retry budget counts attempts above this.
+    #[serde(default)]
+    pub budget_base: u32,
+    /// Execution id of the current attempt, once StartFlow answered.
+    pub execution_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When a batch in `RetryWait` is due to start again.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Records AppFlow reported processed by the successful attempt.
+    pub records: u64,
+    pub last_error: Option<ErrorInfo>,
+}
+
+/// The continuous integration created once the backfill is done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveIntegration {
+    pub flow_name: String,
+    /// 1 for the first link, +1 per rebuild.
+    pub generation: u32,
+    pub first_execution_from: DateTime<Utc>,
+    /// Customer Profiles integration URI (the flow ARN), once PutIntegration answered.
+    pub uri: Option<String>,
+    pub consecutive_failures: u32,
+    /// End of the data-pull window of the last successful run: where a rebuild resumes.
+    pub last_good_pull_end: Option<DateTime<Utc>>,
+    pub runs_succeeded: u64,
+    pub runs_failed: u64,
+    pub records: u64,
+    pub last_error: Option<ErrorInfo>,
+}
+
+/// One workflow: spec, plan progress, continuous integration, the outbox and the version used
+/// for optimistic concurrency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workflow {
+    pub id: WorkflowId,
+    pub spec: WorkflowSpec,
+    pub status: WorkflowStatus,
+    /// Whether there is a bulk phase (range longer than the bulk threshold).
+    pub bulk: bool,
+    pub batches: Vec<Batch>,
+    pub live: Option<LiveIntegration>,
+    /// Effects committed with the last transition and not yet confirmed executed (§4.1).
+    pub outbox: Vec<Effect>,
+    /// Bumped by every transition that changes anything; the store's conditional write
+    /// expects the previous value.
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Why the workflow failed or was cancelled.
+    pub last_error: Option<ErrorInfo>,
+}

@@ -1,0 +1,120 @@
+//! Workflow spec: the operator's request, validated (DESIGN.md §5).
+//!
+//! CONTRACT (types below are used by the worker; keep field names stable):
+//! `SpecInput` is the raw, all-optional form (CLI flags or a TOML file, same keys);
+//! `SpecInput::validate(self, now) -> Result<WorkflowSpec, SpecError>` checks every field and
+//! names the field, the value and what is allowed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connector {
+    Salesforce,
+    Marketo,
+    Servicenow,
+    Zendesk,
+    S3,
+}
+
+impl Connector {
+    /// AppFlow `connectorType` spelling.
+    pub fn appflow_type(self) -> &'static str {
+        match self {
+            Self::Salesforce => "Salesforce",
+            Self::Marketo => "Marketo",
+            Self::Servicenow => "Servicenow",
+            Self::Zendesk => "Zendesk",
+            Self::S3 => "S3",
+        }
+    }
+
+    /// Key inside `sourceConnectorProperties` / `connectorOperator` (note `ServiceNow`).
+    pub fn property_key(self) -> &'static str {
+        match self {
+            Self::Servicenow => "ServiceNow",
+            other => other.appflow_type(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Salesforce => "salesforce",
+            Self::Marketo => "marketo",
+            Self::Servicenow => "servicenow",
+            Self::Zendesk => "zendesk",
+            Self::S3 => "s3",
+        }
+    }
+
+    /// Default modification-timestamp field (None: S3 has no timestamp filter).
+    pub fn default_timestamp_field(self) -> Option<&'static str> {
+        match self {
+            Self::Salesforce => Some("LastModifiedDate"),
+            Self::Servicenow => Some("sys_updated_on"),
+            Self::Marketo => Some("updatedAt"),
+            Self::Zendesk => Some("updated_at"),
+            Self::S3 => None,
+        }
+    }
+}
+
+/// Where records come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceObject {
+    /// A SaaS object, e.g. Salesforce `Account`.
+    Object { name: String },
+    S3 {
+        bucket: String,
+        prefix: Option<String>,
+    },
+}
+
+/// Retry policy for transient batch failures: exponential backoff with full jitter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (default 3).
+    pub max_retries: u32,
+    /// First backoff step in milliseconds (default 30 000).
+    pub base_ms: u64,
+    /// Backoff cap in milliseconds (default 900 000).
+    pub cap_ms: u64,
+}
+
+/// The continuous integration created after the backfill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContinuousSpec {
+    /// AppFlow schedule expression (default `rate(1hours)`).
+    pub schedule: String,
+    pub auto_rebuild: bool,
+    /// Consecutive failed runs that make the integration degraded (default 3).
+    pub degraded_threshold: u32,
+}
+
+/// A validated workflow spec. Construct through `SpecInput::validate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowSpec {
+    pub domain: String,
+    pub object_type: String,
+    pub connector: Connector,
+    pub connector_profile: String,
+    pub source: SourceObject,
+    /// None only for S3.
+    pub timestamp_field: Option<String>,
+    /// Fields projected and mapped into the object type.
+    pub fields: Vec<String>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub batch_size: crate::duration::IsoDuration,
+    pub bulk_threshold: crate::duration::IsoDuration,
+    /// Max batches running (or waiting to retry) at once.
+    pub concurrency: u32,
+    pub retry: RetryPolicy,
+    pub continuous: ContinuousSpec,
+    pub kms_arn: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
