@@ -16,7 +16,7 @@ pub enum SimError {
         source: std::io::Error,
     },
     #[error(
-        "no EventBridge endpoint configured: set AWS_ENDPOINT_URL_EVENTBRIDGE (or AWS_ENDPOINT_URL) to a local EventBridge such as moto, set `events_endpoint` in the sim config, or disable events with --no-events"
+        "no EventBridge endpoint configured: set AWS_ENDPOINT_URL_EVENTBRIDGE (or AWS_ENDPOINT_URL) to a local EventBridge such as moto, set `events.endpoint_url` in the sim config, or disable events with --no-events"
     )]
     NoEventsEndpoint,
     #[error(

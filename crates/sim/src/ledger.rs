@@ -97,7 +97,10 @@ mod tests {
             (s.records_written, s.distinct_records, s.duplicate_writes),
             (4, 3, 1)
         );
-        assert_eq!(s.min_record_timestamp.as_deref(), Some("1970-01-01T00:00:00.001Z"));
+        assert_eq!(
+            s.min_record_timestamp.as_deref(),
+            Some("1970-01-01T00:00:00.001Z")
+        );
         assert_eq!(l.summary("d", None).distinct_records, 4);
         assert_eq!(l.summary("other", None), LedgerSummary::default());
     }

@@ -1,1 +1,108 @@
-pub fn placeholder() {}
+//! flowpilot-sim: a local Amazon AppFlow + Amazon Connect Customer Profiles simulator that
+//! speaks restJson1 to the real `aws-sdk-appflow` / `aws-sdk-customerprofiles` clients, runs
+//! flows against deterministic synthetic sources, and keeps a ledger of every record written.
+//!
+//! Module map:
+//! - [`config`]   — `SimConfig` (bind, seed, tick, source shape, events, faults).
+//! - `server`     — the axum router: both services on one port, auth-presence and fault middleware.
+//! - `appflow`    — AppFlow operations (camelCase, error member `message`).
+//! - `profiles`   — Customer Profiles operations (PascalCase, error member `Message`).
+//! - `flow`       — the parsed view of a flow definition: trigger, source, destination, filter.
+//! - `runs`       — run lifecycle (timer, outcome, ledger writes), cancellation, scheduler.
+//! - [`source`]   — deterministic synthetic records, counted in O(days).
+//! - [`ledger`]   — per domain/object type write counts, distinct ids, duplicates.
+//! - [`faults`]   — the fault plan: scripted run failures, throttling, 5xx, event loss/dupes.
+//! - `events`     — AppFlow run reports published to EventBridge with `PutEvents`.
+//! - `admin`      — `/_sim/` endpoints for tests (ledger, source, runs, flows, faults, reset).
+//! - `state`, `wire`, [`error`] — shared state, restJson1 helpers, typed errors.
+
+pub mod config;
+pub mod error;
+pub mod faults;
+pub mod ledger;
+pub mod source;
+
+mod admin;
+mod appflow;
+mod events;
+mod flow;
+mod profiles;
+mod runs;
+mod server;
+mod state;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{EventsConfig, SimConfig, SourceConfig};
+pub use error::SimError;
+pub use faults::{DurationRange, FaultPlan, RunFailure};
+
+use state::Sim;
+
+/// A running simulator. Dropping it without `shutdown()` leaves background tasks running
+/// until the runtime ends.
+pub struct SimHandle {
+    addr: SocketAddr,
+    sim: Arc<Sim>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, usable as both services' `endpoint_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting requests, stop every run timer and scheduler, and wait for them.
+    pub async fn shutdown(self) {
+        self.sim.shutdown.cancel();
+        self.sim.tasks.close();
+        self.sim.tasks.wait().await;
+        if let Err(e) = self.server.await {
+            tracing::warn!(error = %e, "simulator server task ended abnormally");
+        }
+    }
+}
+
+/// Start the simulator on a loopback address.
+pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
+    if !config.bind.is_loopback() {
+        return Err(SimError::NonLoopbackBind(config.bind));
+    }
+    config.faults.validate().map_err(SimError::Config)?;
+    if config.source.records_per_day > 100_000 {
+        return Err(SimError::Config(
+            "source.records_per_day must be at most 100000".into(),
+        ));
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (sink, publisher) = events::start_publisher(&config, shutdown.clone()).await?;
+    let addr = SocketAddr::new(config.bind, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SimError::Bind { addr, source })?;
+
+    let sim = Sim::new(config, sink, shutdown);
+    if let Some(p) = publisher {
+        sim.tasks.spawn(p);
+    }
+    let app = server::router(Arc::clone(&sim));
+    let stop = sim.shutdown.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "simulator server failed");
+        }
+    });
+    tracing::info!(%addr, "flowpilot-sim listening");
+    Ok(SimHandle { addr, sim, server })
+}

@@ -194,7 +194,11 @@ mod tests {
                 hi: Some(hi),
             };
             let n = s.count("p", "Account", w, now);
-            assert_eq!(n, s.records("p", "Account", w, now).len() as u64, "{lo}..{hi}");
+            assert_eq!(
+                n,
+                s.records("p", "Account", w, now).len() as u64,
+                "{lo}..{hi}"
+            );
         }
         let whole = MsWindow {
             lo: Some(JAN1_2020),
@@ -223,10 +227,7 @@ mod tests {
     fn nothing_exists_after_now() {
         let s = src();
         let now = JAN1_2020 + DAY_MS / 2;
-        let w = MsWindow {
-            lo: None,
-            hi: None,
-        };
+        let w = MsWindow { lo: None, hi: None };
         let recs = s.records("p", "o", w, now);
         assert!(recs.iter().all(|r| r.ts_ms <= now));
         assert!(recs.len() < 50);

@@ -1,0 +1,140 @@
+//! Test-facing admin API under `/_sim/` (plain JSON, no auth, never throttled).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::faults::FaultPlan;
+use crate::runs::run_json;
+use crate::source::MsWindow;
+use crate::state::{Sim, State as St};
+
+fn bad(msg: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": msg.into() })),
+    )
+        .into_response()
+}
+
+pub async fn ledger(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(domain) = q.get("domain") else {
+        return bad("query parameter `domain` is required (object_type is optional)");
+    };
+    let s = sim
+        .state()
+        .ledger
+        .summary(domain, q.get("object_type").map(String::as_str));
+    Json(json!(s)).into_response()
+}
+
+fn parse_time(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, String> {
+    q.get(key)
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc).timestamp_millis())
+                .map_err(|e| format!("`{key}` must be RFC 3339: {e}"))
+        })
+        .transpose()
+}
+
+pub async fn source(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(profile), Some(object)) = (q.get("connector_profile"), q.get("object")) else {
+        return bad(
+            "query parameters `connector_profile` and `object` are required (from/to optional, RFC 3339)",
+        );
+    };
+    let (lo, hi) = match (parse_time(&q, "from"), parse_time(&q, "to")) {
+        (Ok(lo), Ok(hi)) => (lo, hi),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let now = Utc::now().timestamp_millis();
+    let n = sim.source.count(profile, object, MsWindow { lo, hi }, now);
+    Json(json!({ "records": n })).into_response()
+}
+
+pub async fn runs(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    let st = sim.state();
+    let runs: Vec<Value> = st
+        .run_order
+        .iter()
+        .filter_map(|id| st.runs.get(id))
+        .map(run_json)
+        .collect();
+    let overall = st.max_concurrent.values().copied().max().unwrap_or(0);
+    Json(json!({
+        "runs": runs,
+        "max_concurrent_per_flow": st.max_concurrent,
+        "max_concurrent_any_flow": overall,
+    }))
+}
+
+pub async fn flows(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    let st = sim.state();
+    let flows: Vec<Value> = st
+        .flows
+        .values()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "arn": f.arn,
+                "status": f.status.as_str(),
+                "trigger": f.spec.trigger.api_name(),
+                "running": f.running,
+                "runs_started": f.runs_started,
+                "consecutive_failures": f.consecutive_failures,
+                "cursor": f.cursor,
+                "domain": f.spec.dest_domain,
+                "object_type": f.spec.dest_object_type,
+            })
+        })
+        .collect();
+    Json(json!({ "flows": flows }))
+}
+
+pub async fn events(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    Json(json!({ "events": sim.state().emitted_events }))
+}
+
+pub async fn get_faults(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    Json(json!(sim.faults()))
+}
+
+pub async fn put_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let plan: FaultPlan = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("invalid fault plan: {e}")),
+    };
+    if let Err(e) = plan.validate() {
+        return bad(e);
+    }
+    tracing::info!(?plan, "fault plan replaced");
+    sim.set_faults(plan.clone());
+    Json(json!(plan)).into_response()
+}
+
+/// Forget every resource, run and ledger entry. Background tasks notice their flow or run is
+/// gone and stop on their own.
+pub async fn reset(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    let mut st = sim.state();
+    for r in st.runs.values() {
+        r.cancel.cancel();
+    }
+    *st = St::default();
+    sim.set_faults(sim.config.faults.clone());
+    tracing::info!("simulator reset");
+    Json(json!({ "reset": true }))
+}

@@ -1,0 +1,135 @@
+//! One axum router for both services plus `/_sim/`; auth presence and API faults as middleware.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+
+use crate::error::{ApiError, ErrorKind, Service};
+use crate::state::Sim;
+use crate::{admin, appflow, profiles};
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    let api = Router::new()
+        .route(
+            "/create-connector-profile",
+            post(appflow::create_connector_profile),
+        )
+        .route(
+            "/describe-connector-profiles",
+            post(appflow::describe_connector_profiles),
+        )
+        .route("/create-flow", post(appflow::create_flow))
+        .route("/describe-flow", post(appflow::describe_flow))
+        .route("/list-flows", post(appflow::list_flows))
+        .route("/update-flow", post(appflow::update_flow))
+        .route("/delete-flow", post(appflow::delete_flow))
+        .route("/start-flow", post(appflow::start_flow))
+        .route("/stop-flow", post(appflow::stop_flow))
+        .route(
+            "/cancel-flow-executions",
+            post(appflow::cancel_flow_executions),
+        )
+        .route(
+            "/describe-flow-execution-records",
+            post(appflow::describe_flow_execution_records),
+        )
+        .route(
+            "/tags/{arn}",
+            get(appflow::list_tags)
+                .post(appflow::tag_resource)
+                .delete(appflow::untag_resource),
+        )
+        .route(
+            "/domains/{domain}",
+            post(profiles::create_domain).get(profiles::get_domain),
+        )
+        .route(
+            "/domains/{domain}/object-types/{object_type}",
+            put(profiles::put_profile_object_type),
+        )
+        .route(
+            "/domains/{domain}/integrations",
+            put(profiles::put_integration)
+                .post(profiles::get_integration)
+                .get(profiles::list_integrations),
+        )
+        .route(
+            "/domains/{domain}/integrations/delete",
+            post(profiles::delete_integration),
+        )
+        .fallback(unknown_operation)
+        .layer(middleware::from_fn_with_state(sim.clone(), api_faults))
+        .layer(middleware::from_fn(require_auth));
+
+    let admin = Router::new()
+        .route("/ledger", get(admin::ledger))
+        .route("/source", get(admin::source))
+        .route("/runs", get(admin::runs))
+        .route("/flows", get(admin::flows))
+        .route("/events", get(admin::events))
+        .route("/faults", get(admin::get_faults).post(admin::put_faults))
+        .route("/reset", post(admin::reset));
+
+    Router::new()
+        .nest("/_sim", admin)
+        .merge(api)
+        .with_state(sim)
+}
+
+fn service_of(path: &str) -> Service {
+    if path.starts_with("/domains/") {
+        Service::Profiles
+    } else {
+        Service::AppFlow
+    }
+}
+
+async fn unknown_operation(req: Request) -> Response {
+    ApiError::new(
+        service_of(req.uri().path()),
+        ErrorKind::UnknownOperation,
+        format!(
+            "the simulator does not implement {} {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+/// Signatures are not verified, but an unsigned request is a client misconfiguration worth
+/// surfacing the way AWS does (403).
+async fn require_auth(req: Request, next: Next) -> Response {
+    if req.headers().contains_key("authorization") {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        service_of(req.uri().path()),
+        ErrorKind::AccessDenied,
+        "Missing Authentication Token: requests must carry a SigV4 Authorization header",
+    )
+    .into_response()
+}
+
+async fn api_faults(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let plan = sim.faults();
+    let service = service_of(req.uri().path());
+    if plan.throttle_rate > 0.0 && sim.roll() < plan.throttle_rate {
+        tracing::debug!(path = req.uri().path(), "fault plan: throttling");
+        return ApiError::new(service, ErrorKind::Throttling, "Rate exceeded").into_response();
+    }
+    if plan.server_error_rate > 0.0 && sim.roll() < plan.server_error_rate {
+        tracing::debug!(path = req.uri().path(), "fault plan: internal error");
+        return ApiError::new(
+            service,
+            ErrorKind::Internal,
+            "An internal error occurred. Try again later.",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Writes one JSON Schema per flowpilot health event detail type into this folder.
+
+The schemas describe the whole EventBridge event as delivered to a target (envelope + detail).
+They are a compatibility promise: add optional members freely; never remove or retype one.
+Run: python3 infra/schemas/generate.py
+"""
+import json
+import pathlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+TIME = {"type": "string", "format": "date-time"}
+OPTIONAL_MEMBERS = {
+    "flow_name": {"type": "string", "pattern": "^fp-[a-z0-9][a-z0-9-]*-(b[0-9]{4,}|live)$",
+                  "description": "AppFlow flow the event is about"},
+    "batch": {
+        "type": "object",
+        "description": "The batch window [start, end)",
+        "required": ["index", "start", "end"],
+        "properties": {"index": {"type": "integer", "minimum": 0}, "start": TIME, "end": TIME},
+    },
+    "attempt": {"type": "integer", "minimum": 1, "description": "Attempt number of the batch run"},
+    "error": {"type": "string", "description": "AppFlow's error message for the failed run"},
+    "transient": {"type": "boolean", "description": "Whether the failure was judged transient"},
+    "retry_at": dict(TIME, description="When the retry will start"),
+    "command": {"type": "string", "description": "The exact command that redrives or rebuilds"},
+}
+BASE = {
+    "event_id": {"type": "string", "minLength": 1,
+                 "description": "Stable id; the same occurrence always carries the same id (de-duplicate on it)"},
+    "workflow_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"},
+    "domain": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+    "object_type": {"type": "string", "minLength": 1, "maxLength": 255},
+    "connector": {"enum": ["salesforce", "marketo", "servicenow", "zendesk", "s3"]},
+    "status": {"enum": ["pending", "backfilling", "linking", "live", "degraded", "rebuilding",
+                        "failed", "cancelled"],
+               "description": "Workflow status after the change this event reports"},
+    "progress": {
+        "type": "object",
+        "required": ["batches_done", "batches_total", "records"],
+        "properties": {
+            "batches_done": {"type": "integer", "minimum": 0},
+            "batches_total": {"type": "integer", "minimum": 0},
+            "records": {"type": "integer", "minimum": 0},
+        },
+    },
+    "time": TIME,
+}
+
+# detail-type -> (slug, description, extra required members, extra constraints)
+EVENTS = {
+    "Workflow Started": ("workflow-started", "A workflow began its bulk phase (or linking).", [], {}),
+    "Batch Succeeded": ("batch-succeeded", "A batch run ended successfully; its flow is deleted.",
+                        ["flow_name", "batch", "attempt"], {}),
+    "Batch Retry Scheduled": ("batch-retry-scheduled", "A batch run failed transiently; a retry is scheduled.",
+                              ["flow_name", "batch", "attempt", "error", "transient", "retry_at"],
+                              {"transient": {"const": True}}),
+    "Batch Failed": ("batch-failed", "A batch failed permanently or ran out of retries.",
+                     ["flow_name", "batch", "attempt", "error", "transient"], {}),
+    "Workflow Completed": ("workflow-completed", "Every batch succeeded and the continuous integration is linked.",
+                           [], {}),
+    "Workflow Failed": ("workflow-failed", "The workflow stopped; `command` redrives it from the failed batch.",
+                        ["error", "command"], {}),
+    "Workflow Stalled": ("workflow-stalled", "A run exceeded the maximum duration and was cancelled and retried.",
+                         ["flow_name", "batch", "attempt"], {}),
+    "Integration Degraded": ("integration-degraded",
+                             "The continuous integration failed repeatedly or was deactivated; `command` rebuilds it.",
+                             ["flow_name", "command"], {}),
+    "Integration Recovered": ("integration-recovered", "The continuous integration succeeded again after being degraded.",
+                              ["flow_name"], {}),
+    "Integration Rebuilt": ("integration-rebuilt",
+                            "The continuous integration was deleted and re-established from its last good point.",
+                            ["flow_name"], {}),
+}
+
+
+def schema(detail_type, slug, description, extra_required, extra):
+    props = dict(BASE)
+    props.update(OPTIONAL_MEMBERS)
+    for name, constraint in extra.items():
+        props[name] = dict(props[name], **constraint)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://flowpilot.dev/schemas/health/{slug}.json",
+        "title": f"flowpilot health event: {detail_type}",
+        "description": description,
+        "type": "object",
+        "required": ["detail-type", "source", "detail"],
+        "properties": {
+            "detail-type": {"const": detail_type},
+            "source": {"const": "flowpilot"},
+            "detail": {
+                "type": "object",
+                "required": sorted(BASE.keys()) + extra_required,
+                "properties": props,
+                "additionalProperties": True,
+            },
+        },
+    }
+
+
+for detail_type, (slug, description, extra_required, extra) in EVENTS.items():
+    path = HERE / f"{slug}.json"
+    path.write_text(json.dumps(schema(detail_type, slug, description, extra_required, extra), indent=2) + "\n")
+    print(path.name)

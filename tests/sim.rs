@@ -1,0 +1,1442 @@
+//! The AppFlow + Customer Profiles simulator, driven through the real `aws-sdk-appflow` and
+//! `aws-sdk-customerprofiles` clients: wire conformance (operations and modelled errors),
+//! idempotency, runs and the ledger, scheduled flows, faults, and the end-to-end path
+//! AppFlow run report → EventBridge (moto) → SQS.
+
+// Each test binary uses part of the harness.
+#[allow(unused_imports)]
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use aws_sdk_appflow::error::ProvideErrorMetadata;
+use aws_sdk_appflow::operation::create_flow::builders::CreateFlowFluentBuilder;
+use aws_sdk_appflow::types as af;
+use aws_sdk_customerprofiles::types as cp;
+use chrono::{TimeZone, Utc};
+use flowpilot_sim::{FaultPlan, RunFailure, SimConfig, SimHandle};
+use serde_json::{Value, json};
+use support::poll_until;
+
+const WAIT: Duration = Duration::from_secs(20);
+const PROFILE: &str = "sf-prod";
+const DOMAIN: &str = "acme";
+
+struct Env {
+    appflow: aws_sdk_appflow::Client,
+    profiles: aws_sdk_customerprofiles::Client,
+    http: reqwest::Client,
+    sim: SimHandle,
+}
+
+fn quiet_config() -> SimConfig {
+    let mut c = SimConfig::default();
+    c.events.disabled = true;
+    c.faults.run_duration_ms = flowpilot_sim::DurationRange { min: 20, max: 60 };
+    c
+}
+
+async fn env_with(config: SimConfig) -> anyhow::Result<Env> {
+    let sim = flowpilot_sim::start(config).await?;
+    let sdk = support::sdk_config(&sim.url()).await;
+    Ok(Env {
+        appflow: aws_sdk_appflow::Client::new(&sdk),
+        profiles: aws_sdk_customerprofiles::Client::new(&sdk),
+        http: reqwest::Client::new(),
+        sim,
+    })
+}
+
+impl Env {
+    async fn admin(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}/_sim/{path}", self.sim.url()))
+            .send()
+            .await?;
+        ensure!(
+            resp.status().is_success(),
+            "GET /_sim/{path}: {}",
+            resp.status()
+        );
+        Ok(resp.json().await?)
+    }
+
+    async fn set_faults(&self, plan: &FaultPlan) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/_sim/faults", self.sim.url()))
+            .json(plan)
+            .send()
+            .await?;
+        ensure!(
+            resp.status().is_success(),
+            "POST /_sim/faults: {}",
+            resp.status()
+        );
+        Ok(())
+    }
+
+    async fn profile_and_domain(&self) -> anyhow::Result<()> {
+        self.appflow
+            .create_connector_profile()
+            .connector_profile_name(PROFILE)
+            .connector_type(af::ConnectorType::Salesforce)
+            .connection_mode(af::ConnectionMode::Public)
+            .connector_profile_config(
+                af::ConnectorProfileConfig::builder()
+                    .connector_profile_properties(
+                        af::ConnectorProfileProperties::builder()
+                            .salesforce(
+                                af::SalesforceConnectorProfileProperties::builder()
+                                    .instance_url("https://example.my.salesforce.com")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await?;
+        self.profiles
+            .create_domain()
+            .domain_name(DOMAIN)
+            .default_expiration_days(365)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn run_status(
+        &self,
+        flow: &str,
+        execution_id: &str,
+    ) -> anyhow::Result<Option<af::ExecutionRecord>> {
+        let mut token = None;
+        loop {
+            let out = self
+                .appflow
+                .describe_flow_execution_records()
+                .flow_name(flow)
+                .max_results(100)
+                .set_next_token(token)
+                .send()
+                .await?;
+            if let Some(r) = out
+                .flow_executions()
+                .iter()
+                .find(|r| r.execution_id() == Some(execution_id))
+            {
+                return Ok(Some(r.clone()));
+            }
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Polls DescribeFlowExecutionRecords until the run leaves InProgress / CancelStarted.
+    async fn finished(
+        &self,
+        flow: &str,
+        execution_id: &str,
+    ) -> anyhow::Result<af::ExecutionRecord> {
+        poll_until(WAIT, || async {
+            Ok(self.run_status(flow, execution_id).await?.filter(|r| {
+                !matches!(
+                    r.execution_status(),
+                    Some(af::ExecutionStatus::Inprogress | af::ExecutionStatus::Cancelstarted)
+                        | None
+                )
+            }))
+        })
+        .await
+    }
+}
+
+fn ms(y: i32, m: u32, d: u32) -> i64 {
+    Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn between(lo_ms: i64, hi_ms: i64) -> af::Task {
+    af::Task::builder()
+        .task_type(af::TaskType::Filter)
+        .source_fields("LastModifiedDate")
+        .connector_operator(
+            af::ConnectorOperator::builder()
+                .salesforce(af::SalesforceConnectorOperator::Between)
+                .build(),
+        )
+        .task_properties(af::OperatorPropertiesKeys::DataType, "datetime")
+        .task_properties(af::OperatorPropertiesKeys::LowerBound, lo_ms.to_string())
+        .task_properties(af::OperatorPropertiesKeys::UpperBound, hi_ms.to_string())
+        .build()
+        .unwrap()
+}
+
+fn map_all() -> af::Task {
+    af::Task::builder()
+        .task_type(af::TaskType::MapAll)
+        .source_fields("")
+        .connector_operator(
+            af::ConnectorOperator::builder()
+                .salesforce(af::SalesforceConnectorOperator::NoOp)
+                .build(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn source(profile: &str) -> af::SourceFlowConfig {
+    af::SourceFlowConfig::builder()
+        .connector_type(af::ConnectorType::Salesforce)
+        .connector_profile_name(profile)
+        .source_connector_properties(
+            af::SourceConnectorProperties::builder()
+                .salesforce(
+                    af::SalesforceSourceProperties::builder()
+                        .object("Account")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn destination(object_type: &str) -> af::DestinationFlowConfig {
+    af::DestinationFlowConfig::builder()
+        .connector_type(af::ConnectorType::Customerprofiles)
+        .destination_connector_properties(
+            af::DestinationConnectorProperties::builder()
+                .customer_profiles(
+                    af::CustomerProfilesDestinationProperties::builder()
+                        .domain_name(DOMAIN)
+                        .object_type_name(object_type)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn on_demand() -> af::TriggerConfig {
+    af::TriggerConfig::builder()
+        .trigger_type(af::TriggerType::Ondemand)
+        .build()
+        .unwrap()
+}
+
+/// An on-demand Salesforce `Account` → `acme/Account` flow over `[lo, hi)` (BETWEEN lo-1, hi).
+fn batch_flow(
+    c: &aws_sdk_appflow::Client,
+    name: &str,
+    lo_ms: i64,
+    hi_ms: i64,
+) -> CreateFlowFluentBuilder {
+    c.create_flow()
+        .flow_name(name)
+        .trigger_config(on_demand())
+        .source_flow_config(source(PROFILE))
+        .destination_flow_config_list(destination("Account"))
+        .tasks(map_all())
+        .tasks(between(lo_ms - 1, hi_ms))
+}
+
+async fn source_count(env: &Env, from: &str, to: &str) -> anyhow::Result<u64> {
+    let v = env
+        .admin(&format!(
+            "source?connector_profile={PROFILE}&object=Account&from={from}&to={to}"
+        ))
+        .await?;
+    v["records"].as_u64().context("records")
+}
+
+#[tokio::test]
+async fn appflow_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
+    let env = env_with(quiet_config()).await?;
+    env.profile_and_domain().await?;
+
+    let profiles = env
+        .appflow
+        .describe_connector_profiles()
+        .connector_profile_names(PROFILE)
+        .send()
+        .await?;
+    let p = &profiles.connector_profile_details()[0];
+    assert_eq!(p.connector_profile_name(), Some(PROFILE));
+    assert_eq!(p.connector_type(), Some(&af::ConnectorType::Salesforce));
+
+    let (lo, hi) = (ms(2024, 1, 1), ms(2024, 3, 1));
+    let created = batch_flow(&env.appflow, "fp-wf1-b0000", lo, hi)
+        .tags("owner", "flowpilot")
+        .send()
+        .await?;
+    assert_eq!(
+        created.flow_arn(),
+        Some("arn:aws:appflow:us-east-1:123456789012:flow/fp-wf1-b0000")
+    );
+    assert_eq!(created.flow_status(), Some(&af::FlowStatus::Active));
+
+    let d = env
+        .appflow
+        .describe_flow()
+        .flow_name("fp-wf1-b0000")
+        .send()
+        .await?;
+    assert_eq!(d.flow_name(), Some("fp-wf1-b0000"));
+    assert_eq!(
+        d.trigger_config().map(|t| t.trigger_type()),
+        Some(&af::TriggerType::Ondemand)
+    );
+    let filter = d
+        .tasks()
+        .iter()
+        .find(|t| t.task_type() == &af::TaskType::Filter)
+        .context("filter task echoed")?;
+    assert_eq!(
+        filter
+            .task_properties()
+            .and_then(|p| p.get(&af::OperatorPropertiesKeys::UpperBound))
+            .map(String::as_str),
+        Some(hi.to_string().as_str())
+    );
+    assert_eq!(
+        d.tags().and_then(|t| t.get("owner")).map(String::as_str),
+        Some("flowpilot")
+    );
+
+    let list = env.appflow.list_flows().send().await?;
+    assert_eq!(list.flows().len(), 1);
+    assert_eq!(
+        list.flows()[0].trigger_type(),
+        Some(&af::TriggerType::Ondemand)
+    );
+
+    // Tags: URL-encoded ARN in the path, repeated tagKeys in the query.
+    let arn = created.flow_arn().unwrap_or_default();
+    env.appflow
+        .tag_resource()
+        .resource_arn(arn)
+        .tags("team", "data")
+        .tags("x", "y")
+        .send()
+        .await?;
+    env.appflow
+        .untag_resource()
+        .resource_arn(arn)
+        .tag_keys("x")
+        .tag_keys("owner")
+        .send()
+        .await?;
+    let tags = env
+        .appflow
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await?;
+    let mut keys: Vec<_> = tags
+        .tags()
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    assert_eq!(keys, vec!["team".to_owned()]);
+
+    // UpdateFlow re-windows the filter (the destination stays).
+    let (lo, hi) = (ms(2024, 2, 1), ms(2024, 3, 1));
+    let upd = env
+        .appflow
+        .update_flow()
+        .flow_name("fp-wf1-b0000")
+        .trigger_config(on_demand())
+        .source_flow_config(source(PROFILE))
+        .destination_flow_config_list(destination("Account"))
+        .tasks(map_all())
+        .tasks(between(lo - 1, hi))
+        .send()
+        .await?;
+    assert_eq!(upd.flow_status(), Some(&af::FlowStatus::Active));
+
+    let started = env
+        .appflow
+        .start_flow()
+        .flow_name("fp-wf1-b0000")
+        .send()
+        .await?;
+    let id = started
+        .execution_id()
+        .context("on-demand run has an executionId")?
+        .to_owned();
+    let rec = env.finished("fp-wf1-b0000", &id).await?;
+    assert_eq!(
+        rec.execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    let expected = source_count(&env, "2024-02-01T00:00:00Z", "2024-03-01T00:00:00Z").await?;
+    assert_eq!(expected, 29 * 50, "2024-02 has 29 days of 50 records");
+    let result = rec.execution_result().context("executionResult")?;
+    assert_eq!(result.records_processed(), Some(expected as i64));
+    assert!(rec.started_at().is_some() && rec.data_pull_start_time().is_some());
+    let pull_start = rec.data_pull_start_time().unwrap().to_millis()?;
+    assert!(
+        pull_start >= lo,
+        "first record {pull_start} is inside the window from {lo}"
+    );
+
+    let ledger = env
+        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
+        .await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(expected));
+    assert_eq!(ledger["duplicate_writes"].as_u64(), Some(0));
+
+    let d = env
+        .appflow
+        .describe_flow()
+        .flow_name("fp-wf1-b0000")
+        .send()
+        .await?;
+    assert_eq!(
+        d.last_run_execution_details()
+            .and_then(|l| l.most_recent_execution_status()),
+        Some(&af::ExecutionStatus::Successful)
+    );
+
+    env.appflow
+        .delete_flow()
+        .flow_name("fp-wf1-b0000")
+        .send()
+        .await?;
+    let err = env
+        .appflow
+        .describe_flow()
+        .flow_name("fp-wf1-b0000")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert_eq!(env.admin("flows").await?["flows"], json!([]));
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn appflow_modelled_errors_reach_the_sdk_as_typed_variants() -> anyhow::Result<()> {
+    let env = env_with(quiet_config()).await?;
+    env.profile_and_domain().await?;
+    let (lo, hi) = (ms(2024, 1, 1), ms(2024, 2, 1));
+    batch_flow(&env.appflow, "fp-e-b0000", lo, hi)
+        .send()
+        .await?;
+
+    let err = batch_flow(&env.appflow, "fp-e-b0000", lo, hi)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_conflict_exception(), "{err:?}");
+    assert!(err.message().unwrap_or_default().contains("fp-e-b0000"));
+
+    let err = batch_flow(&env.appflow, "bad name", lo, hi)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    assert!(err.message().unwrap_or_default().contains("flowName"));
+
+    let err = env
+        .appflow
+        .create_flow()
+        .flow_name("fp-e-nosource")
+        .trigger_config(on_demand())
+        .source_flow_config(source("no-such-profile"))
+        .destination_flow_config_list(destination("Account"))
+        .tasks(map_all())
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert!(
+        err.message()
+            .unwrap_or_default()
+            .contains("no-such-profile")
+    );
+
+    // Missing required member `tasks`.
+    let err = env
+        .appflow
+        .create_flow()
+        .flow_name("fp-e-notasks")
+        .trigger_config(on_demand())
+        .source_flow_config(source(PROFILE))
+        .destination_flow_config_list(destination("Account"))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+    assert!(err.message().unwrap_or_default().contains("tasks"));
+
+    // A BETWEEN filter whose bound is not epoch milliseconds.
+    let bad_filter = af::Task::builder()
+        .task_type(af::TaskType::Filter)
+        .source_fields("LastModifiedDate")
+        .connector_operator(
+            af::ConnectorOperator::builder()
+                .salesforce(af::SalesforceConnectorOperator::Between)
+                .build(),
+        )
+        .task_properties(af::OperatorPropertiesKeys::LowerBound, "last tuesday")
+        .task_properties(af::OperatorPropertiesKeys::UpperBound, "1")
+        .build()?;
+    let err = env
+        .appflow
+        .create_flow()
+        .flow_name("fp-e-badfilter")
+        .trigger_config(on_demand())
+        .source_flow_config(source(PROFILE))
+        .destination_flow_config_list(destination("Account"))
+        .tasks(bad_filter)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_validation_exception(), "{err:?}");
+
+    // Same clientToken, different parameters.
+    batch_flow(&env.appflow, "fp-e-tok", lo, hi)
+        .client_token("tok-1")
+        .send()
+        .await?;
+    let again = batch_flow(&env.appflow, "fp-e-tok", lo, hi)
+        .client_token("tok-1")
+        .send()
+        .await?;
+    assert_eq!(
+        again.flow_status(),
+        Some(&af::FlowStatus::Active),
+        "same token, same params replays"
+    );
+    let err = batch_flow(&env.appflow, "fp-e-tok", lo, hi + 1)
+        .client_token("tok-1")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_conflict_exception(), "{err:?}");
+
+    let err = env
+        .appflow
+        .stop_flow()
+        .flow_name("fp-e-b0000")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_unsupported_operation_exception(), "{err:?}");
+    let err = env
+        .appflow
+        .start_flow()
+        .flow_name("nope-x")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = env
+        .appflow
+        .delete_flow()
+        .flow_name("nope-x")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = env
+        .appflow
+        .describe_flow_execution_records()
+        .flow_name("nope-x")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = env
+        .appflow
+        .list_tags_for_resource()
+        .resource_arn("arn:aws:appflow:us-east-1:123456789012:flow/nope-x")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn start_flow_with_the_same_client_token_starts_one_run() -> anyhow::Result<()> {
+    let env = env_with(quiet_config()).await?;
+    env.profile_and_domain().await?;
+    batch_flow(
+        &env.appflow,
+        "fp-idem-b0000",
+        ms(2024, 1, 1),
+        ms(2024, 1, 8),
+    )
+    .send()
+    .await?;
+    let start = || {
+        env.appflow
+            .start_flow()
+            .flow_name("fp-idem-b0000")
+            .client_token("wf:0:1")
+            .send()
+    };
+    let a = start().await?;
+    let b = start().await?;
+    assert!(a.execution_id().is_some());
+    assert_eq!(a.execution_id(), b.execution_id());
+    env.finished("fp-idem-b0000", a.execution_id().unwrap_or_default())
+        .await?;
+    let c = start().await?;
+    assert_eq!(
+        a.execution_id(),
+        c.execution_id(),
+        "still the same run after it finished"
+    );
+
+    let runs = env.admin("runs").await?;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+    let ledger = env
+        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
+        .await?;
+    assert_eq!(ledger["duplicate_writes"].as_u64(), Some(0));
+
+    let d = env
+        .appflow
+        .start_flow()
+        .flow_name("fp-idem-b0000")
+        .client_token("wf:0:2")
+        .send()
+        .await?;
+    assert_ne!(
+        d.execution_id(),
+        a.execution_id(),
+        "a new token is a new run"
+    );
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn execution_records_paginate_and_find_every_run() -> anyhow::Result<()> {
+    let env = env_with(quiet_config()).await?;
+    env.profile_and_domain().await?;
+    batch_flow(
+        &env.appflow,
+        "fp-page-b0000",
+        ms(2024, 1, 1),
+        ms(2024, 1, 2),
+    )
+    .send()
+    .await?;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let out = env
+            .appflow
+            .start_flow()
+            .flow_name("fp-page-b0000")
+            .send()
+            .await?;
+        ids.push(out.execution_id().context("executionId")?.to_owned());
+    }
+    for id in &ids {
+        env.finished("fp-page-b0000", id).await?;
+    }
+    let mut seen = Vec::new();
+    let mut token = None;
+    let mut pages = 0;
+    loop {
+        let out = env
+            .appflow
+            .describe_flow_execution_records()
+            .flow_name("fp-page-b0000")
+            .max_results(2)
+            .set_next_token(token)
+            .send()
+            .await?;
+        pages += 1;
+        assert!(out.flow_executions().len() <= 2);
+        seen.extend(
+            out.flow_executions()
+                .iter()
+                .filter_map(|r| r.execution_id().map(str::to_owned)),
+        );
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let (mut a, mut b) = (seen.clone(), ids.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    let runs = env.admin("runs").await?;
+    assert_eq!(
+        runs["max_concurrent_per_flow"]["fp-page-b0000"]
+            .as_u64()
+            .map(|n| n >= 1),
+        Some(true)
+    );
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn cancel_flow_executions_cancels_in_progress_runs_only() -> anyhow::Result<()> {
+    let mut config = quiet_config();
+    config.faults.run_duration_ms = flowpilot_sim::DurationRange {
+        min: 5_000,
+        max: 5_000,
+    };
+    let env = env_with(config).await?;
+    env.profile_and_domain().await?;
+    batch_flow(
+        &env.appflow,
+        "fp-cancel-b0000",
+        ms(2024, 1, 1),
+        ms(2024, 2, 1),
+    )
+    .send()
+    .await?;
+    let id = env
+        .appflow
+        .start_flow()
+        .flow_name("fp-cancel-b0000")
+        .send()
+        .await?
+        .execution_id()
+        .context("executionId")?
+        .to_owned();
+    let err = env
+        .appflow
+        .delete_flow()
+        .flow_name("fp-cancel-b0000")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        err.is_conflict_exception(),
+        "a running flow needs forceDelete: {err:?}"
+    );
+    let out = env
+        .appflow
+        .cancel_flow_executions()
+        .flow_name("fp-cancel-b0000")
+        .execution_ids(&id)
+        .execution_ids("00000000-0000-0000-0000-000000000000")
+        .send()
+        .await?;
+    assert_eq!(
+        out.invalid_executions(),
+        ["00000000-0000-0000-0000-000000000000".to_owned()]
+    );
+    let rec = env.finished("fp-cancel-b0000", &id).await?;
+    assert_eq!(rec.execution_status(), Some(&af::ExecutionStatus::Canceled));
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn scripted_failure_is_reported_with_its_message_and_partial_writes() -> anyhow::Result<()> {
+    let env = env_with(quiet_config()).await?;
+    env.profile_and_domain().await?;
+    env.set_faults(&FaultPlan {
+        run_failures: vec![RunFailure {
+            flow_suffix: "-b0001".into(),
+            attempts: vec![1],
+            from_attempt: None,
+            to_attempt: None,
+            message: "INVALID_SESSION_ID: Session expired or invalid".into(),
+            partial_fraction: 0.5,
+        }],
+        run_duration_ms: flowpilot_sim::DurationRange { min: 20, max: 40 },
+        ..FaultPlan::default()
+    })
+    .await?;
+    batch_flow(&env.appflow, "fp-f-b0001", ms(2024, 1, 1), ms(2024, 1, 11))
+        .send()
+        .await?;
+    let run = |env: &Env| {
+        let c = env.appflow.clone();
+        async move {
+            let out = c.start_flow().flow_name("fp-f-b0001").send().await?;
+            anyhow::Ok(out.execution_id().context("executionId")?.to_owned())
+        }
+    };
+    let first = run(&env).await?;
+    let rec = env.finished("fp-f-b0001", &first).await?;
+    assert_eq!(rec.execution_status(), Some(&af::ExecutionStatus::Error));
+    let info = rec
+        .execution_result()
+        .and_then(|r| r.error_info())
+        .context("errorInfo")?;
+    assert_eq!(
+        info.execution_message(),
+        Some("INVALID_SESSION_ID: Session expired or invalid")
+    );
+    let ledger = env
+        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
+        .await?;
+    assert_eq!(
+        ledger["distinct_records"].as_u64(),
+        Some(250),
+        "half of 10 days × 50"
+    );
+
+    // Attempt 2 is not scripted: it succeeds, rewriting the first half (duplicates).
+    let second = run(&env).await?;
+    let rec = env.finished("fp-f-b0001", &second).await?;
+    assert_eq!(
+        rec.execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    let ledger = env
+        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
+        .await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(500));
+    assert_eq!(ledger["duplicate_writes"].as_u64(), Some(250));
+    let events = env.admin("events").await?;
+    let failed = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| {
+            e["detail"]["execution-id"] == first.as_str()
+                && e["detail-type"] == "AppFlow End Flow Run Report"
+        })
+        .context("end report of the failed run")?;
+    assert_eq!(failed["detail"]["status"], "Execution Failed");
+    assert_eq!(
+        failed["detail"]["error"],
+        "INVALID_SESSION_ID: Session expired or invalid"
+    );
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn full_throttling_surfaces_throttling_exception_after_sdk_retries() -> anyhow::Result<()> {
+    let mut config = quiet_config();
+    config.faults.throttle_rate = 1.0;
+    let sim = flowpilot_sim::start(config).await?;
+    let sdk = support::sdk_config(&sim.url()).await;
+    let retry = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(2)
+        .with_initial_backoff(Duration::from_millis(10))
+        .with_max_backoff(Duration::from_millis(20));
+    let appflow = aws_sdk_appflow::Client::from_conf(
+        aws_sdk_appflow::config::Builder::from(&sdk)
+            .retry_config(retry.clone())
+            .build(),
+    );
+    let profiles = aws_sdk_customerprofiles::Client::from_conf(
+        aws_sdk_customerprofiles::config::Builder::from(&sdk)
+            .retry_config(retry)
+            .build(),
+    );
+    let err = appflow
+        .list_flows()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(err.code(), Some("ThrottlingException"));
+    assert_eq!(err.message(), Some("Rate exceeded"));
+    let err = appflow
+        .start_flow()
+        .flow_name("any-flow")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(err.code(), Some("ThrottlingException"));
+    let err = profiles
+        .get_domain()
+        .domain_name(DOMAIN)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_throttling_exception(), "{err:?}");
+    assert_eq!(err.message(), Some("Rate exceeded"));
+
+    // The admin API is never throttled.
+    let runs = reqwest::get(format!("{}/_sim/runs", sim.url())).await?;
+    assert!(runs.status().is_success());
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn customer_profiles_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
+    let env = env_with(quiet_config()).await?;
+    env.profile_and_domain().await?;
+    let p = &env.profiles;
+
+    let d = p.get_domain().domain_name(DOMAIN).send().await?;
+    assert_eq!(d.domain_name(), DOMAIN);
+    assert_eq!(d.default_expiration_days(), Some(365));
+    let err = p
+        .create_domain()
+        .domain_name(DOMAIN)
+        .default_expiration_days(1)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_bad_request_exception(), "{err:?}");
+    let err = p
+        .get_domain()
+        .domain_name("nope")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert!(err.message().unwrap_or_default().contains("nope"));
+
+    let ot = p
+        .put_profile_object_type()
+        .domain_name(DOMAIN)
+        .object_type_name("Account")
+        .description("Salesforce accounts")
+        .allow_profile_creation(true)
+        .send()
+        .await?;
+    assert_eq!(ot.object_type_name(), "Account");
+    let err = p
+        .put_profile_object_type()
+        .domain_name("nope")
+        .object_type_name("Account")
+        .description("x")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+
+    // PutIntegration with a FlowDefinition creates the scheduled flow and returns its ARN.
+    let def = cp::FlowDefinition::builder()
+        .flow_name("fp-wf1-live")
+        .kms_arn("arn:aws:kms:us-east-1:123456789012:key/abc")
+        .source_flow_config(
+            cp::SourceFlowConfig::builder()
+                .connector_type(cp::SourceConnectorType::Salesforce)
+                .connector_profile_name(PROFILE)
+                .incremental_pull_config(
+                    cp::IncrementalPullConfig::builder()
+                        .datetime_type_field_name("LastModifiedDate")
+                        .build(),
+                )
+                .source_connector_properties(
+                    cp::SourceConnectorProperties::builder()
+                        .salesforce(
+                            cp::SalesforceSourceProperties::builder()
+                                .object("Account")
+                                .build()?,
+                        )
+                        .build(),
+                )
+                .build()?,
+        )
+        .tasks(
+            cp::Task::builder()
+                .task_type(cp::TaskType::Map)
+                .source_fields("Id")
+                .destination_field("Id")
+                .connector_operator(
+                    cp::ConnectorOperator::builder()
+                        .salesforce(cp::SalesforceConnectorOperator::NoOp)
+                        .build(),
+                )
+                .build()?,
+        )
+        .trigger_config(
+            cp::TriggerConfig::builder()
+                .trigger_type(cp::TriggerType::Scheduled)
+                .trigger_properties(
+                    cp::TriggerProperties::builder()
+                        .scheduled(
+                            cp::ScheduledTriggerProperties::builder()
+                                .schedule_expression("rate(1hours)")
+                                .data_pull_mode(cp::DataPullMode::Incremental)
+                                .first_execution_from(aws_smithy_types_datetime(ms(2024, 3, 1)))
+                                .build()?,
+                        )
+                        .build(),
+                )
+                .build()?,
+        )
+        .build()?;
+    let put = p
+        .put_integration()
+        .domain_name(DOMAIN)
+        .object_type_name("Account")
+        .flow_definition(def)
+        .tags("owner", "flowpilot")
+        .send()
+        .await?;
+    let uri = put.uri().to_owned();
+    assert_eq!(
+        uri,
+        "arn:aws:appflow:us-east-1:123456789012:flow/fp-wf1-live"
+    );
+    let flow = env
+        .appflow
+        .describe_flow()
+        .flow_name("fp-wf1-live")
+        .send()
+        .await?;
+    assert_eq!(flow.flow_status(), Some(&af::FlowStatus::Draft));
+    let dest = flow.destination_flow_config_list()[0]
+        .destination_connector_properties()
+        .and_then(|d| d.customer_profiles())
+        .context("CustomerProfiles destination")?;
+    assert_eq!(
+        (dest.domain_name(), dest.object_type_name()),
+        (DOMAIN, Some("Account"))
+    );
+    let sched = flow
+        .trigger_config()
+        .and_then(|t| t.trigger_properties())
+        .and_then(|p| p.scheduled())
+        .context("scheduled trigger echoed")?;
+    assert_eq!(
+        sched.first_execution_from().map(|t| t.to_millis().ok()),
+        Some(Some(ms(2024, 3, 1)))
+    );
+
+    let got = p
+        .get_integration()
+        .domain_name(DOMAIN)
+        .uri(&uri)
+        .send()
+        .await?;
+    assert_eq!(got.object_type_name(), Some("Account"));
+    assert_eq!(
+        got.tags().and_then(|t| t.get("owner")).map(String::as_str),
+        Some("flowpilot")
+    );
+
+    // PutIntegration with the Uri of an existing flow links it.
+    batch_flow(&env.appflow, "fp-wf1-other", ms(2024, 1, 1), ms(2024, 1, 2))
+        .send()
+        .await?;
+    let other = "arn:aws:appflow:us-east-1:123456789012:flow/fp-wf1-other";
+    p.put_integration()
+        .domain_name(DOMAIN)
+        .uri(other)
+        .object_type_name("Account")
+        .send()
+        .await?;
+    let err = p
+        .put_integration()
+        .domain_name(DOMAIN)
+        .uri("arn:aws:appflow:us-east-1:123456789012:flow/missing")
+        .object_type_name("Account")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+
+    let list = p.list_integrations().domain_name(DOMAIN).send().await?;
+    let mut uris: Vec<_> = list.items().iter().map(|i| i.uri().to_owned()).collect();
+    uris.sort();
+    assert_eq!(uris, vec![uri.clone(), other.to_owned()]);
+
+    let del = p
+        .delete_integration()
+        .domain_name(DOMAIN)
+        .uri(&uri)
+        .send()
+        .await?;
+    assert!(!del.message().is_empty());
+    let err = p
+        .get_integration()
+        .domain_name(DOMAIN)
+        .uri(&uri)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = p
+        .delete_integration()
+        .domain_name(DOMAIN)
+        .uri(&uri)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+fn aws_smithy_types_datetime(ms: i64) -> aws_sdk_customerprofiles::primitives::DateTime {
+    aws_sdk_customerprofiles::primitives::DateTime::from_millis(ms)
+}
+
+#[tokio::test]
+async fn scheduled_flow_pulls_contiguous_windows_and_deactivates_after_failures()
+-> anyhow::Result<()> {
+    let mut config = quiet_config();
+    config.tick_ms = 50;
+    let env = env_with(config).await?;
+    env.profile_and_domain().await?;
+    env.set_faults(&FaultPlan {
+        run_failures: vec![RunFailure {
+            flow_suffix: "-live".into(),
+            attempts: vec![],
+            from_attempt: Some(4),
+            to_attempt: Some(5),
+            message: "Rate exceeded".into(),
+            partial_fraction: 0.0,
+        }],
+        run_duration_ms: flowpilot_sim::DurationRange { min: 10, max: 20 },
+        ..FaultPlan::default()
+    })
+    .await?;
+    let first = ms(2024, 6, 1);
+    let trigger = af::TriggerConfig::builder()
+        .trigger_type(af::TriggerType::Scheduled)
+        .trigger_properties(
+            af::TriggerProperties::builder()
+                .scheduled(
+                    af::ScheduledTriggerProperties::builder()
+                        .schedule_expression("rate(1 days)")
+                        .data_pull_mode(af::DataPullMode::Incremental)
+                        .first_execution_from(aws_sdk_appflow::primitives::DateTime::from_millis(
+                            first,
+                        ))
+                        .flow_error_deactivation_threshold(2)
+                        .build()?,
+                )
+                .build(),
+        )
+        .build()?;
+    let created = env
+        .appflow
+        .create_flow()
+        .flow_name("fp-wf2-live")
+        .trigger_config(trigger)
+        .source_flow_config(source(PROFILE))
+        .destination_flow_config_list(destination("Account"))
+        .tasks(map_all())
+        .send()
+        .await?;
+    assert_eq!(created.flow_status(), Some(&af::FlowStatus::Draft));
+    let started = env
+        .appflow
+        .start_flow()
+        .flow_name("fp-wf2-live")
+        .send()
+        .await?;
+    assert_eq!(
+        started.execution_id(),
+        None,
+        "scheduled StartFlow only activates"
+    );
+    assert_eq!(started.flow_status(), Some(&af::FlowStatus::Active));
+
+    // Runs 1-3 succeed (three days), runs 4 and 5 fail: threshold 2 deactivates the flow.
+    let flow = poll_until(WAIT, || async {
+        let d = env
+            .appflow
+            .describe_flow()
+            .flow_name("fp-wf2-live")
+            .send()
+            .await?;
+        Ok((d.flow_status() == Some(&af::FlowStatus::Errored)).then_some(d))
+    })
+    .await?;
+    assert!(
+        flow.flow_status_message()
+            .unwrap_or_default()
+            .contains("Rate exceeded")
+    );
+    let runs = env.admin("runs").await?;
+    let runs = runs["runs"].as_array().context("runs")?.clone();
+    assert_eq!(runs.len(), 5, "{runs:?}");
+    let statuses: Vec<_> = runs
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["Successful", "Successful", "Successful", "Error", "Error"]
+    );
+    // Contiguous daily windows from firstExecutionFrom; the failed runs retry day 4.
+    let froms: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            r["incremental_from"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(froms[0], "2024-06-01T00:00:00Z");
+    assert_eq!(
+        froms[1],
+        runs[0]["incremental_to"].as_str().unwrap_or_default()
+    );
+    assert_eq!(froms[3], froms[4]);
+    let ledger = env
+        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
+        .await?;
+    let expected = source_count(&env, "2024-06-01T00:00:00Z", "2024-06-04T00:00:00Z").await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(expected));
+    assert_eq!(expected, 150);
+    let events = env.admin("events").await?;
+    let deact = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["detail-type"] == "AppFlow Scheduled Flow Deactivated")
+        .context("deactivation event")?;
+    assert_eq!(deact["detail"]["flow-name"], "fp-wf2-live");
+    assert_eq!(
+        runs_max(&env).await?,
+        1,
+        "never two concurrent runs of one scheduled flow"
+    );
+
+    // StartFlow reactivates; StopFlow suspends and no further runs start.
+    env.appflow
+        .start_flow()
+        .flow_name("fp-wf2-live")
+        .send()
+        .await?;
+    poll_until(WAIT, || async {
+        let runs = env.admin("runs").await?;
+        Ok((runs["runs"].as_array().map(Vec::len).unwrap_or(0) >= 6).then_some(()))
+    })
+    .await?;
+    let stopped = env
+        .appflow
+        .stop_flow()
+        .flow_name("fp-wf2-live")
+        .send()
+        .await?;
+    assert_eq!(stopped.flow_status(), Some(&af::FlowStatus::Suspended));
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+async fn runs_max(env: &Env) -> anyhow::Result<u64> {
+    env.admin("runs").await?["max_concurrent_per_flow"]["fp-wf2-live"]
+        .as_u64()
+        .context("max concurrent")
+}
+
+#[tokio::test]
+async fn requests_without_authorization_and_non_loopback_binds_are_refused() -> anyhow::Result<()> {
+    let sim = flowpilot_sim::start(quiet_config()).await?;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/list-flows", sim.url()))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(
+        resp.headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok()),
+        Some("AccessDeniedException")
+    );
+    let body: Value = resp.json().await?;
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    sim.shutdown().await;
+
+    let mut config = quiet_config();
+    config.bind = "0.0.0.0".parse()?;
+    let err = flowpilot_sim::start(config)
+        .await
+        .err()
+        .context("0.0.0.0 must be refused")?;
+    assert!(err.to_string().contains("non-loopback"), "{err}");
+
+    let mut config = SimConfig::default();
+    config.events.endpoint_url = Some("https://events.us-east-1.amazonaws.com".into());
+    let err = flowpilot_sim::start(config)
+        .await
+        .err()
+        .context("remote EventBridge must be refused")?;
+    assert!(err.to_string().contains("loopback"), "{err}");
+    Ok(())
+}
+
+/// Issue 3 acceptance: a BETWEEN-filtered on-demand flow's End report reaches SQS through a
+/// moto EventBridge rule, and the ledger holds exactly the source's records of that window.
+#[tokio::test]
+async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::Result<()> {
+    let moto = support::Moto::start().await?;
+    let moto_sdk = support::sdk_config(&moto.url).await;
+    let sqs = aws_sdk_sqs::Client::new(&moto_sdk);
+    let events = aws_sdk_eventbridge::Client::new(&moto_sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("appflow-reports")
+        .send()
+        .await?
+        .queue_url()
+        .context("queue url")?
+        .to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?;
+    let queue_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .context("queue arn")?
+        .clone();
+    events
+        .put_rule()
+        .name("appflow-runs")
+        .event_pattern(
+            json!({"source": ["aws.appflow"], "detail-type": ["AppFlow End Flow Run Report"], "detail": {"flow-name": [{"prefix": "fp-"}]}})
+                .to_string(),
+        )
+        .send()
+        .await?;
+    events
+        .put_targets()
+        .rule("appflow-runs")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(&queue_arn)
+                .build()?,
+        )
+        .send()
+        .await?;
+
+    let mut config = SimConfig::default();
+    config.events.endpoint_url = Some(moto.url.clone());
+    config.events.access_key_id = Some(support::ACCESS_KEY_ID.into());
+    config.events.secret_access_key = Some(support::SECRET_ACCESS_KEY.into());
+    config.faults.run_duration_ms = flowpilot_sim::DurationRange { min: 50, max: 100 };
+    config.faults.run_failures = vec![RunFailure {
+        flow_suffix: "-b0001".into(),
+        attempts: vec![1],
+        from_attempt: None,
+        to_attempt: None,
+        message: "Rate exceeded".into(),
+        partial_fraction: 0.0,
+    }];
+    let env = env_with(config).await?;
+    env.profile_and_domain().await?;
+
+    let (lo, hi) = (ms(2023, 11, 1), ms(2024, 1, 1));
+    batch_flow(&env.appflow, "fp-e2e-b0000", lo, hi)
+        .send()
+        .await?;
+    batch_flow(&env.appflow, "fp-e2e-b0001", hi, ms(2024, 3, 1))
+        .send()
+        .await?;
+    let ok_id = env
+        .appflow
+        .start_flow()
+        .flow_name("fp-e2e-b0000")
+        .send()
+        .await?
+        .execution_id()
+        .context("id")?
+        .to_owned();
+    let bad_id = env
+        .appflow
+        .start_flow()
+        .flow_name("fp-e2e-b0001")
+        .send()
+        .await?
+        .execution_id()
+        .context("id")?
+        .to_owned();
+
+    let has = |msgs: &[Value], id: &str| msgs.iter().any(|m| m["detail"]["execution-id"] == id);
+    let msgs = support::drain_queue(
+        &sqs,
+        &queue_url,
+        |m| has(m, &ok_id) && has(m, &bad_id),
+        WAIT,
+    )
+    .await?;
+    let ok = msgs
+        .iter()
+        .find(|m| m["detail"]["execution-id"] == ok_id.as_str())
+        .context("ok report")?;
+    assert_eq!(ok["source"], "aws.appflow");
+    assert_eq!(ok["detail-type"], "AppFlow End Flow Run Report");
+    let d = &ok["detail"];
+    assert_eq!(d["flow-name"], "fp-e2e-b0000");
+    assert_eq!(
+        d["flow-arn"],
+        "arn:aws:appflow:us-east-1:123456789012:flow/fp-e2e-b0000"
+    );
+    assert_eq!(d["status"], "Execution Successful");
+    assert_eq!(d["trigger-type"], "ONDEMAND");
+    assert_eq!(d["source"], format!("SALESFORCE/{PROFILE}"));
+    assert_eq!(d["destination"], "CUSTOMERPROFILES");
+    assert!(
+        d["start-time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("Z[UTC]")),
+        "{d}"
+    );
+    assert!(
+        d["end-time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("Z[UTC]")),
+        "{d}"
+    );
+    let processed: u64 = d["num-of-records-processed"]
+        .as_str()
+        .context("counts are strings")?
+        .parse()?;
+
+    let expected = source_count(&env, "2023-11-01T00:00:00Z", "2024-01-01T00:00:00Z").await?;
+    assert_eq!(expected, 61 * 50);
+    assert_eq!(processed, expected);
+    let ledger = env
+        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
+        .await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(expected));
+    assert_eq!(ledger["records_written"].as_u64(), Some(expected));
+
+    let bad = msgs
+        .iter()
+        .find(|m| m["detail"]["execution-id"] == bad_id.as_str())
+        .context("failed report")?;
+    assert_eq!(bad["detail"]["status"], "Execution Failed");
+    assert_eq!(bad["detail"]["error"], "Rate exceeded");
+    env.sim.shutdown().await;
+    Ok(())
+}
