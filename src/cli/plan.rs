@@ -1,16 +1,102 @@
-//! `flowpilot workflow plan` (placeholder until the core lands).
+//! `flowpilot workflow plan`: the batch plan for a spec, without calling AWS.
 
 use std::process::ExitCode;
+
+use chrono::Utc;
+use flowpilot_core::plan::{Plan, plan, rfc3339};
+use flowpilot_core::spec::WorkflowSpec;
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: super::spec_args::SpecArgs,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table:
+    /// {"bulk", "batches": [{"index", "start", "end"}], "continuous_first_execution_from", "notes"}.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(_args: PlanArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("workflow plan is not built yet")
+pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let now = Utc::now();
+    let spec = args.spec.resolve(now)?;
+    let mut p = plan(&spec);
+    if spec.to > now {
+        p.notes.push(format!(
+            "`to` ({}) is in the future: records changed after the backfill ran but before `to` \
+             would be missed; prefer the default (now)",
+            rfc3339(spec.to)
+        ));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&p))?);
+    } else {
+        print!("{}", table(&spec, &p));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn to_json(p: &Plan) -> serde_json::Value {
+    json!({
+        "bulk": p.bulk,
+        "batches": (0u32..).zip(&p.batches).map(|(i, w)| json!({
+            "index": i,
+            "start": rfc3339(w.start),
+            "end": rfc3339(w.end),
+        })).collect::<Vec<_>>(),
+        "continuous_first_execution_from": rfc3339(p.continuous_first_execution_from),
+        "notes": p.notes,
+    })
+}
+
+fn table(spec: &WorkflowSpec, p: &Plan) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let source = match &spec.source {
+        flowpilot_core::spec::SourceObject::Object { name } => name.clone(),
+        flowpilot_core::spec::SourceObject::S3 { bucket, prefix } => {
+            format!("s3://{bucket}/{}", prefix.as_deref().unwrap_or(""))
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{} {} ({}) → domain {}, object type {}",
+        spec.connector.as_str(),
+        source,
+        spec.connector_profile,
+        spec.domain,
+        spec.object_type
+    );
+    let _ = writeln!(
+        out,
+        "range      [{}, {})",
+        rfc3339(spec.from),
+        rfc3339(spec.to)
+    );
+    let _ = writeln!(out, "bulk phase {}", if p.bulk { "yes" } else { "no" });
+    if !p.batches.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:>5}  {:<25} {:<25}",
+            "BATCH", "START", "END (exclusive)"
+        );
+        for (i, w) in p.batches.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{i:>5}  {:<25} {:<25}",
+                rfc3339(w.start),
+                rfc3339(w.end)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\ncontinuous integration {} from {}",
+        spec.continuous.schedule,
+        rfc3339(p.continuous_first_execution_from)
+    );
+    for note in &p.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
 }

@@ -1,21 +1,34 @@
 //! The state machine: `decide(workflow, input, now, policy) -> Transition` (DESIGN.md §3–5).
 //! Pure: no I/O, no clock, no randomness of its own.
 //!
-//! CONTRACT:
-//! - `pub fn decide(wf: &Workflow, input: Input, now: DateTime<Utc>, policy: &Policy) -> Transition`
-//! - A duplicate / late / out-of-order input returns `Transition::unchanged(wf)` (same workflow,
+//! - A duplicate / late / out-of-order input returns [`Transition::unchanged`] (same workflow,
 //!   same version, no effects), never an error.
 //! - A changed transition has `workflow.version == wf.version + 1` and
 //!   `workflow.outbox == (wf.outbox minus effects whose keys appear in Input::Applied) ++ effects`.
-//! - `Workflow::new(id, spec, now)` (in this module or model.rs) builds the pending workflow with
-//!   its planned batches.
+//!
+//! Submodules by phase: [`bulk`] (batches, retries, redrive), [`live`] (linking, the continuous
+//! integration, rebuilds), [`outcome`] (results of executed effects), [`reconcile`] (periodic
+//! checks, cancel), [`health`] (health event drafting).
+//!
+//! Effect keys are unique over the workflow's life, e.g. `b3/a2/start` (batch 3, attempt 2),
+//! `live/g2/put` (link generation 2), `publish/<event_id>`.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::effect::Effect;
-use crate::model::Workflow;
+use crate::effect::{Effect, EffectKind};
+use crate::ids::WorkflowId;
+use crate::input::Input;
+use crate::model::{Batch, BatchStatus, Workflow, WorkflowStatus};
+use crate::spec::WorkflowSpec;
+
+mod bulk;
+mod health;
+mod live;
+mod outcome;
+mod reconcile;
 
 /// Worker-level knobs for `decide` (the spec holds per-workflow ones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,3 +73,129 @@ impl Transition {
         self.workflow.version == before.version
     }
 }
+
+impl Workflow {
+    /// A pending workflow with its planned batches; nothing happens until `Input::Start`.
+    pub fn new(id: WorkflowId, spec: WorkflowSpec, now: DateTime<Utc>) -> Self {
+        let plan = crate::plan::plan(&spec);
+        let batches = (0u32..)
+            .zip(plan.batches)
+            .map(|(index, window)| Batch {
+                index,
+                window,
+                status: BatchStatus::Pending,
+                attempt: 0,
+                budget_base: 0,
+                execution_id: None,
+                past_execution_ids: Vec::new(),
+                started_at: None,
+                finished_at: None,
+                retry_at: None,
+                records: 0,
+                last_error: None,
+            })
+            .collect();
+        Self {
+            id,
+            spec,
+            status: WorkflowStatus::Pending,
+            bulk: plan.bulk,
+            batches,
+            live: None,
+            outbox: Vec::new(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            last_error: None,
+            redrives: 0,
+            completed_at: None,
+        }
+    }
+}
+
+/// Computes the next state and the effects to run for one input.
+pub fn decide(wf: &Workflow, input: Input, now: DateTime<Utc>, policy: &Policy) -> Transition {
+    // Cancelled is final: only effect confirmations are still recorded (to empty the outbox).
+    if wf.status == WorkflowStatus::Cancelled && !matches!(input, Input::Applied(_)) {
+        return Transition::unchanged(wf);
+    }
+    let mut cx = Ctx {
+        wf: wf.clone(),
+        now,
+        policy,
+        effects: Vec::new(),
+        health: Vec::new(),
+    };
+    match input {
+        Input::Start => bulk::start(&mut cx),
+        Input::Cancel { reason } => reconcile::cancel(&mut cx, reason),
+        Input::Redrive => bulk::redrive(&mut cx),
+        Input::Rebuild { reason: _ } => live::rebuild(&mut cx),
+        Input::Reconcile => reconcile::reconcile(&mut cx),
+        Input::RetryDue {
+            batch,
+            attempt,
+            due_at: _,
+        } => bulk::retry_due(&mut cx, batch, attempt),
+        Input::RunEnded(report) => match report.role {
+            crate::ids::FlowRole::Batch(i) => bulk::run_ended(&mut cx, i, &report),
+            crate::ids::FlowRole::Live => live::run_ended(&mut cx, &report),
+        },
+        Input::FlowDeactivated { role, reason } => live::deactivated(&mut cx, role, reason),
+        Input::Applied(outcomes) => outcome::applied(&mut cx, outcomes),
+    }
+    cx.finish(wf)
+}
+
+/// A transition being built.
+pub(crate) struct Ctx<'p> {
+    pub wf: Workflow,
+    pub now: DateTime<Utc>,
+    pub policy: &'p Policy,
+    pub effects: Vec<Effect>,
+    health: Vec<health::Draft>,
+}
+
+impl Ctx<'_> {
+    /// Queues an effect unless one with the same key is already pending (a re-decided input
+    /// must not queue its effect twice).
+    pub fn effect(&mut self, key: String, kind: EffectKind) {
+        if self.wf.outbox.iter().any(|e| e.key == key) {
+            return;
+        }
+        let e = Effect { key, kind };
+        self.wf.outbox.push(e.clone());
+        self.effects.push(e);
+    }
+
+    pub fn has_pending(&self, key_prefix: &str) -> bool {
+        self.wf.outbox.iter().any(|e| e.key.starts_with(key_prefix))
+    }
+
+    pub fn batch_index(&self, index: u32) -> Option<usize> {
+        let i = usize::try_from(index).ok()?;
+        (i < self.wf.batches.len()).then_some(i)
+    }
+
+    fn finish(mut self, before: &Workflow) -> Transition {
+        // Health events are rendered last so they carry the status and progress *after* the
+        // transition, as the schema promises.
+        for draft in std::mem::take(&mut self.health) {
+            let event = draft.render(&self.wf, self.now);
+            let key = format!("publish/{}", event.detail.event_id);
+            self.effect(key, EffectKind::Publish { event });
+        }
+        if self.effects.is_empty() && self.wf == *before {
+            return Transition::unchanged(before);
+        }
+        self.wf.version = before.version + 1;
+        self.wf.updated_at = self.now;
+        Transition {
+            workflow: self.wf,
+            effects: self.effects,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

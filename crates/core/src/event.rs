@@ -1,20 +1,27 @@
 //! Parsing SQS message bodies: EventBridge envelopes from AppFlow and flowpilot's own command
-//! events (DESIGN.md §1, wire facts §1). Liberal in what it accepts; anything that is not such
-//! an envelope is [`Poison`] with the reason (never deleted by the worker; SQS moves it to the DLQ).
-//!
-//! CONTRACT: `pub fn parse_message(body: &str) -> Result<Message, Poison>` and
-//! `pub fn command_envelope(cmd: &CommandMessage, now) -> serde_json::Value` (the JSON the worker
-//! and CLI send for commands; `parse_message` must accept it).
+//! events (DESIGN.md §1, wire facts §1). Liberal in what it accepts (numbers as strings or
+//! numbers, `"N/A"`, `[UTC]` time suffixes, missing `account`, unknown extra fields); anything
+//! that is not such an envelope is [`Poison`] with the reason (never deleted by the worker; SQS
+//! moves it to the DLQ). Never panics: every access is checked.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
-use crate::ids::WorkflowId;
-use crate::input::Input;
+use crate::ids::{FlowRole, WorkflowId, parse_flow_name};
+use crate::input::{Input, RunReport};
 
 /// EventBridge source of command events.
 pub const COMMAND_SOURCE: &str = "flowpilot.command";
 /// EventBridge detail-type of command events.
 pub const COMMAND_DETAIL_TYPE: &str = "Workflow Command";
+
+pub const APPFLOW_SOURCE: &str = "aws.appflow";
+pub const END_REPORT: &str = "AppFlow End Flow Run Report";
+pub const START_REPORT: &str = "AppFlow Start Flow Run Report";
+pub const SCHEDULED_DEACTIVATED: &str = "AppFlow Scheduled Flow Deactivated";
+/// The only status AppFlow documents for success; anything else is a failure.
+pub const SUCCESS_STATUS: &str = "Execution Successful";
 
 /// A message the worker understood.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +44,12 @@ pub struct Poison {
     pub reason: String,
 }
 
+fn poison(reason: impl Into<String>) -> Poison {
+    Poison {
+        reason: reason.into(),
+    }
+}
+
 /// A command as carried in a `flowpilot.command` event's `detail`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandMessage {
@@ -52,4 +65,246 @@ pub struct CommandMessage {
     pub due_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl CommandMessage {
+    /// A command for one workflow with no other arguments (`start`, `cancel`, `redrive`…).
+    pub fn for_workflow(command: &str, workflow_id: &WorkflowId) -> Self {
+        Self {
+            command: command.to_owned(),
+            workflow_id: Some(workflow_id.clone()),
+            batch: None,
+            attempt: None,
+            due_at: None,
+            reason: None,
+        }
+    }
+}
+
+/// Parses one SQS message body.
+pub fn parse_message(body: &str) -> Result<Message, Poison> {
+    let value: Value =
+        serde_json::from_str(body).map_err(|e| poison(format!("body is not JSON: {e}")))?;
+    let Value::Object(env) = value else {
+        return Err(poison("body is not a JSON object"));
+    };
+    let detail_type = str_field(&env, "detail-type")
+        .ok_or_else(|| poison("envelope has no string `detail-type`"))?;
+    let source =
+        str_field(&env, "source").ok_or_else(|| poison("envelope has no string `source`"))?;
+    let Some(Value::Object(detail)) = env.get("detail") else {
+        return Err(poison("envelope has no object `detail`"));
+    };
+    match source {
+        APPFLOW_SOURCE => parse_appflow(detail_type, detail),
+        COMMAND_SOURCE => parse_command(detail_type, detail),
+        other => Err(poison(format!("unknown event source `{other}`"))),
+    }
+}
+
+fn parse_appflow(detail_type: &str, detail: &Map<String, Value>) -> Result<Message, Poison> {
+    let known = [END_REPORT, START_REPORT, SCHEDULED_DEACTIVATED];
+    if !known.contains(&detail_type) {
+        // Well-formed AppFlow events we never subscribe to (e.g. Event Flow Report) are not
+        // poison: a broad rule may forward them.
+        return Ok(ignored(format!(
+            "AppFlow event `{detail_type}` is not acted on"
+        )));
+    }
+    let name = str_field(detail, "flow-name")
+        .ok_or_else(|| poison(format!("`{detail_type}` without string detail.flow-name")))?;
+    let Some((workflow_id, role)) = parse_flow_name(name) else {
+        return Ok(ignored(format!("flow `{name}` is not a flowpilot flow")));
+    };
+    let input = match detail_type {
+        START_REPORT => return Ok(ignored(format!("start report for `{name}`"))),
+        SCHEDULED_DEACTIVATED => Input::FlowDeactivated {
+            role,
+            reason: str_field(detail, "deactivation-reason")
+                .unwrap_or("unknown")
+                .to_owned(),
+        },
+        _ => Input::RunEnded(run_report(name, role, detail)?),
+    };
+    Ok(Message::Workflow { workflow_id, input })
+}
+
+fn run_report(name: &str, role: FlowRole, d: &Map<String, Value>) -> Result<RunReport, Poison> {
+    let status = str_field(d, "status").ok_or_else(|| {
+        poison(format!(
+            "end report for `{name}` without string detail.status"
+        ))
+    })?;
+    let succeeded = status == SUCCESS_STATUS;
+    let error = if succeeded {
+        None
+    } else {
+        // Keep AppFlow's words; fall back to the status so the operator still sees something.
+        Some(text(d.get("error")).unwrap_or_else(|| status.to_owned()))
+    };
+    let (pull_start, pull_end) = pull_range(d.get("incremental-transfer-time-range"));
+    Ok(RunReport {
+        flow_name: name.to_owned(),
+        role,
+        execution_id: text(d.get("execution-id")),
+        succeeded,
+        error,
+        records_processed: count(d.get("num-of-records-processed")),
+        record_failures: count(d.get("num-of-record-failures")),
+        pull_start,
+        pull_end,
+        ended_at: time(d.get("end-time")),
+    })
+}
+
+fn parse_command(detail_type: &str, detail: &Map<String, Value>) -> Result<Message, Poison> {
+    if detail_type != COMMAND_DETAIL_TYPE {
+        return Err(poison(format!(
+            "command event with detail-type `{detail_type}`"
+        )));
+    }
+    let cmd: CommandMessage = serde_json::from_value(Value::Object(detail.clone()))
+        .map_err(|e| poison(format!("malformed command: {e}")))?;
+    let need_wf = || {
+        cmd.workflow_id
+            .clone()
+            .ok_or_else(|| poison(format!("command `{}` needs workflow_id", cmd.command)))
+    };
+    let input = match cmd.command.as_str() {
+        "start" => Input::Start,
+        "cancel" => Input::Cancel {
+            reason: cmd.reason.clone(),
+        },
+        "redrive" => Input::Redrive,
+        "rebuild" => Input::Rebuild {
+            reason: cmd.reason.clone(),
+        },
+        "reconcile" if cmd.workflow_id.is_none() => return Ok(Message::ReconcileAll),
+        "reconcile" => Input::Reconcile,
+        "retry_due" => match (cmd.batch, cmd.attempt, cmd.due_at) {
+            (Some(batch), Some(attempt), Some(due_at)) => Input::RetryDue {
+                batch,
+                attempt,
+                due_at,
+            },
+            _ => {
+                return Err(poison(
+                    "command `retry_due` needs batch, attempt and due_at",
+                ));
+            }
+        },
+        other => return Err(poison(format!("unknown command `{other}`"))),
+    };
+    Ok(Message::Workflow {
+        workflow_id: need_wf()?,
+        input,
+    })
+}
+
+/// The EventBridge envelope for a command, as the CLI, the worker's retry timer and alert
+/// automations send it (also accepted verbatim as an SQS body by [`parse_message`]).
+pub fn command_envelope(cmd: &CommandMessage, now: DateTime<Utc>) -> Value {
+    command_envelope_in(cmd, now, None)
+}
+
+/// [`command_envelope`] with the region member set.
+pub fn command_envelope_in(
+    cmd: &CommandMessage,
+    now: DateTime<Utc>,
+    region: Option<&str>,
+) -> Value {
+    let mut env = json!({
+        "version": "0",
+        "id": envelope_id(cmd, now),
+        "detail-type": COMMAND_DETAIL_TYPE,
+        "source": COMMAND_SOURCE,
+        "time": crate::plan::rfc3339(now),
+        "resources": [],
+        "detail": cmd,
+    });
+    if let (Some(r), Value::Object(m)) = (region, &mut env) {
+        m.insert("region".to_owned(), Value::String(r.to_owned()));
+    }
+    env
+}
+
+/// Deterministic (core has no randomness): the command and its arguments plus the time.
+fn envelope_id(cmd: &CommandMessage, now: DateTime<Utc>) -> String {
+    let wf = cmd.workflow_id.as_ref().map_or("all", WorkflowId::as_str);
+    let mut id = format!("{}-{wf}-{}", cmd.command, now.timestamp_millis());
+    if let (Some(b), Some(a)) = (cmd.batch, cmd.attempt) {
+        id.push_str(&format!("-b{b}-a{a}"));
+    }
+    id
+}
+
+fn ignored(reason: String) -> Message {
+    Message::Ignored { reason }
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str)
+}
+
+/// A string or number as text; `"N/A"`, empty and null are absent.
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if s.is_empty() || s.eq_ignore_ascii_case("N/A") => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Counts arrive as strings (`"63000"`) or numbers; anything unparseable is unknown.
+fn count(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The field's shape is undocumented (wire facts §1.2): accept an object with
+/// `start-time`/`end-time` (or camelCase), a two-element array, or `"<start> - <end>"`.
+fn pull_range(v: Option<&Value>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    match v {
+        Some(Value::Object(m)) => (
+            time(m.get("start-time").or_else(|| m.get("startTime"))),
+            time(m.get("end-time").or_else(|| m.get("endTime"))),
+        ),
+        Some(Value::Array(a)) if a.len() == 2 => (time(a.first()), time(a.get(1))),
+        Some(Value::String(s)) => match s.split_once(" - ").or_else(|| s.split_once(" to ")) {
+            Some((a, b)) => (
+                time(Some(&Value::String(a.to_owned()))),
+                time(Some(&Value::String(b.to_owned()))),
+            ),
+            None => (None, None),
+        },
+        _ => (None, None),
+    }
+}
+
+/// `2023-08-29T12:55:23.835Z[UTC]` (Java ZonedDateTime), plain RFC 3339, or epoch seconds.
+fn time(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    match v? {
+        Value::String(s) => {
+            let s = s.trim();
+            let s = match s.find('[') {
+                Some(i) if s.ends_with(']') => &s[..i],
+                _ => s,
+            };
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        }
+        Value::Number(n) => {
+            let secs = n.as_f64()?;
+            if !secs.is_finite() {
+                return None;
+            }
+            DateTime::from_timestamp_millis((secs * 1000.0) as i64)
+        }
+        _ => None,
+    }
 }

@@ -20,7 +20,9 @@ pub const MANAGED_TAG_VALUE: &str = "true";
 pub struct WorkflowId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid workflow id `{0}`: use 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+#[error(
+    "invalid workflow id `{0}`: use 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"
+)]
 pub struct InvalidWorkflowId(pub String);
 
 impl WorkflowId {
@@ -32,7 +34,11 @@ impl WorkflowId {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && raw.as_bytes()[0] != b'-';
-        if ok { Ok(Self(raw)) } else { Err(InvalidWorkflowId(raw)) }
+        if ok {
+            Ok(Self(raw))
+        } else {
+            Err(InvalidWorkflowId(raw))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -113,14 +119,24 @@ mod tests {
     fn flow_names_round_trip() {
         let wf = WorkflowId::new("acme-7f3a").unwrap();
         for role in [FlowRole::Batch(0), FlowRole::Batch(123), FlowRole::Live] {
-            assert_eq!(parse_flow_name(&flow_name(&wf, role)), Some((wf.clone(), role)));
+            assert_eq!(
+                parse_flow_name(&flow_name(&wf, role)),
+                Some((wf.clone(), role))
+            );
         }
         assert_eq!(flow_name(&wf, FlowRole::Batch(7)), "fp-acme-7f3a-b0007");
     }
 
     #[test]
     fn foreign_flow_names_are_not_ours() {
-        for name in ["my-flow", "fp-", "fp-x-b12", "fp-x-bxxxx", "fp-X-b0001", "fp--b0001"] {
+        for name in [
+            "my-flow",
+            "fp-",
+            "fp-x-b12",
+            "fp-x-bxxxx",
+            "fp-X-b0001",
+            "fp--b0001",
+        ] {
             assert_eq!(parse_flow_name(name), None, "{name}");
         }
     }

@@ -77,6 +77,10 @@ pub struct Batch {
     pub budget_base: u32,
     /// Execution id of the current attempt, once StartFlow answered.
     pub execution_id: Option<String>,
+    /// Execution ids of earlier, failed attempts: their late or duplicated end reports must not
+    /// count for the current attempt, even before its own execution id is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub past_execution_ids: Vec<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// When a batch in `RetryWait` is due to start again.
@@ -102,6 +106,10 @@ pub struct LiveIntegration {
     pub runs_failed: u64,
     pub records: u64,
     pub last_error: Option<ErrorInfo>,
+    /// Execution ids of the latest live runs counted (bounded), so a duplicated end report is
+    /// not counted twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_execution_ids: Vec<String>,
 }
 
 /// One workflow: spec, plan progress, continuous integration, the outbox and the version used
@@ -124,4 +132,10 @@ pub struct Workflow {
     pub updated_at: DateTime<Utc>,
     /// Why the workflow failed or was cancelled.
     pub last_error: Option<ErrorInfo>,
+    /// Redrives so far: numbers each failure round (health event ids).
+    #[serde(default)]
+    pub redrives: u32,
+    /// When the continuous integration was first linked (`Workflow Completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }

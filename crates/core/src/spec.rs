@@ -1,14 +1,18 @@
 //! Workflow spec: the operator's request, validated (DESIGN.md §5).
 //!
-//! CONTRACT (types below are used by the worker; keep field names stable):
-//! `SpecInput` is the raw, all-optional form (CLI flags or a TOML file, same keys);
-//! `SpecInput::validate(self, now) -> Result<WorkflowSpec, SpecError>` checks every field and
-//! names the field, the value and what is allowed.
+//! [`SpecInput`] is the raw, all-optional form (CLI flags or a TOML file, same keys);
+//! [`SpecInput::validate`] checks every field and reports every problem, each naming the field,
+//! the value and what is allowed (the AWS patterns from the AppFlow / Customer Profiles models).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+mod input;
+mod validate;
+
+pub use input::{SpecError, SpecInput, parse_millis, parse_timestamp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +51,30 @@ impl Connector {
             Self::Servicenow => "servicenow",
             Self::Zendesk => "zendesk",
             Self::S3 => "s3",
+        }
+    }
+
+    pub const ALL: [Connector; 5] = [
+        Self::Salesforce,
+        Self::Marketo,
+        Self::Servicenow,
+        Self::Zendesk,
+        Self::S3,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Default record-id field, projected together with the timestamp field when no `fields`
+    /// are given (S3: `id`, the usual key column of an exported CSV/JSON file).
+    pub fn default_id_field(self) -> &'static str {
+        match self {
+            Self::Salesforce => "Id",
+            Self::Servicenow => "sys_id",
+            Self::Marketo | Self::Zendesk | Self::S3 => "id",
         }
     }
 
@@ -117,4 +145,41 @@ pub struct WorkflowSpec {
     pub continuous: ContinuousSpec,
     pub kms_arn: Option<String>,
     pub tags: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// A valid Salesforce spec, 2024-01-01 to `now()`.
+    pub(crate) fn base_input() -> SpecInput {
+        SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn spec_with(edit: impl FnOnce(&mut SpecInput)) -> WorkflowSpec {
+        let mut i = base_input();
+        edit(&mut i);
+        i.validate(now()).unwrap()
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let s = spec_with(|_| {});
+        let back: WorkflowSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
 }

@@ -31,10 +31,21 @@ pub async fn ledger(
     let Some(domain) = q.get("domain") else {
         return bad("query parameter `domain` is required (object_type is optional)");
     };
-    let s = sim
-        .state()
-        .ledger
-        .summary(domain, q.get("object_type").map(String::as_str));
+    let object_type = q.get("object_type").map(String::as_str);
+    let window = match (parse_time(&q, "from"), parse_time(&q, "to")) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let state = sim.state();
+    let s = match window {
+        (None, None) => state.ledger.summary(domain, object_type),
+        (from, to) => state.ledger.summary_window(
+            domain,
+            object_type,
+            from.unwrap_or(i64::MIN),
+            to.unwrap_or(i64::MAX),
+        ),
+    };
     Json(json!(s)).into_response()
 }
 

@@ -1,0 +1,292 @@
+//! The bulk phase: starting batches within the concurrency limit, their outcomes, retries with
+//! backoff, failure and redrive.
+//!
+//! "In flight" means `Running` or `RetryWait`: a batch waiting for its retry keeps its slot, so
+//! at most `concurrency` batches ever compete for the source's API limits.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeDelta;
+
+use super::Ctx;
+use super::health::Draft;
+use crate::backoff::retry_delay;
+use crate::classify::classify;
+use crate::effect::{EffectKind, FlowDefinition, Trigger};
+use crate::health::HealthKind;
+use crate::ids::{FlowRole, MANAGED_TAG_KEY, MANAGED_TAG_VALUE, batch_token, flow_name};
+use crate::input::RunReport;
+use crate::model::{BatchStatus, ErrorInfo, Workflow, WorkflowStatus};
+use crate::plan::filter_for;
+
+pub(super) fn start(cx: &mut Ctx) {
+    if cx.wf.status != WorkflowStatus::Pending {
+        return;
+    }
+    cx.publish(Draft::new(HealthKind::WorkflowStarted, ""));
+    if cx.wf.bulk && !cx.wf.batches.is_empty() {
+        cx.wf.status = WorkflowStatus::Backfilling;
+        fill_slots(cx);
+    } else {
+        super::live::begin_link(cx);
+    }
+}
+
+pub(super) fn in_flight(wf: &Workflow) -> usize {
+    wf.batches
+        .iter()
+        .filter(|b| matches!(b.status, BatchStatus::Running | BatchStatus::RetryWait))
+        .count()
+}
+
+/// Starts pending batches (index order) into free slots; links once every batch succeeded.
+pub(super) fn fill_slots(cx: &mut Ctx) {
+    if cx.wf.status != WorkflowStatus::Backfilling {
+        return;
+    }
+    let limit = cx.wf.spec.concurrency.max(1) as usize;
+    while in_flight(&cx.wf) < limit {
+        let Some(idx) = cx
+            .wf
+            .batches
+            .iter()
+            .position(|b| b.status == BatchStatus::Pending)
+        else {
+            break;
+        };
+        start_batch(cx, idx);
+    }
+    if cx
+        .wf
+        .batches
+        .iter()
+        .all(|b| b.status == BatchStatus::Succeeded)
+    {
+        super::live::begin_link(cx);
+    }
+}
+
+/// One more attempt: (re)create the flow (a conflict means it exists: fine) and start it with
+/// this attempt's client token.
+pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
+    let now = cx.now;
+    let Some(b) = cx.wf.batches.get_mut(idx) else {
+        return;
+    };
+    b.attempt += 1;
+    b.status = BatchStatus::Running;
+    b.execution_id = None;
+    b.started_at = Some(now);
+    b.finished_at = None;
+    b.retry_at = None;
+    let (i, attempt) = (b.index, b.attempt);
+    let Some(flow) = batch_flow(&cx.wf, idx) else {
+        return;
+    };
+    let name = flow.name.clone();
+    cx.effect(
+        format!("b{i}/a{attempt}/create"),
+        EffectKind::CreateFlow { flow },
+    );
+    cx.effect(
+        format!("b{i}/a{attempt}/start"),
+        EffectKind::StartFlow {
+            flow_name: name,
+            client_token: batch_token(&cx.wf.id, i, attempt),
+            role: FlowRole::Batch(i),
+            attempt,
+        },
+    );
+}
+
+fn batch_flow(wf: &Workflow, idx: usize) -> Option<FlowDefinition> {
+    let b = wf.batches.get(idx)?;
+    let spec = &wf.spec;
+    Some(FlowDefinition {
+        name: flow_name(&wf.id, FlowRole::Batch(b.index)),
+        client_token: format!("{}:create", batch_token(&wf.id, b.index, b.attempt)),
+        // AppFlow's description pattern allows no ':' or brackets: epoch ms, not RFC 3339.
+        description: format!(
+            "flowpilot workflow {} batch {} of {}, window {} to {} epoch ms",
+            wf.id,
+            b.index + 1,
+            wf.batches.len(),
+            b.window.start.timestamp_millis(),
+            b.window.end.timestamp_millis()
+        ),
+        trigger: Trigger::OnDemand,
+        connector: spec.connector,
+        connector_profile: spec.connector_profile.clone(),
+        source: spec.source.clone(),
+        timestamp_field: spec.timestamp_field.clone(),
+        fields: spec.fields.clone(),
+        filter: filter_for(spec, &b.window),
+        domain: spec.domain.clone(),
+        object_type: spec.object_type.clone(),
+        kms_arn: spec.kms_arn.clone(),
+        tags: managed_tags(&spec.tags),
+    })
+}
+
+pub(super) fn managed_tags(user: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut tags = user.clone();
+    tags.insert(MANAGED_TAG_KEY.to_owned(), MANAGED_TAG_VALUE.to_owned());
+    tags
+}
+
+/// An end report for batch `index` (from the event or a reconciled execution record). Counts
+/// only for the running attempt (DESIGN.md §4.4).
+pub(super) fn run_ended(cx: &mut Ctx, index: u32, report: &RunReport) {
+    let Some(idx) = cx.batch_index(index) else {
+        return;
+    };
+    let b = &cx.wf.batches[idx];
+    if b.status != BatchStatus::Running {
+        return;
+    }
+    if let Some(id) = &report.execution_id {
+        let current = b.execution_id.as_ref().is_none_or(|cur| cur == id);
+        if !current || b.past_execution_ids.contains(id) {
+            return;
+        }
+    }
+    if report.succeeded {
+        succeeded(cx, idx, report.records_processed.unwrap_or(0));
+    } else {
+        let message = report
+            .error
+            .clone()
+            .unwrap_or_else(|| "run failed without a message".to_owned());
+        let transient = classify(&message).is_transient();
+        failed(cx, idx, ErrorInfo { message, transient });
+    }
+}
+
+fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
+    let now = cx.now;
+    let b = &mut cx.wf.batches[idx];
+    b.status = BatchStatus::Succeeded;
+    b.records = records;
+    b.finished_at = Some(now);
+    b.retry_at = None;
+    let (i, attempt) = (b.index, b.attempt);
+    let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
+    cx.effect(
+        format!("b{i}/delete"),
+        EffectKind::DeleteFlow {
+            flow_name: name.clone(),
+        },
+    );
+    let mut d = Draft::new(HealthKind::BatchSucceeded, format!("/b{i}"));
+    d.batch = Some(idx);
+    d.attempt = Some(attempt);
+    d.flow_name = Some(name);
+    cx.publish(d);
+    fill_slots(cx);
+}
+
+/// The current attempt of batch `idx` failed: retry with backoff if transient and within the
+/// budget (and the workflow is still backfilling), else fail the batch and the workflow.
+pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
+    let now = cx.now;
+    let max_retries = cx.wf.spec.retry.max_retries;
+    let backfilling = cx.wf.status == WorkflowStatus::Backfilling;
+    let b = &mut cx.wf.batches[idx];
+    b.last_error = Some(err.clone());
+    b.finished_at = Some(now);
+    if let Some(id) = b.execution_id.take()
+        && !b.past_execution_ids.contains(&id)
+    {
+        b.past_execution_ids.push(id);
+    }
+    let (i, attempt) = (b.index, b.attempt);
+    let starts_this_round = attempt.saturating_sub(b.budget_base);
+    let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
+    let mut d = Draft::new(HealthKind::BatchFailed, format!("/b{i}/a{attempt}"));
+    d.batch = Some(idx);
+    d.attempt = Some(attempt);
+    d.flow_name = Some(name);
+    d.error = Some(err.clone());
+    if err.transient && backfilling && starts_this_round < 1 + max_retries {
+        let delay = retry_delay(&cx.wf.spec.retry, &cx.wf.id, i, attempt);
+        let due = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+        let b = &mut cx.wf.batches[idx];
+        b.status = BatchStatus::RetryWait;
+        b.retry_at = Some(due);
+        cx.effect(
+            format!("b{i}/a{attempt}/retry"),
+            EffectKind::ScheduleRetry {
+                batch: i,
+                attempt,
+                due_at: due,
+            },
+        );
+        d.kind = HealthKind::BatchRetryScheduled;
+        d.retry_at = Some(due);
+        cx.publish(d);
+    } else {
+        cx.wf.batches[idx].status = BatchStatus::Failed;
+        d.command = Some(cx.redrive_command());
+        cx.publish(d);
+        fail_workflow(cx, err);
+    }
+}
+
+/// Marks the workflow failed (once per round); running batches may still finish.
+pub(super) fn fail_workflow(cx: &mut Ctx, err: ErrorInfo) {
+    if cx.wf.status == WorkflowStatus::Failed {
+        return;
+    }
+    cx.wf.status = WorkflowStatus::Failed;
+    cx.wf.last_error = Some(err.clone());
+    let mut d = Draft::new(HealthKind::WorkflowFailed, format!("/r{}", cx.wf.redrives));
+    d.error = Some(err);
+    d.command = Some(cx.redrive_command());
+    cx.publish(d);
+}
+
+pub(super) fn retry_due(cx: &mut Ctx, index: u32, attempt: u32) {
+    if cx.wf.status != WorkflowStatus::Backfilling {
+        return;
+    }
+    let Some(idx) = cx.batch_index(index) else {
+        return;
+    };
+    let b = &cx.wf.batches[idx];
+    // Early deliveries are ignored: the shell re-delays them, and the reconciler restarts a
+    // retry whose message was lost.
+    let due = b.retry_at.is_none_or(|at| at <= cx.now);
+    if b.status == BatchStatus::RetryWait && b.attempt == attempt && due {
+        start_batch(cx, idx);
+    }
+}
+
+/// Resumes a failed workflow: failed and waiting batches get a fresh retry budget (their
+/// attempt counter keeps counting so client tokens stay unique); succeeded batches never re-run.
+/// A workflow that failed while linking retries the link.
+pub(super) fn redrive(cx: &mut Ctx) {
+    if cx.wf.status != WorkflowStatus::Failed {
+        return;
+    }
+    cx.wf.redrives += 1;
+    cx.wf.last_error = None;
+    if cx.wf.bulk
+        && cx
+            .wf
+            .batches
+            .iter()
+            .any(|b| b.status != BatchStatus::Succeeded)
+    {
+        for b in &mut cx.wf.batches {
+            if matches!(b.status, BatchStatus::Failed | BatchStatus::RetryWait) {
+                b.status = BatchStatus::Pending;
+                b.budget_base = b.attempt;
+                b.retry_at = None;
+            }
+        }
+        cx.wf.status = WorkflowStatus::Backfilling;
+        fill_slots(cx);
+    } else {
+        super::live::begin_link(cx);
+    }
+}

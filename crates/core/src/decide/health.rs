@@ -1,0 +1,89 @@
+//! Health event drafts: recorded while a transition is built, rendered at its end.
+//!
+//! Event ids are `{workflow}/{slug}{suffix}` where the suffix names the occurrence
+//! (`/b3/a2`, `/g2/s17`, `/r1`); each occurrence can happen at most once in a workflow's life,
+//! so consumers can de-duplicate on the id and tests can prove it.
+
+use chrono::{DateTime, Utc};
+
+use crate::health::{BatchRef, HealthDetail, HealthEvent, HealthKind, Progress};
+use crate::model::{BatchStatus, ErrorInfo, Workflow};
+
+pub(crate) struct Draft {
+    pub kind: HealthKind,
+    pub suffix: String,
+    pub batch: Option<usize>,
+    pub attempt: Option<u32>,
+    pub flow_name: Option<String>,
+    pub error: Option<ErrorInfo>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub command: Option<String>,
+}
+
+impl Draft {
+    pub fn new(kind: HealthKind, suffix: impl Into<String>) -> Self {
+        Self {
+            kind,
+            suffix: suffix.into(),
+            batch: None,
+            attempt: None,
+            flow_name: None,
+            error: None,
+            retry_at: None,
+            command: None,
+        }
+    }
+
+    pub fn render(self, wf: &Workflow, now: DateTime<Utc>) -> HealthEvent {
+        let batch = self.batch.and_then(|i| wf.batches.get(i));
+        let done = wf
+            .batches
+            .iter()
+            .filter(|b| b.status == BatchStatus::Succeeded)
+            .count();
+        let records = wf.batches.iter().map(|b| b.records).sum::<u64>()
+            + wf.live.as_ref().map_or(0, |l| l.records);
+        HealthEvent {
+            kind: self.kind,
+            detail: HealthDetail {
+                event_id: format!("{}/{}{}", wf.id, self.kind.slug(), self.suffix),
+                workflow_id: wf.id.to_string(),
+                domain: wf.spec.domain.clone(),
+                object_type: wf.spec.object_type.clone(),
+                connector: wf.spec.connector.as_str().to_owned(),
+                status: wf.status.as_str().to_owned(),
+                flow_name: self.flow_name,
+                batch: batch.map(|b| BatchRef {
+                    index: b.index,
+                    start: b.window.start,
+                    end: b.window.end,
+                }),
+                attempt: self.attempt,
+                progress: Progress {
+                    batches_done: u32::try_from(done).unwrap_or(u32::MAX),
+                    batches_total: u32::try_from(wf.batches.len()).unwrap_or(u32::MAX),
+                    records,
+                },
+                transient: self.error.as_ref().map(|e| e.transient),
+                error: self.error.map(|e| e.message),
+                retry_at: self.retry_at,
+                command: self.command,
+                time: now,
+            },
+        }
+    }
+}
+
+impl super::Ctx<'_> {
+    pub fn publish(&mut self, draft: Draft) {
+        self.health.push(draft);
+    }
+
+    pub fn redrive_command(&self) -> String {
+        format!("flowpilot workflow redrive {}", self.wf.id)
+    }
+
+    pub fn rebuild_command(&self) -> String {
+        format!("flowpilot integration rebuild {}", self.wf.id)
+    }
+}

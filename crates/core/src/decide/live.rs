@@ -1,0 +1,314 @@
+//! The continuous integration: linking it after the backfill, watching its runs
+//! (live ⇄ degraded), rebuilding it.
+//!
+//! Every link attempt is a new *generation* (1 for the first link, +1 per retry or rebuild): its
+//! PutIntegration, client token and effect keys carry the number, so a late answer for an older
+//! generation is recognisably stale. The live flow keeps one name (`fp-{id}-live`) so the
+//! EventBridge rule's prefix still matches.
+
+use chrono::{DateTime, Utc};
+
+use super::Ctx;
+use super::bulk::{fail_workflow, managed_tags};
+use super::health::Draft;
+use crate::effect::{EffectError, EffectKind, FlowDefinition, Trigger};
+use crate::health::HealthKind;
+use crate::ids::{FlowRole, flow_name, live_token};
+use crate::input::RunReport;
+use crate::model::{BatchStatus, ErrorInfo, LiveIntegration, WorkflowStatus};
+
+/// Live execution ids remembered for de-duplication.
+const RECENT_RUNS: usize = 32;
+
+/// Where the continuous flow starts: the backfill's end (or `from` without a bulk phase), or,
+/// once it has ingested something, the end of its last successful pull.
+fn link_from(cx: &Ctx) -> DateTime<Utc> {
+    let base = if cx.wf.bulk {
+        cx.wf.spec.to
+    } else {
+        cx.wf.spec.from
+    };
+    cx.wf
+        .live
+        .as_ref()
+        .and_then(|l| l.last_good_pull_end)
+        .unwrap_or(base)
+}
+
+/// Issues PutIntegration for a new generation, removing the previous integration and flow.
+/// Status becomes Rebuilding once the integration has ever been linked, else Linking.
+pub(super) fn begin_link(cx: &mut Ctx) {
+    let from = link_from(cx);
+    let name = flow_name(&cx.wf.id, FlowRole::Live);
+    let live = cx.wf.live.get_or_insert_with(|| LiveIntegration {
+        flow_name: name.clone(),
+        generation: 0,
+        first_execution_from: from,
+        uri: None,
+        consecutive_failures: 0,
+        last_good_pull_end: None,
+        runs_succeeded: 0,
+        runs_failed: 0,
+        records: 0,
+        last_error: None,
+        recent_execution_ids: Vec::new(),
+    });
+    live.generation += 1;
+    live.first_execution_from = from;
+    live.consecutive_failures = 0;
+    let g = live.generation;
+    let old_uri = live.uri.take();
+    cx.wf.status = if cx.wf.completed_at.is_some() {
+        WorkflowStatus::Rebuilding
+    } else {
+        WorkflowStatus::Linking
+    };
+    let domain = cx.wf.spec.domain.clone();
+    if let Some(uri) = old_uri {
+        cx.effect(
+            format!("live/g{g}/delete-integration"),
+            EffectKind::DeleteIntegration { domain, uri },
+        );
+    }
+    if g > 1 {
+        cx.effect(
+            format!("live/g{g}/delete-flow"),
+            EffectKind::DeleteFlow { flow_name: name },
+        );
+    }
+    let flow = live_flow(cx, from, g);
+    cx.effect(
+        format!("live/g{g}/put"),
+        EffectKind::PutIntegration {
+            domain: cx.wf.spec.domain.clone(),
+            object_type: cx.wf.spec.object_type.clone(),
+            flow,
+            generation: g,
+        },
+    );
+}
+
+fn live_flow(cx: &Ctx, from: DateTime<Utc>, generation: u32) -> FlowDefinition {
+    let spec = &cx.wf.spec;
+    FlowDefinition {
+        name: flow_name(&cx.wf.id, FlowRole::Live),
+        client_token: live_token(&cx.wf.id, generation),
+        description: format!(
+            "flowpilot workflow {} continuous integration, generation {generation}",
+            cx.wf.id
+        ),
+        trigger: Trigger::Scheduled {
+            expression: spec.continuous.schedule.clone(),
+            first_execution_from: from,
+            // AppFlow allows 1..=100; deactivating together with our degraded verdict.
+            deactivation_threshold: spec.continuous.degraded_threshold.clamp(1, 100),
+        },
+        connector: spec.connector,
+        connector_profile: spec.connector_profile.clone(),
+        source: spec.source.clone(),
+        timestamp_field: spec.timestamp_field.clone(),
+        fields: spec.fields.clone(),
+        filter: None,
+        domain: spec.domain.clone(),
+        object_type: spec.object_type.clone(),
+        kms_arn: spec.kms_arn.clone(),
+        tags: managed_tags(&spec.tags),
+    }
+}
+
+/// PutIntegration answered: the integration exists; activate its scheduled flow.
+pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
+    let linking = matches!(
+        cx.wf.status,
+        WorkflowStatus::Linking | WorkflowStatus::Rebuilding
+    );
+    let Some(live) = cx.wf.live.as_mut() else {
+        return;
+    };
+    if !linking || live.generation != generation {
+        return;
+    }
+    live.uri = Some(uri);
+    live.last_error = None;
+    let name = live.flow_name.clone();
+    cx.wf.status = WorkflowStatus::Live;
+    cx.effect(
+        format!("live/g{generation}/start"),
+        EffectKind::StartFlow {
+            flow_name: name.clone(),
+            client_token: live_token(&cx.wf.id, generation),
+            role: FlowRole::Live,
+            attempt: generation,
+        },
+    );
+    let mut d = if cx.wf.completed_at.is_none() {
+        cx.wf.completed_at = Some(cx.now);
+        Draft::new(HealthKind::WorkflowCompleted, "")
+    } else {
+        Draft::new(HealthKind::IntegrationRebuilt, format!("/g{generation}"))
+    };
+    d.flow_name = Some(name);
+    cx.publish(d);
+}
+
+/// PutIntegration failed after the shell's retries. Permanent: the workflow fails (redrive
+/// retries the link). Transient: recorded; the reconciler issues a new generation.
+pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
+    let linking = matches!(
+        cx.wf.status,
+        WorkflowStatus::Linking | WorkflowStatus::Rebuilding
+    );
+    let Some(live) = cx.wf.live.as_mut() else {
+        return;
+    };
+    if !linking || live.generation != generation {
+        return;
+    }
+    let err = ErrorInfo {
+        message: format!(
+            "PutIntegration for domain `{}` object type `{}`: {}: {}",
+            cx.wf.spec.domain, cx.wf.spec.object_type, error.code, error.message
+        ),
+        transient: !error.permanent,
+    };
+    live.last_error = Some(err.clone());
+    if error.permanent {
+        fail_workflow(cx, err);
+    }
+}
+
+/// Activating the live flow failed: the integration is linked but will not run.
+pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
+    if cx
+        .wf
+        .live
+        .as_ref()
+        .is_none_or(|l| l.generation != generation)
+    {
+        return;
+    }
+    let message = format!(
+        "StartFlow (activate) for the live flow: {}: {}",
+        error.code, error.message
+    );
+    degrade(
+        cx,
+        ErrorInfo {
+            message,
+            transient: !error.permanent,
+        },
+    );
+}
+
+pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
+    if !matches!(
+        cx.wf.status,
+        WorkflowStatus::Live | WorkflowStatus::Degraded
+    ) {
+        return; // before linking, or an old generation's run during a rebuild
+    }
+    let threshold = cx.wf.spec.continuous.degraded_threshold.max(1);
+    let Some(live) = cx.wf.live.as_mut() else {
+        return;
+    };
+    if let Some(id) = &report.execution_id {
+        if live.recent_execution_ids.contains(id) {
+            return;
+        }
+        live.recent_execution_ids.push(id.clone());
+        let excess = live.recent_execution_ids.len().saturating_sub(RECENT_RUNS);
+        live.recent_execution_ids.drain(..excess);
+    }
+    if report.succeeded {
+        live.runs_succeeded += 1;
+        live.records += report.records_processed.unwrap_or(0);
+        live.consecutive_failures = 0;
+        live.last_error = None;
+        if let Some(end) = report.pull_end {
+            live.last_good_pull_end =
+                Some(live.last_good_pull_end.map_or(end, |prev| prev.max(end)));
+        }
+        let (g, s, name) = (live.generation, live.runs_succeeded, live.flow_name.clone());
+        if cx.wf.status == WorkflowStatus::Degraded {
+            cx.wf.status = WorkflowStatus::Live;
+            let mut d = Draft::new(HealthKind::IntegrationRecovered, format!("/g{g}/s{s}"));
+            d.flow_name = Some(name);
+            cx.publish(d);
+        }
+    } else {
+        let message = report
+            .error
+            .clone()
+            .unwrap_or_else(|| "run failed without a message".to_owned());
+        let err = ErrorInfo {
+            transient: crate::classify::classify(&message).is_transient(),
+            message,
+        };
+        live.runs_failed += 1;
+        live.consecutive_failures += 1;
+        live.last_error = Some(err.clone());
+        if live.consecutive_failures >= threshold {
+            degrade(cx, err);
+        }
+    }
+}
+
+pub(super) fn deactivated(cx: &mut Ctx, role: FlowRole, reason: String) {
+    if role == FlowRole::Live {
+        let message = format!("AppFlow deactivated the scheduled flow: {reason}");
+        degrade(
+            cx,
+            ErrorInfo {
+                message,
+                transient: false,
+            },
+        );
+    }
+}
+
+/// Live → Degraded with `Integration Degraded` (no-op unless Live); auto-rebuild if enabled.
+fn degrade(cx: &mut Ctx, err: ErrorInfo) {
+    if cx.wf.status != WorkflowStatus::Live {
+        return;
+    }
+    let Some(live) = cx.wf.live.as_mut() else {
+        return;
+    };
+    live.last_error = Some(err.clone());
+    // At most one degradation per (generation, successes so far): recovering needs a success.
+    let suffix = format!("/g{}/s{}", live.generation, live.runs_succeeded);
+    let name = live.flow_name.clone();
+    cx.wf.status = WorkflowStatus::Degraded;
+    let mut d = Draft::new(HealthKind::IntegrationDegraded, suffix);
+    d.flow_name = Some(name);
+    d.error = Some(err);
+    d.command = Some(cx.rebuild_command());
+    cx.publish(d);
+    if cx.wf.spec.continuous.auto_rebuild {
+        begin_link(cx);
+    }
+}
+
+/// Operator (or automation) rebuild: from Live or Degraded, or from a workflow that failed
+/// while linking. Resumes from the last successful pull, never from "now".
+pub(super) fn rebuild(cx: &mut Ctx) {
+    let allowed = match cx.wf.status {
+        WorkflowStatus::Live | WorkflowStatus::Degraded => true,
+        WorkflowStatus::Failed => {
+            cx.wf.live.is_some()
+                && cx
+                    .wf
+                    .batches
+                    .iter()
+                    .all(|b| b.status == BatchStatus::Succeeded)
+        }
+        _ => false,
+    };
+    if allowed {
+        if cx.wf.status == WorkflowStatus::Failed {
+            cx.wf.redrives += 1; // a new round: a later failure gets a new event id
+            cx.wf.last_error = None;
+        }
+        begin_link(cx);
+    }
+}

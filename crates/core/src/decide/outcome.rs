@@ -1,0 +1,166 @@
+//! `Input::Applied`: the shell executed outbox effects and reports what they returned.
+//!
+//! An outcome counts only while its effect is still in the outbox: a second delivery of the
+//! same outcome (crash after the shell executed but before it acked) finds the key gone and
+//! changes nothing.
+
+use super::Ctx;
+use super::{bulk, live};
+use crate::effect::{EffectError, EffectKind, Outcome};
+use crate::ids::FlowRole;
+use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
+
+pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
+    for outcome in outcomes {
+        let Some(pos) = cx.wf.outbox.iter().position(|e| e.key == outcome.key()) else {
+            continue;
+        };
+        let effect = cx.wf.outbox.remove(pos);
+        if cx.wf.status == WorkflowStatus::Cancelled {
+            continue;
+        }
+        match outcome {
+            Outcome::Done { .. } => {}
+            Outcome::Started {
+                role: FlowRole::Batch(i),
+                attempt,
+                execution_id: Some(id),
+                ..
+            } => {
+                started(cx, i, attempt, id);
+            }
+            Outcome::Started { .. } => {}
+            Outcome::Linked {
+                generation, uri, ..
+            } => live::linked(cx, generation, uri),
+            Outcome::Described {
+                role: FlowRole::Batch(i),
+                attempt,
+                run: Some(run),
+                ..
+            } => {
+                let current = cx
+                    .batch_index(i)
+                    .is_some_and(|idx| cx.wf.batches[idx].attempt == attempt);
+                if current {
+                    bulk::run_ended(cx, i, &run);
+                }
+            }
+            Outcome::Described {
+                role: FlowRole::Live,
+                run: Some(run),
+                ..
+            } => live::run_ended(cx, &run),
+            Outcome::Described { .. } => {}
+            Outcome::Failed { error, .. } => failed(cx, &effect.key, effect.kind, &error),
+        }
+    }
+}
+
+fn started(cx: &mut Ctx, index: u32, attempt: u32, id: String) {
+    let Some(idx) = cx.batch_index(index) else {
+        return;
+    };
+    let b = &mut cx.wf.batches[idx];
+    if b.attempt == attempt && b.status == BatchStatus::Running && b.execution_id.is_none() {
+        b.execution_id = Some(id);
+    } else if b.execution_id.as_ref() != Some(&id) && !b.past_execution_ids.contains(&id) {
+        // An older attempt's run (its report may already have been counted): remember it so
+        // its duplicates never count for a later attempt.
+        b.past_execution_ids.push(id);
+    }
+}
+
+fn failed(cx: &mut Ctx, key: &str, kind: EffectKind, error: &EffectError) {
+    match kind {
+        EffectKind::CreateFlow { .. }
+        | EffectKind::StartFlow {
+            role: FlowRole::Batch(_),
+            ..
+        } => {
+            let Some((index, attempt)) = batch_key(key) else {
+                return;
+            };
+            let Some(idx) = cx.batch_index(index) else {
+                return;
+            };
+            let b = &cx.wf.batches[idx];
+            if b.attempt != attempt || b.status != BatchStatus::Running {
+                return; // e.g. StartFlow failing because its CreateFlow already failed
+            }
+            let op = if matches!(kind, EffectKind::CreateFlow { .. }) {
+                "CreateFlow"
+            } else {
+                "StartFlow"
+            };
+            let message = describe_failure(cx, op, index, error);
+            bulk::failed(
+                cx,
+                idx,
+                ErrorInfo {
+                    message,
+                    transient: !error.permanent,
+                },
+            );
+        }
+        EffectKind::StartFlow {
+            role: FlowRole::Live,
+            attempt,
+            ..
+        } => live::start_failed(cx, attempt, error),
+        EffectKind::PutIntegration { generation, .. } => live::link_failed(cx, generation, error),
+        // Publish, delete, cancel, describe and schedule failures: the shell already retried
+        // transient ones; the reconciler covers what they would have done.
+        _ => {}
+    }
+}
+
+/// `b{index}/a{attempt}/...` → (index, attempt).
+fn batch_key(key: &str) -> Option<(u32, u32)> {
+    let mut parts = key.split('/');
+    let index = parts.next()?.strip_prefix('b')?.parse().ok()?;
+    let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
+    Some((index, attempt))
+}
+
+/// The AWS error plus what the operator should do about it.
+fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &EffectError) -> String {
+    let spec = &cx.wf.spec;
+    let redrive = cx.redrive_command();
+    let hint = match e.code.as_str() {
+        "ResourceNotFoundException" => format!(
+            "connector profile `{}` (or domain `{}` / object type `{}`) not found: create it in \
+             AppFlow / Customer Profiles or pass --connector-profile, then `{redrive}`",
+            spec.connector_profile, spec.domain, spec.object_type
+        ),
+        "ConnectorAuthenticationException" => format!(
+            "re-authorise connector profile `{}` in AppFlow, then `{redrive}`",
+            spec.connector_profile
+        ),
+        "AccessDeniedException" => {
+            format!(
+                "grant flowpilot's role the AppFlow (and KMS) permissions it lacks, then `{redrive}`"
+            )
+        }
+        "ValidationException" => format!(
+            "AppFlow rejected the flow definition: check the object, --fields and --timestamp-field, then `{redrive}`"
+        ),
+        "ServiceQuotaExceededException" => {
+            format!(
+                "an AppFlow quota was reached: delete unused flows or request an increase, then `{redrive}`"
+            )
+        }
+        _ if e.permanent => format!("fix the cause, then `{redrive}`"),
+        _ => "will be retried".to_owned(),
+    };
+    format!("{op} for batch {index}: {}: {} ({hint})", e.code, e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batch_keys_parse() {
+        assert_eq!(super::batch_key("b12/a3/start"), Some((12, 3)));
+        assert_eq!(super::batch_key("live/g1/put"), None);
+    }
+}

@@ -1,0 +1,150 @@
+//! The periodic reconcile tick and cancellation.
+//!
+//! EventBridge delivery is best effort, so a run can end without an event and a delayed retry
+//! message can be lost. The reconciler (driven by `now` only) asks AppFlow about runs that have
+//! been going a while, gives up on stalled ones, restarts overdue retries, fills free slots
+//! and re-issues a link whose PutIntegration failed transiently.
+
+use chrono::TimeDelta;
+
+use super::Ctx;
+use super::bulk::{failed, fill_slots, start_batch};
+use super::health::Draft;
+use crate::effect::EffectKind;
+use crate::health::HealthKind;
+use crate::ids::{FlowRole, flow_name};
+use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
+
+pub(super) fn reconcile(cx: &mut Ctx) {
+    match cx.wf.status {
+        WorkflowStatus::Backfilling | WorkflowStatus::Failed => {
+            check_running(cx);
+            if cx.wf.status == WorkflowStatus::Backfilling {
+                restart_lost_retries(cx);
+                fill_slots(cx);
+            }
+        }
+        WorkflowStatus::Linking | WorkflowStatus::Rebuilding => relink_if_lost(cx),
+        _ => {}
+    }
+}
+
+fn delta(d: std::time::Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+fn check_running(cx: &mut Ctx) {
+    let describe_after = delta(cx.policy.describe_after);
+    let max_run = delta(cx.policy.max_run_duration);
+    for idx in 0..cx.wf.batches.len() {
+        let b = &cx.wf.batches[idx];
+        if b.status != BatchStatus::Running {
+            continue;
+        }
+        let age = cx.now - b.started_at.unwrap_or(cx.now);
+        let (i, attempt, exec) = (b.index, b.attempt, b.execution_id.clone());
+        let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
+        if age > max_run {
+            if let Some(execution_id) = exec {
+                cx.effect(
+                    format!("b{i}/a{attempt}/cancel"),
+                    EffectKind::CancelRun {
+                        flow_name: name.clone(),
+                        execution_id,
+                    },
+                );
+            }
+            let message = format!(
+                "run of batch {i} attempt {attempt} still not finished after {} minutes: cancelled",
+                age.num_minutes()
+            );
+            let err = ErrorInfo {
+                message,
+                transient: true,
+            };
+            let mut d = Draft::new(HealthKind::WorkflowStalled, format!("/b{i}/a{attempt}"));
+            d.batch = Some(idx);
+            d.attempt = Some(attempt);
+            d.flow_name = Some(name);
+            d.error = Some(err.clone());
+            cx.publish(d);
+            failed(cx, idx, err);
+        } else if age > describe_after && !cx.has_pending(&format!("b{i}/a{attempt}/describe")) {
+            cx.effect(
+                format!("b{i}/a{attempt}/describe/{}", cx.now.timestamp_millis()),
+                EffectKind::DescribeRun {
+                    flow_name: name,
+                    role: FlowRole::Batch(i),
+                    attempt,
+                    execution_id: exec,
+                },
+            );
+        }
+    }
+}
+
+fn restart_lost_retries(cx: &mut Ctx) {
+    let grace = delta(cx.policy.retry_grace);
+    for idx in 0..cx.wf.batches.len() {
+        let b = &cx.wf.batches[idx];
+        let overdue = b.retry_at.is_some_and(|at| cx.now - at > grace);
+        if b.status == BatchStatus::RetryWait && overdue {
+            start_batch(cx, idx);
+        }
+    }
+}
+
+/// No integration yet and no PutIntegration pending: the last one failed transiently.
+fn relink_if_lost(cx: &mut Ctx) {
+    let Some(live) = &cx.wf.live else { return };
+    if live.uri.is_none() && !cx.has_pending(&format!("live/g{}/", live.generation)) {
+        super::live::begin_link(cx);
+    }
+}
+
+/// Stops everything: cancels running runs, deletes every flow flowpilot created for this
+/// workflow that still exists, and the integration. Final.
+pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
+    cx.wf.status = WorkflowStatus::Cancelled;
+    let message = reason.unwrap_or_else(|| "cancelled by operator".to_owned());
+    cx.wf.last_error = Some(ErrorInfo {
+        message,
+        transient: false,
+    });
+    for idx in 0..cx.wf.batches.len() {
+        let b = &cx.wf.batches[idx];
+        if b.attempt == 0 || b.status == BatchStatus::Succeeded {
+            continue; // never created, or already deleted
+        }
+        let (i, status, exec) = (b.index, b.status, b.execution_id.clone());
+        let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
+        if let (BatchStatus::Running, Some(execution_id)) = (status, exec) {
+            cx.effect(
+                format!("cancel/b{i}/run"),
+                EffectKind::CancelRun {
+                    flow_name: name.clone(),
+                    execution_id,
+                },
+            );
+        }
+        cx.effect(
+            format!("cancel/b{i}/delete"),
+            EffectKind::DeleteFlow { flow_name: name },
+        );
+    }
+    if let Some(live) = cx.wf.live.clone() {
+        if let Some(uri) = live.uri {
+            let domain = cx.wf.spec.domain.clone();
+            cx.effect(
+                "cancel/live/delete-integration".to_owned(),
+                EffectKind::DeleteIntegration { domain, uri },
+            );
+        }
+        cx.effect(
+            "cancel/live/delete-flow".to_owned(),
+            EffectKind::DeleteFlow {
+                flow_name: live.flow_name,
+            },
+        );
+    }
+}

@@ -1,0 +1,645 @@
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::*;
+use crate::effect::{EffectError, Outcome, Trigger};
+use crate::health::HealthKind;
+use crate::ids::{FlowRole, WorkflowId};
+use crate::input::RunReport;
+use crate::spec::SpecInput;
+use crate::spec::tests::spec_with;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn wf(edit: impl FnOnce(&mut SpecInput)) -> Workflow {
+    Workflow::new(WorkflowId::new("acme").unwrap(), spec_with(edit), t0())
+}
+
+/// 4 batches of P6M over 2024-2026, concurrency 2.
+fn four(edit: impl FnOnce(&mut SpecInput)) -> Workflow {
+    wf(|s| {
+        s.batch_size = Some("P6M".into());
+        s.concurrency = Some(2);
+        edit(s);
+    })
+}
+
+fn step(w: &Workflow, input: Input, at: DateTime<Utc>) -> Transition {
+    let t = decide(w, input, at, &Policy::default());
+    if t.is_noop(w) {
+        assert_eq!(t.workflow, *w);
+        assert!(t.effects.is_empty());
+    } else {
+        assert_eq!(t.workflow.version, w.version + 1);
+    }
+    t
+}
+
+fn kinds(t: &Transition) -> Vec<String> {
+    t.effects
+        .iter()
+        .map(|e| match &e.kind {
+            EffectKind::Publish { event } => format!("publish {}", event.kind.detail_type()),
+            other => format!(
+                "{} {}",
+                serde_json::to_value(other).unwrap()["type"]
+                    .as_str()
+                    .unwrap(),
+                e.key
+            ),
+        })
+        .collect()
+}
+
+fn report(i: u32, exec: &str, ok: bool, error: Option<&str>) -> Input {
+    Input::RunEnded(RunReport {
+        flow_name: crate::ids::flow_name(&WorkflowId::new("acme").unwrap(), FlowRole::Batch(i)),
+        role: FlowRole::Batch(i),
+        execution_id: Some(exec.into()),
+        succeeded: ok,
+        error: error.map(str::to_owned),
+        records_processed: Some(10),
+        record_failures: Some(0),
+        pull_start: None,
+        pull_end: None,
+        ended_at: None,
+    })
+}
+
+fn started(i: u32, attempt: u32, exec: &str) -> Input {
+    Input::Applied(vec![Outcome::Started {
+        key: format!("b{i}/a{attempt}/start"),
+        role: FlowRole::Batch(i),
+        attempt,
+        execution_id: Some(exec.into()),
+    }])
+}
+
+fn events(t: &Transition) -> Vec<crate::health::HealthEvent> {
+    t.effects
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EffectKind::Publish { event } => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn new_workflow_is_pending_with_planned_batches() {
+    let w = four(|_| {});
+    assert_eq!(
+        (w.status, w.version, w.batches.len(), w.bulk),
+        (WorkflowStatus::Pending, 0, 4, true)
+    );
+    assert!(
+        w.batches
+            .iter()
+            .all(|b| b.status == BatchStatus::Pending && b.attempt == 0)
+    );
+}
+
+#[test]
+fn start_creates_and_starts_up_to_concurrency() {
+    let w = four(|_| {});
+    let t = step(&w, Input::Start, t0());
+    assert_eq!(
+        kinds(&t),
+        [
+            "create_flow b0/a1/create",
+            "start_flow b0/a1/start",
+            "create_flow b1/a1/create",
+            "start_flow b1/a1/start",
+            "publish Workflow Started"
+        ]
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Backfilling);
+    let EffectKind::StartFlow { client_token, .. } = &t.effects[1].kind else {
+        panic!()
+    };
+    assert_eq!(client_token, "acme:0:1");
+    let EffectKind::CreateFlow { flow } = &t.effects[0].kind else {
+        panic!()
+    };
+    assert_eq!(flow.name, "fp-acme-b0000");
+    assert_eq!(flow.trigger, Trigger::OnDemand);
+    assert!(flow.tags.contains_key(crate::ids::MANAGED_TAG_KEY));
+    assert!(flow.filter.is_some());
+    assert_eq!(t.workflow.outbox, t.effects);
+    // Start again: nothing.
+    assert!(step(&t.workflow, Input::Start, t0()).is_noop(&t.workflow));
+}
+
+#[test]
+fn success_deletes_the_flow_and_starts_the_next_batch() {
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    let w = step(&w, started(0, 1, "x0"), t0()).workflow;
+    let t = step(&w, report(0, "x0", true, None), t0());
+    assert_eq!(
+        kinds(&t),
+        [
+            "delete_flow b0/delete",
+            "create_flow b2/a1/create",
+            "start_flow b2/a1/start",
+            "publish Batch Succeeded"
+        ]
+    );
+    let ev = &events(&t)[0].detail;
+    assert_eq!(ev.event_id, "acme/batch-succeeded/b0");
+    assert_eq!(
+        (
+            ev.progress.batches_done,
+            ev.progress.batches_total,
+            ev.progress.records
+        ),
+        (1, 4, 10)
+    );
+    // The same report again: no change. Once b1 knows its execution id, a foreign one is ignored.
+    assert!(step(&t.workflow, report(0, "x0", true, None), t0()).is_noop(&t.workflow));
+    let w = step(&t.workflow, started(1, 1, "x1"), t0()).workflow;
+    assert!(step(&w, report(1, "other", false, Some("boom")), t0()).is_noop(&w));
+}
+
+#[test]
+fn late_report_of_an_old_attempt_does_not_count() {
+    let w = step(&four(|s| s.concurrency = Some(1)), Input::Start, t0()).workflow;
+    let w = step(&w, started(0, 1, "x1"), t0()).workflow;
+    let t = step(&w, report(0, "x1", false, Some("Rate exceeded")), t0());
+    let due = t.workflow.batches[0].retry_at.unwrap();
+    let w = step(
+        &t.workflow,
+        Input::RetryDue {
+            batch: 0,
+            attempt: 1,
+            due_at: due,
+        },
+        due,
+    )
+    .workflow;
+    assert_eq!(
+        (w.batches[0].status, w.batches[0].attempt),
+        (BatchStatus::Running, 2)
+    );
+    // attempt 2 has no execution id yet; attempt 1's failure arrives again.
+    assert!(step(&w, report(0, "x1", false, Some("Rate exceeded")), due).is_noop(&w));
+    // A late Started for attempt 1 does not overwrite attempt 2.
+    assert!(step(&w, started(0, 1, "x1"), due).is_noop(&w));
+}
+
+#[test]
+fn transient_failure_retries_with_backoff_then_fails_when_budget_is_spent() {
+    let mut w = step(&four(|s| s.max_retries = Some(1)), Input::Start, t0()).workflow;
+    w = step(&w, started(0, 1, "a"), t0()).workflow;
+    let t = step(&w, report(0, "a", false, Some("Read timeout")), t0());
+    assert_eq!(
+        kinds(&t),
+        [
+            "schedule_retry b0/a1/retry",
+            "publish Batch Retry Scheduled"
+        ]
+    );
+    let ev = &events(&t)[0].detail;
+    assert_eq!(ev.event_id, "acme/batch-retry-scheduled/b0/a1");
+    assert_eq!(
+        (ev.transient, ev.error.as_deref()),
+        (Some(true), Some("Read timeout"))
+    );
+    let due = t.workflow.batches[0].retry_at.unwrap();
+    assert!(due <= t0() + TimeDelta::seconds(30));
+    w = t.workflow;
+    // Early and wrong-attempt deliveries are ignored; the right one restarts with a new token.
+    assert!(
+        step(
+            &w,
+            Input::RetryDue {
+                batch: 0,
+                attempt: 1,
+                due_at: due
+            },
+            due - TimeDelta::seconds(1)
+        )
+        .is_noop(&w)
+    );
+    assert!(
+        step(
+            &w,
+            Input::RetryDue {
+                batch: 0,
+                attempt: 7,
+                due_at: due
+            },
+            due
+        )
+        .is_noop(&w)
+    );
+    let t = step(
+        &w,
+        Input::RetryDue {
+            batch: 0,
+            attempt: 1,
+            due_at: due,
+        },
+        due,
+    );
+    assert_eq!(
+        kinds(&t),
+        ["create_flow b0/a2/create", "start_flow b0/a2/start"]
+    );
+    w = step(&t.workflow, started(0, 2, "b"), due).workflow;
+    // Second transient failure: budget (1 + 1 retries) spent → batch and workflow fail.
+    let t = step(&w, report(0, "b", false, Some("Read timeout")), due);
+    assert_eq!(
+        kinds(&t),
+        ["publish Batch Failed", "publish Workflow Failed"]
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Failed);
+    let ev = &events(&t)[1].detail;
+    assert_eq!(
+        ev.command.as_deref(),
+        Some("flowpilot workflow redrive acme")
+    );
+    assert_eq!(ev.event_id, "acme/workflow-failed/r0");
+}
+
+#[test]
+fn permanent_failure_fails_and_redrive_resumes_only_the_failed_batch() {
+    let mut w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    w = step(&w, report(0, "a", true, None), t0()).workflow; // b0 done, b2 started
+    let t = step(
+        &w,
+        report(1, "b", false, Some("INVALID_FIELD: No such column")),
+        t0(),
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Failed);
+    assert_eq!(events(&t)[1].detail.transient, Some(false));
+    w = t.workflow;
+    // b2 still running finishes successfully, but nothing new starts.
+    let t = step(&w, report(2, "c", true, None), t0());
+    assert_eq!(
+        kinds(&t),
+        ["delete_flow b2/delete", "publish Batch Succeeded"]
+    );
+    w = t.workflow;
+    let t = step(&w, Input::Redrive, t0());
+    assert_eq!(t.workflow.status, WorkflowStatus::Backfilling);
+    assert_eq!(
+        kinds(&t),
+        [
+            "create_flow b1/a2/create",
+            "start_flow b1/a2/start",
+            "create_flow b3/a1/create",
+            "start_flow b3/a1/start"
+        ]
+    );
+    assert_eq!(t.workflow.batches[1].budget_base, 1);
+    assert!(step(&t.workflow, Input::Redrive, t0()).is_noop(&t.workflow));
+}
+
+#[test]
+fn all_batches_done_links_from_to_then_live() {
+    let mut w = step(&four(|s| s.concurrency = Some(4)), Input::Start, t0()).workflow;
+    for i in 0..3 {
+        w = step(&w, report(i, &format!("x{i}"), true, None), t0()).workflow;
+    }
+    let t = step(&w, report(3, "x3", true, None), t0());
+    assert_eq!(t.workflow.status, WorkflowStatus::Linking);
+    let put = t.effects.iter().find(|e| e.key == "live/g1/put").unwrap();
+    let EffectKind::PutIntegration {
+        flow,
+        generation: 1,
+        ..
+    } = &put.kind
+    else {
+        panic!()
+    };
+    let Trigger::Scheduled {
+        first_execution_from,
+        expression,
+        ..
+    } = &flow.trigger
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*first_execution_from, expression.as_str()),
+        (w.spec.to, "rate(1hours)")
+    );
+    assert_eq!(flow.name, "fp-acme-live");
+    let linked = Input::Applied(vec![Outcome::Linked {
+        key: "live/g1/put".into(),
+        generation: 1,
+        uri: "arn:flow".into(),
+    }]);
+    let t = step(&t.workflow, linked.clone(), t0());
+    assert_eq!(
+        kinds(&t),
+        ["start_flow live/g1/start", "publish Workflow Completed"]
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Live);
+    // Applied delivered twice: nothing.
+    assert!(step(&t.workflow, linked, t0()).is_noop(&t.workflow));
+}
+
+#[test]
+fn short_range_links_directly_from_from() {
+    let w = wf(|s| s.from = Some("2025-12-01".into()));
+    let t = step(&w, Input::Start, t0());
+    assert_eq!(
+        kinds(&t),
+        ["put_integration live/g1/put", "publish Workflow Started"]
+    );
+    let EffectKind::PutIntegration { flow, .. } = &t.effects[0].kind else {
+        panic!()
+    };
+    let Trigger::Scheduled {
+        first_execution_from,
+        ..
+    } = flow.trigger
+    else {
+        panic!()
+    };
+    assert_eq!(first_execution_from, w.spec.from);
+}
+
+#[test]
+fn permanent_create_failure_says_what_to_do() {
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    let err = EffectError {
+        code: "ResourceNotFoundException".into(),
+        message: "profile sf".into(),
+        permanent: true,
+    };
+    let t = step(
+        &w,
+        Input::Applied(vec![Outcome::Failed {
+            key: "b0/a1/create".into(),
+            error: err.clone(),
+        }]),
+        t0(),
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Failed);
+    let msg = &t.workflow.last_error.as_ref().unwrap().message;
+    assert!(
+        msg.contains("connector profile `sf`") && msg.contains("--connector-profile"),
+        "{msg}"
+    );
+    // The dependent StartFlow failure that follows changes nothing more.
+    let again = Input::Applied(vec![Outcome::Failed {
+        key: "b0/a1/start".into(),
+        error: err,
+    }]);
+    let t2 = step(&t.workflow, again, t0());
+    assert_eq!(t2.workflow.status, WorkflowStatus::Failed);
+    assert!(t2.effects.is_empty());
+}
+
+#[test]
+fn transient_start_failure_is_retried() {
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    let err = EffectError {
+        code: "InternalServerException".into(),
+        message: "oops".into(),
+        permanent: false,
+    };
+    let t = step(
+        &w,
+        Input::Applied(vec![Outcome::Failed {
+            key: "b0/a1/start".into(),
+            error: err,
+        }]),
+        t0(),
+    );
+    assert_eq!(t.workflow.batches[0].status, BatchStatus::RetryWait);
+}
+
+#[test]
+fn cancel_cleans_up_and_is_final() {
+    let mut w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    w = step(&w, started(0, 1, "e0"), t0()).workflow;
+    let t = step(&w, Input::Cancel { reason: None }, t0());
+    assert_eq!(
+        kinds(&t),
+        [
+            "cancel_run cancel/b0/run",
+            "delete_flow cancel/b0/delete",
+            "delete_flow cancel/b1/delete"
+        ]
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Cancelled);
+    for input in [
+        Input::Start,
+        Input::Redrive,
+        Input::Reconcile,
+        report(1, "z", true, None),
+    ] {
+        assert!(step(&t.workflow, input, t0()).is_noop(&t.workflow));
+    }
+}
+
+fn live_wf(edit: impl FnOnce(&mut SpecInput)) -> Workflow {
+    let w = wf(|s| {
+        s.from = Some("2025-12-01".into());
+        edit(s);
+    });
+    let w = step(&w, Input::Start, t0()).workflow;
+    let linked = Input::Applied(vec![Outcome::Linked {
+        key: "live/g1/put".into(),
+        generation: 1,
+        uri: "arn:1".into(),
+    }]);
+    step(&w, linked, t0()).workflow
+}
+
+fn live_run(exec: &str, ok: bool, pull_end: Option<&str>) -> Input {
+    Input::RunEnded(RunReport {
+        flow_name: "fp-acme-live".into(),
+        role: FlowRole::Live,
+        execution_id: Some(exec.into()),
+        succeeded: ok,
+        error: (!ok).then(|| "Connection reset".into()),
+        records_processed: Some(5),
+        record_failures: None,
+        pull_start: None,
+        pull_end: pull_end.map(|p| DateTime::parse_from_rfc3339(p).unwrap().with_timezone(&Utc)),
+        ended_at: None,
+    })
+}
+
+#[test]
+fn live_degrades_recovers_and_rebuilds_from_the_last_good_pull() {
+    let mut w = live_wf(|_| {});
+    w = step(&w, live_run("r1", true, Some("2026-01-01T01:00:00Z")), t0()).workflow;
+    w = step(&w, live_run("r2", false, None), t0()).workflow;
+    w = step(&w, live_run("r2", false, None), t0()).workflow; // duplicate: not counted
+    w = step(&w, live_run("r3", false, None), t0()).workflow;
+    assert_eq!(w.status, WorkflowStatus::Live);
+    let t = step(&w, live_run("r4", false, None), t0());
+    assert_eq!(t.workflow.status, WorkflowStatus::Degraded);
+    let ev = &events(&t)[0].detail;
+    assert_eq!(ev.event_id, "acme/integration-degraded/g1/s1");
+    assert_eq!(
+        ev.command.as_deref(),
+        Some("flowpilot integration rebuild acme")
+    );
+    let t = step(
+        &t.workflow,
+        live_run("r5", true, Some("2026-01-01T05:00:00Z")),
+        t0(),
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Live);
+    assert_eq!(
+        events(&t)[0].detail.event_id,
+        "acme/integration-recovered/g1/s2"
+    );
+    let t = step(&t.workflow, Input::Rebuild { reason: None }, t0());
+    assert_eq!(t.workflow.status, WorkflowStatus::Rebuilding);
+    assert_eq!(
+        kinds(&t),
+        [
+            "delete_integration live/g2/delete-integration",
+            "delete_flow live/g2/delete-flow",
+            "put_integration live/g2/put"
+        ]
+    );
+    let EffectKind::PutIntegration { flow, .. } = &t.effects[2].kind else {
+        panic!()
+    };
+    let Trigger::Scheduled {
+        first_execution_from,
+        ..
+    } = flow.trigger
+    else {
+        panic!()
+    };
+    assert_eq!(
+        first_execution_from.to_rfc3339(),
+        "2026-01-01T05:00:00+00:00"
+    );
+    // Old-generation runs during the rebuild are ignored.
+    assert!(step(&t.workflow, live_run("r6", false, None), t0()).is_noop(&t.workflow));
+    let linked = Input::Applied(vec![Outcome::Linked {
+        key: "live/g2/put".into(),
+        generation: 2,
+        uri: "arn:2".into(),
+    }]);
+    let t = step(&t.workflow, linked, t0());
+    assert_eq!(t.workflow.status, WorkflowStatus::Live);
+    assert_eq!(events(&t)[0].kind, HealthKind::IntegrationRebuilt);
+}
+
+#[test]
+fn deactivation_with_auto_rebuild_starts_a_rebuild() {
+    let w = live_wf(|s| s.auto_rebuild = Some(true));
+    let t = step(
+        &w,
+        Input::FlowDeactivated {
+            role: FlowRole::Live,
+            reason: "errors".into(),
+        },
+        t0(),
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Rebuilding);
+    assert_eq!(t.workflow.live.as_ref().unwrap().generation, 2);
+    assert_eq!(events(&t)[0].kind, HealthKind::IntegrationDegraded);
+}
+
+#[test]
+fn reconcile_describes_then_gives_up_on_stalled_runs() {
+    let mut w = step(&four(|s| s.concurrency = Some(1)), Input::Start, t0()).workflow;
+    w = step(&w, started(0, 1, "e"), t0()).workflow;
+    assert!(step(&w, Input::Reconcile, t0() + TimeDelta::minutes(5)).is_noop(&w));
+    let at = t0() + TimeDelta::minutes(11);
+    let t = step(&w, Input::Reconcile, at);
+    assert_eq!(t.effects.len(), 1);
+    assert!(matches!(t.effects[0].kind, EffectKind::DescribeRun { .. }));
+    // Already asking: a second tick does not ask again.
+    assert!(step(&t.workflow, Input::Reconcile, at + TimeDelta::minutes(1)).is_noop(&t.workflow));
+    // A finished run found by DescribeRun counts like the event.
+    let described = Input::Applied(vec![Outcome::Described {
+        key: t.effects[0].key.clone(),
+        role: FlowRole::Batch(0),
+        attempt: 1,
+        run: match report(0, "e", true, None) {
+            Input::RunEnded(r) => Some(r),
+            _ => None,
+        },
+    }]);
+    let t2 = step(&t.workflow, described, at);
+    assert_eq!(t2.workflow.batches[0].status, BatchStatus::Succeeded);
+    // Stalled: past max_run_duration → cancel, retry, Workflow Stalled.
+    let t3 = step(&w, Input::Reconcile, t0() + TimeDelta::hours(7));
+    assert_eq!(
+        kinds(&t3),
+        [
+            "cancel_run b0/a1/cancel",
+            "schedule_retry b0/a1/retry",
+            "publish Workflow Stalled",
+            "publish Batch Retry Scheduled"
+        ]
+    );
+}
+
+#[test]
+fn reconcile_restarts_lost_retries() {
+    let mut w = step(&four(|s| s.concurrency = Some(1)), Input::Start, t0()).workflow;
+    w = step(&w, report(0, "e", false, Some("503")), t0()).workflow;
+    let due = w.batches[0].retry_at.unwrap();
+    assert!(step(&w, Input::Reconcile, due + TimeDelta::minutes(4)).is_noop(&w));
+    let t = step(&w, Input::Reconcile, due + TimeDelta::minutes(6));
+    assert_eq!(t.workflow.batches[0].attempt, 2);
+}
+
+#[test]
+fn permanent_link_failure_fails_and_redrive_relinks_with_a_new_generation() {
+    let w = wf(|s| s.from = Some("2025-12-01".into()));
+    let w = step(&w, Input::Start, t0()).workflow;
+    let err = EffectError {
+        code: "AccessDeniedException".into(),
+        message: "no".into(),
+        permanent: true,
+    };
+    let t = step(
+        &w,
+        Input::Applied(vec![Outcome::Failed {
+            key: "live/g1/put".into(),
+            error: err,
+        }]),
+        t0(),
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Failed);
+    let t = step(&t.workflow, Input::Redrive, t0());
+    assert_eq!(t.workflow.status, WorkflowStatus::Linking);
+    assert_eq!(
+        kinds(&t),
+        [
+            "delete_flow live/g2/delete-flow",
+            "put_integration live/g2/put"
+        ]
+    );
+}
+
+#[test]
+fn transient_link_failure_is_reissued_by_reconcile() {
+    let w = wf(|s| s.from = Some("2025-12-01".into()));
+    let w = step(&w, Input::Start, t0()).workflow;
+    let err = EffectError {
+        code: "ThrottlingException".into(),
+        message: "slow".into(),
+        permanent: false,
+    };
+    let w = step(
+        &w,
+        Input::Applied(vec![Outcome::Failed {
+            key: "live/g1/put".into(),
+            error: err,
+        }]),
+        t0(),
+    )
+    .workflow;
+    assert_eq!(w.status, WorkflowStatus::Linking);
+    let t = step(&w, Input::Reconcile, t0());
+    assert!(t.effects.iter().any(|e| e.key == "live/g2/put"));
+}

@@ -1,0 +1,553 @@
+//! State-machine property test: `decide` driven by a fake AppFlow / Customer Profiles and a
+//! hostile scheduler (duplicates, reordering, late events of old attempts, early and duplicated
+//! retry timers, crashes between commit and effects, Applied delivered twice).
+//!
+//! Invariants checked after every committed transition, then after a fair drain:
+//! - never more than K batches running (or holding a retry slot);
+//! - never more than 1 + max_retries starts of a batch per redrive round; AppFlow never sees
+//!   more runs of a batch than starts issued (client tokens make repeats harmless);
+//! - a succeeded batch is never started again;
+//! - PutIntegration once per link generation, generation 1 from `to` (or `from` without bulk);
+//! - each health event_id in at most one transition;
+//! - the outbox contract (minus applied keys, plus new effects; version + 1);
+//! - eventually failed, cancelled, live or degraded.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use flowpilot_core::decide::{Policy, decide};
+use flowpilot_core::effect::{EffectError, EffectKind, Outcome, Trigger};
+use flowpilot_core::ids::{FlowRole, WorkflowId};
+use flowpilot_core::input::{Input, RunReport};
+use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
+use flowpilot_core::spec::SpecInput;
+use proptest::prelude::*;
+
+/// splitmix64: the fake's own randomness, seeded by proptest.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn pct(&mut self) -> u64 {
+        self.next() % 100
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Deliver(usize),
+    Duplicate(usize),
+    Execute { crash: bool, applied_twice: bool },
+    Advance(u32),
+    Reconcile,
+    Redrive,
+    Rebuild,
+    LiveRun,
+}
+
+fn arb_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        30 => any::<usize>().prop_map(Action::Deliver),
+        6 => any::<usize>().prop_map(Action::Duplicate),
+        25 => (prop::bool::weighted(0.2), prop::bool::weighted(0.2))
+            .prop_map(|(crash, applied_twice)| Action::Execute { crash, applied_twice }),
+        8 => (1u32..2000).prop_map(Action::Advance),
+        4 => Just(Action::Reconcile),
+        4 => Just(Action::Redrive),
+        2 => Just(Action::Rebuild),
+        4 => Just(Action::LiveRun),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    batches: u32,
+    concurrency: u32,
+    max_retries: u32,
+    bulk: bool,
+    auto_rebuild: bool,
+    seed: u64,
+    actions: Vec<Action>,
+    /// Cancel after this many actions (in some cases only, so most runs reach the end).
+    cancel_at: Option<usize>,
+}
+
+fn arb_case() -> impl Strategy<Value = Case> {
+    (
+        1u32..=30,
+        1u32..=4,
+        0u32..=3,
+        prop::bool::weighted(0.85),
+        any::<bool>(),
+        any::<u64>(),
+        prop::collection::vec(arb_action(), 20..160),
+        prop::option::weighted(0.15, 0usize..160),
+    )
+        .prop_map(
+            |(batches, concurrency, max_retries, bulk, auto_rebuild, seed, actions, cancel_at)| {
+                Case {
+                    batches,
+                    concurrency,
+                    max_retries,
+                    bulk,
+                    auto_rebuild,
+                    seed,
+                    actions,
+                    cancel_at,
+                }
+            },
+        )
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// The fake AWS side plus the message pool and every invariant's bookkeeping.
+struct World {
+    wf: Workflow,
+    now: DateTime<Utc>,
+    rng: Rng,
+    policy: Policy,
+    /// Undelivered queue messages (reordered and duplicated at will).
+    pool: Vec<Input>,
+    /// AppFlow client tokens seen → execution id.
+    tokens: BTreeMap<String, String>,
+    /// Finished runs by execution id (for DescribeRun).
+    runs: BTreeMap<String, RunReport>,
+    runs_per_batch: BTreeMap<u32, u32>,
+    next_exec: u64,
+    event_ids: BTreeSet<String>,
+    put_generations: BTreeSet<u32>,
+    ever_succeeded: BTreeSet<u32>,
+    transitions: u64,
+}
+
+impl World {
+    fn new(case: &Case) -> Self {
+        let from = t0();
+        let to = from + TimeDelta::days(30 * i64::from(case.batches));
+        let spec = SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some(from.to_rfc3339()),
+            to: Some(to.to_rfc3339()),
+            batch_size: Some("P30D".into()),
+            bulk_threshold: Some(if case.bulk { "PT1H" } else { "P100Y" }.into()),
+            concurrency: Some(case.concurrency),
+            max_retries: Some(case.max_retries),
+            retry_base: Some("30s".into()),
+            retry_cap: Some("5m".into()),
+            auto_rebuild: Some(case.auto_rebuild),
+            degraded_threshold: Some(2),
+            ..Default::default()
+        }
+        .validate(to)
+        .unwrap();
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, to);
+        Self {
+            wf,
+            now: to,
+            rng: Rng(case.seed),
+            policy: Policy::default(),
+            pool: vec![Input::Start],
+            tokens: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            runs_per_batch: BTreeMap::new(),
+            next_exec: 0,
+            event_ids: BTreeSet::new(),
+            put_generations: BTreeSet::new(),
+            ever_succeeded: BTreeSet::new(),
+            transitions: 0,
+        }
+    }
+
+    /// Feeds one input and checks every per-transition invariant. Returns whether it changed.
+    fn feed(&mut self, input: Input) -> bool {
+        let applied: BTreeSet<String> = match &input {
+            Input::Applied(o) => o.iter().map(|o| o.key().to_owned()).collect(),
+            _ => BTreeSet::new(),
+        };
+        let before = self.wf.clone();
+        let t = decide(&before, input, self.now, &self.policy);
+        if t.is_noop(&before) {
+            assert_eq!(
+                t.workflow, before,
+                "unchanged transition changed the workflow"
+            );
+            assert!(t.effects.is_empty());
+            return false;
+        }
+        self.transitions += 1;
+        let next = &t.workflow;
+        assert_eq!(next.version, before.version + 1);
+        let mut want: Vec<_> = before
+            .outbox
+            .iter()
+            .filter(|e| !applied.contains(&e.key))
+            .cloned()
+            .collect();
+        want.extend(t.effects.iter().cloned());
+        assert_eq!(next.outbox, want, "outbox contract");
+
+        let k = before.spec.concurrency as usize;
+        let running = next
+            .batches
+            .iter()
+            .filter(|b| b.status == BatchStatus::Running)
+            .count();
+        let in_flight = next
+            .batches
+            .iter()
+            .filter(|b| matches!(b.status, BatchStatus::Running | BatchStatus::RetryWait))
+            .count();
+        assert!(
+            running <= k && in_flight <= k,
+            "{in_flight} in flight, K = {k}"
+        );
+        let max_starts = 1 + before.spec.retry.max_retries;
+        for (b, prev) in next.batches.iter().zip(&before.batches) {
+            assert!(
+                b.attempt - b.budget_base <= max_starts,
+                "batch {} started too often: {b:?}",
+                b.index
+            );
+            if prev.status == BatchStatus::Succeeded {
+                assert_eq!(
+                    b.status,
+                    BatchStatus::Succeeded,
+                    "succeeded batch {} changed",
+                    b.index
+                );
+            }
+            if b.status == BatchStatus::Succeeded {
+                self.ever_succeeded.insert(b.index);
+            }
+        }
+        let mut ids_here = BTreeSet::new();
+        for e in &t.effects {
+            match &e.kind {
+                EffectKind::Publish { event } => {
+                    assert!(ids_here.insert(event.detail.event_id.clone()));
+                    assert!(
+                        self.event_ids.insert(event.detail.event_id.clone()),
+                        "event id {} in two transitions",
+                        event.detail.event_id
+                    );
+                }
+                EffectKind::PutIntegration {
+                    flow, generation, ..
+                } => {
+                    assert!(
+                        self.put_generations.insert(*generation),
+                        "generation {generation} linked twice"
+                    );
+                    let Trigger::Scheduled {
+                        first_execution_from,
+                        ..
+                    } = flow.trigger
+                    else {
+                        panic!("live flow must be scheduled")
+                    };
+                    let base = if next.bulk {
+                        next.spec.to
+                    } else {
+                        next.spec.from
+                    };
+                    if *generation == 1 {
+                        assert_eq!(first_execution_from, base);
+                    } else {
+                        assert!(first_execution_from >= base);
+                    }
+                }
+                _ => {}
+            }
+            if let EffectKind::StartFlow {
+                role: FlowRole::Batch(i),
+                ..
+            } = &e.kind
+            {
+                assert!(
+                    !self.ever_succeeded_before(&before, *i),
+                    "succeeded batch {i} restarted"
+                );
+            }
+        }
+        self.wf = t.workflow;
+        true
+    }
+
+    fn ever_succeeded_before(&self, before: &Workflow, i: u32) -> bool {
+        before
+            .batches
+            .get(i as usize)
+            .is_some_and(|b| b.status == BatchStatus::Succeeded)
+    }
+
+    /// The shell: executes every outbox effect against the fake, returns the outcomes.
+    fn execute(&mut self) -> Vec<Outcome> {
+        let effects = self.wf.outbox.clone();
+        let mut out = Vec::new();
+        for e in effects {
+            let key = e.key.clone();
+            let outcome = match e.kind {
+                EffectKind::CreateFlow { .. } if self.rng.pct() < 3 => Outcome::Failed {
+                    key,
+                    error: EffectError {
+                        code: if self.rng.pct() < 50 {
+                            "ResourceNotFoundException"
+                        } else {
+                            "InternalServerException"
+                        }
+                        .into(),
+                        message: "fake".into(),
+                        permanent: self.rng.pct() < 50,
+                    },
+                },
+                EffectKind::StartFlow {
+                    flow_name,
+                    client_token,
+                    role: FlowRole::Batch(i),
+                    attempt,
+                } => {
+                    let exec = self.start_run(&flow_name, client_token, i);
+                    Outcome::Started {
+                        key,
+                        role: FlowRole::Batch(i),
+                        attempt,
+                        execution_id: Some(exec),
+                    }
+                }
+                EffectKind::StartFlow { role, attempt, .. } => Outcome::Started {
+                    key,
+                    role,
+                    attempt,
+                    execution_id: None,
+                },
+                EffectKind::PutIntegration { generation, .. } => {
+                    if self.rng.pct() < 5 {
+                        let permanent = self.rng.pct() < 30;
+                        Outcome::Failed {
+                            key,
+                            error: EffectError {
+                                code: "Throttling".into(),
+                                message: "fake".into(),
+                                permanent,
+                            },
+                        }
+                    } else {
+                        Outcome::Linked {
+                            key,
+                            generation,
+                            uri: format!("arn:live:{generation}"),
+                        }
+                    }
+                }
+                EffectKind::DescribeRun {
+                    role,
+                    attempt,
+                    execution_id,
+                    ..
+                } => {
+                    let run = execution_id.and_then(|id| self.runs.get(&id).cloned());
+                    Outcome::Described {
+                        key,
+                        role,
+                        attempt,
+                        run,
+                    }
+                }
+                EffectKind::ScheduleRetry {
+                    batch,
+                    attempt,
+                    due_at,
+                } => {
+                    self.pool.push(Input::RetryDue {
+                        batch,
+                        attempt,
+                        due_at,
+                    });
+                    Outcome::Done { key }
+                }
+                _ => Outcome::Done { key },
+            };
+            out.push(outcome);
+        }
+        out
+    }
+
+    /// AppFlow StartFlow: the same client token never launches a second run.
+    fn start_run(&mut self, flow_name: &str, token: String, batch: u32) -> String {
+        if let Some(exec) = self.tokens.get(&token) {
+            return exec.clone();
+        }
+        self.next_exec += 1;
+        let exec = format!("e{}", self.next_exec);
+        self.tokens.insert(token, exec.clone());
+        *self.runs_per_batch.entry(batch).or_default() += 1;
+        let roll = self.rng.pct();
+        let (succeeded, error) = match roll {
+            0..70 => (true, None),
+            70..95 => (false, Some("Rate exceeded".to_owned())),
+            _ => (false, Some("INVALID_FIELD: no such column".to_owned())),
+        };
+        let report = RunReport {
+            flow_name: flow_name.to_owned(),
+            role: FlowRole::Batch(batch),
+            execution_id: Some(exec.clone()),
+            succeeded,
+            error,
+            records_processed: Some(100),
+            record_failures: Some(0),
+            pull_start: None,
+            pull_end: None,
+            ended_at: Some(self.now),
+        };
+        self.runs.insert(exec.clone(), report.clone());
+        // Best effort: sometimes the end event never arrives (the reconciler must find it).
+        if self.rng.pct() < 90 {
+            self.pool.push(Input::RunEnded(report));
+        }
+        exec
+    }
+
+    fn deliver(&mut self, i: usize, keep: bool) {
+        if self.pool.is_empty() {
+            return;
+        }
+        let i = i % self.pool.len();
+        let input = if keep {
+            self.pool[i].clone()
+        } else {
+            self.pool.remove(i)
+        };
+        // The shell re-delays a retry timer that fired early.
+        if let Input::RetryDue { due_at, .. } = &input
+            && *due_at > self.now
+            && !keep
+        {
+            self.pool.push(input.clone());
+        }
+        self.feed(input);
+    }
+
+    fn run_ended_live(&mut self) {
+        if !matches!(
+            self.wf.status,
+            WorkflowStatus::Live | WorkflowStatus::Degraded
+        ) {
+            return;
+        }
+        self.next_exec += 1;
+        let ok = self.rng.pct() < 60;
+        let report = RunReport {
+            flow_name: "fp-wf-1-live".into(),
+            role: FlowRole::Live,
+            execution_id: Some(format!("e{}", self.next_exec)),
+            succeeded: ok,
+            error: (!ok).then(|| "Connection reset".into()),
+            records_processed: Some(3),
+            record_failures: None,
+            pull_start: None,
+            pull_end: ok.then_some(self.now),
+            ended_at: Some(self.now),
+        };
+        self.pool.push(Input::RunEnded(report));
+    }
+
+    fn settled(&self) -> bool {
+        matches!(
+            self.wf.status,
+            WorkflowStatus::Failed
+                | WorkflowStatus::Cancelled
+                | WorkflowStatus::Live
+                | WorkflowStatus::Degraded
+        ) && self.wf.outbox.is_empty()
+    }
+
+    /// Fair drain: no crashes, every message delivered, time moves, reconcile ticks.
+    fn drain(&mut self) {
+        for _ in 0..5_000 {
+            if self.settled()
+                && self
+                    .pool
+                    .iter()
+                    .all(|m| !matches!(m, Input::RetryDue { .. } | Input::Start))
+            {
+                return;
+            }
+            let outcomes = self.execute();
+            if !outcomes.is_empty() {
+                self.feed(Input::Applied(outcomes));
+            }
+            let pool = std::mem::take(&mut self.pool);
+            for input in pool {
+                if let Input::RetryDue { due_at, .. } = &input
+                    && *due_at > self.now
+                {
+                    self.pool.push(input);
+                    continue;
+                }
+                self.feed(input);
+            }
+            self.now += TimeDelta::minutes(2);
+            self.feed(Input::Reconcile);
+        }
+        panic!(
+            "did not settle: {:?}, outbox {:?}",
+            self.wf.status, self.wf.outbox
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn machine_invariants_hold_under_a_hostile_scheduler(case in arb_case()) {
+        let mut w = World::new(&case);
+        for (n, action) in case.actions.iter().enumerate() {
+            if case.cancel_at == Some(n) {
+                w.feed(Input::Cancel { reason: None });
+            }
+            match action {
+                Action::Deliver(i) => w.deliver(*i, false),
+                Action::Duplicate(i) => w.deliver(*i, true),
+                Action::Execute { crash, applied_twice } => {
+                    let outcomes = w.execute();
+                    if !crash && !outcomes.is_empty() {
+                        w.feed(Input::Applied(outcomes.clone()));
+                        if *applied_twice {
+                            w.feed(Input::Applied(outcomes));
+                        }
+                    }
+                }
+                Action::Advance(s) => w.now += TimeDelta::seconds(i64::from(*s)),
+                Action::Reconcile => { w.feed(Input::Reconcile); }
+                Action::Redrive => { w.feed(Input::Redrive); }
+                Action::Rebuild => { w.feed(Input::Rebuild { reason: None }); }
+                Action::LiveRun => w.run_ended_live(),
+            }
+        }
+        w.drain();
+        for b in &w.wf.batches {
+            let runs = w.runs_per_batch.get(&b.index).copied().unwrap_or(0);
+            prop_assert!(runs <= b.attempt, "batch {} ran {} times for {} starts", b.index, runs, b.attempt);
+        }
+        if w.wf.status == WorkflowStatus::Live || w.wf.status == WorkflowStatus::Degraded {
+            prop_assert!(w.wf.batches.iter().all(|b| b.status == BatchStatus::Succeeded));
+            prop_assert!(w.put_generations.contains(&1));
+        }
+    }
+}
