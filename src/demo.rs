@@ -238,7 +238,13 @@ impl Demo {
             .await?;
         let ledger: Value = http
             .get(format!("{sim}/_sim/ledger"))
-            .query(&[("domain", DOMAIN), ("object_type", OBJECT)])
+            // Only the backfill's window: the live integration keeps adding newer records.
+            .query(&[
+                ("domain", DOMAIN),
+                ("object_type", OBJECT),
+                ("from", &from),
+                ("to", &to),
+            ])
             .send()
             .await?
             .json()
@@ -260,7 +266,7 @@ impl Demo {
     }
 
     /// Print a progress line whenever something changes, until live (or failure / timeout).
-    async fn watch(&self, id: &str, timeout: Duration) -> anyhow::Result<()> {
+    async fn watch(&mut self, id: &str, timeout: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut last = String::new();
         loop {
@@ -289,10 +295,10 @@ impl Demo {
                     timeout.as_secs()
                 );
             }
-            if let Some(worker) = self.worker.as_ref().and_then(|w| w.id()) {
-                if !Path::new(&format!("/proc/{worker}")).exists() {
-                    bail!("the worker exited unexpectedly");
-                }
+            if let Some(worker) = self.worker.as_mut()
+                && let Ok(Some(exit)) = worker.try_wait()
+            {
+                bail!("the worker exited unexpectedly ({exit}); see worker.log");
             }
             tokio::time::sleep(Duration::from_millis(700)).await;
         }
@@ -500,11 +506,7 @@ fn progress_line(wf: &Value) -> String {
     );
     let records: u64 = batches.iter().filter_map(|b| b["records"].as_u64()).sum();
     let width = 24;
-    let filled = if total == 0 {
-        width
-    } else {
-        done * width / total
-    };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     format!(
         "{:<12} [{}{}] {done}/{total} batches, {} running, {} waiting to retry, {records} records, {retries} retries",
         wf["status"].as_str().unwrap_or("?"),

@@ -7,8 +7,22 @@
 //!   `sim`, `demo`, `integration rebuild`).
 //! - [`sim_cli`]: `flowpilot sim`, the local AppFlow + Customer Profiles simulator (crate
 //!   `flowpilot-sim`).
+//! - [`config`]: worker/CLI settings layered flags > `FLOWPILOT_*` environment > TOML file.
+//! - [`aws`]: SDK configuration and the adapters (AppFlow, Customer Profiles, EventBridge
+//!   health publisher, SQS work queue); SDK errors mapped to transient/permanent.
+//! - [`store`]: workflow persistence with optimistic concurrency (DynamoDB; in-memory for
+//!   unit tests).
+//! - [`worker`]: the imperative shell — pollers, per-workflow handling (outbox drain, decide,
+//!   conditional commit, effects), visibility extension, graceful shutdown, `/metrics`.
+//! - [`metrics`]: counters, the handling-latency histogram and the SDK request counter.
 
 pub use flowpilot_core as core;
 
+pub mod aws;
 pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod metrics;
 pub mod sim_cli;
+pub mod store;
+pub mod worker;

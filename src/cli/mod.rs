@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod integration;
 pub mod plan;
 pub mod spec_args;
+pub mod worker;
+pub mod workflow;
 
 /// flowpilot runs AppFlow historical ingestion into Amazon Connect Customer Profiles in batches,
 /// then keeps the continuous integration healthy.
@@ -17,8 +20,17 @@ pub mod spec_args;
 #[derive(Debug, Parser)]
 #[command(name = "flowpilot", version, about, long_about = None)]
 pub struct Cli {
+    /// Log format on stderr (level via RUST_LOG, default info for `worker`/`sim`, warn otherwise).
+    #[arg(long, global = true, value_enum, env = "FLOWPILOT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,14 +38,38 @@ pub enum Command {
     /// Plan, create and operate workflows.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Run the worker: consume the work queue until SIGTERM/SIGINT.
+    Worker(worker::WorkerArgs),
+    /// Operate a workflow's continuous integration.
+    #[command(subcommand)]
+    Integration(IntegrationCommand),
     /// Run the local AppFlow + Customer Profiles simulator (for tests and experiments).
     Sim(crate::sim_cli::SimArgs),
+    /// The whole product on the local stack in one command: stack, worker, a two-year
+    /// Salesforce workflow with injected transient failures, progress, health events, ledger.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationCommand {
+    /// Delete and re-create the continuous integration, resuming where it last succeeded.
+    Rebuild(workflow::IdArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
     /// Print the batch plan for a spec, without calling AWS.
-    Plan(plan::PlanArgs),
+    Plan(Box<plan::PlanArgs>),
+    /// Store a workflow and send its start command.
+    Create(Box<workflow::CreateArgs>),
+    /// Show a workflow's progress (batches, records, errors).
+    Status(workflow::StatusArgs),
+    /// List workflows (active ones unless --all or --status says otherwise).
+    List(workflow::ListArgs),
+    /// Cancel a workflow (its running batches are cancelled and their flows deleted).
+    Cancel(workflow::IdArgs),
+    /// Resume a failed workflow from its failed batch; succeeded batches never re-run.
+    Redrive(workflow::IdArgs),
 }
 
 /// Errors that mean "the input was wrong" and exit with status 2.
@@ -43,6 +79,11 @@ pub struct UsageError(pub String);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Worker(_) | Command::Sim(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -65,7 +106,34 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Workflow(WorkflowCommand::Plan(args)) => plan::run(args),
+        Command::Workflow(WorkflowCommand::Plan(args)) => plan::run(*args),
+        Command::Workflow(WorkflowCommand::Create(args)) => workflow::create(*args).await,
+        Command::Workflow(WorkflowCommand::Status(args)) => workflow::status(args).await,
+        Command::Workflow(WorkflowCommand::List(args)) => workflow::list(args).await,
+        Command::Workflow(WorkflowCommand::Cancel(args)) => workflow::cancel(args).await,
+        Command::Workflow(WorkflowCommand::Redrive(args)) => workflow::redrive(args).await,
+        Command::Integration(IntegrationCommand::Rebuild(args)) => integration::rebuild(args).await,
+        Command::Worker(args) => worker::run(args).await,
         Command::Sim(args) => crate::sim_cli::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => crate::demo::run(args).await,
     }
+}
+
+/// Logs go to stderr (stdout is for command output), filtered by RUST_LOG.
+fn init_logging(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init: a second initialisation (tests calling into the CLI) is not an error.
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
 }

@@ -3,6 +3,10 @@
 //! - [`moto`]: a private moto server per test ([`Moto::start`]) and the CloudFormation
 //!   template deployed into it ([`deploy_stack`] → [`StackOutputs`]).
 //! - [`queue`]: draining SQS queues into parsed JSON bodies ([`drain_queue`]).
+//! - [`e2e`]: one isolated stack per test (moto + stack + in-process simulator) with worker
+//!   and CLI processes, and readers for the ledger, runs, health events and metrics.
+//! - [`chaos`]: fault plans and `kill -9` / restart of worker processes at random moments.
+//! - [`fuzz`]: poison message bodies (random, truncated, nested, huge, wrongly typed).
 //! - this module: paths, [`poll_until`], [`aws_env`] for spawned processes and
 //!   [`sdk_config`] for in-process SDK clients.
 //!
@@ -12,6 +16,9 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code)]
 
+pub mod chaos;
+pub mod e2e;
+pub mod fuzz;
 pub mod moto;
 pub mod queue;
 

@@ -1,0 +1,379 @@
+//! Amazon AppFlow adapter: the flow lifecycle calls the effects need, each idempotent.
+
+use aws_sdk_appflow::Client;
+use aws_sdk_appflow::types::{
+    ConnectorOperator, ConnectorType, CustomerProfilesDestinationProperties, DataPullMode,
+    DestinationConnectorProperties, DestinationFlowConfig, ExecutionRecord, ExecutionStatus,
+    IncrementalPullConfig, MarketoConnectorOperator, MarketoSourceProperties,
+    OperatorPropertiesKeys, S3ConnectorOperator, S3SourceProperties, SalesforceConnectorOperator,
+    SalesforceSourceProperties, ScheduledTriggerProperties, ServiceNowConnectorOperator,
+    ServiceNowSourceProperties, SourceConnectorProperties, SourceFlowConfig, Task, TaskType,
+    TriggerConfig, TriggerProperties, TriggerType, ZendeskConnectorOperator,
+    ZendeskSourceProperties,
+};
+use chrono::{DateTime, Utc};
+use flowpilot_core::effect::{EffectError, FlowDefinition, Trigger};
+use flowpilot_core::ids::FlowRole;
+use flowpilot_core::input::RunReport;
+use flowpilot_core::spec::{Connector, SourceObject};
+
+use super::tasks::{self, Kind, Op, Prop, TaskSpec};
+use super::{build_error, effect_error, error_code};
+
+/// Page size of DescribeFlowExecutionRecords (the API maximum).
+const DESCRIBE_PAGE_SIZE: i32 = 100;
+/// Pages read before giving up on finding an execution id (10 000 runs of one flow).
+const DESCRIBE_MAX_PAGES: usize = 100;
+
+#[derive(Clone, Debug)]
+pub struct AppFlow {
+    client: Client,
+}
+
+impl AppFlow {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// CreateFlow. `ConflictException` means a flow with our deterministic name already
+    /// exists, i.e. an earlier attempt of this very effect created it: success.
+    pub async fn create_flow(&self, flow: &FlowDefinition) -> Result<(), EffectError> {
+        let mut req = self
+            .client
+            .create_flow()
+            .flow_name(&flow.name)
+            .description(&flow.description)
+            .client_token(&flow.client_token)
+            .trigger_config(trigger_config(&flow.trigger)?)
+            .source_flow_config(source_flow_config(flow)?)
+            .destination_flow_config_list(destination(flow)?)
+            .set_tasks(Some(
+                tasks::tasks(flow)
+                    .iter()
+                    .map(|t| task(flow.connector, t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ))
+            .set_kms_arn(flow.kms_arn.clone());
+        for (k, v) in &flow.tags {
+            req = req.tags(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ConflictException") => Ok(()),
+            Err(e) => Err(effect_error(&e)),
+        }
+    }
+
+    /// StartFlow with the effect's client token: the same token never launches a second run.
+    /// Returns the execution id (None for scheduled flows, whose start only activates them).
+    pub async fn start_flow(
+        &self,
+        flow_name: &str,
+        client_token: &str,
+    ) -> Result<Option<String>, EffectError> {
+        let out = self
+            .client
+            .start_flow()
+            .flow_name(flow_name)
+            .client_token(client_token)
+            .send()
+            .await
+            .map_err(|e| effect_error(&e))?;
+        Ok(out.execution_id)
+    }
+
+    /// DeleteFlow (forced, so a stuck run does not keep the flow alive). Not found: already gone.
+    pub async fn delete_flow(&self, flow_name: &str) -> Result<(), EffectError> {
+        match self
+            .client
+            .delete_flow()
+            .flow_name(flow_name)
+            .force_delete(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(effect_error(&e)),
+        }
+    }
+
+    /// CancelFlowExecutions for one run. Runs that already ended come back as invalid
+    /// executions, which is fine: there is nothing left to cancel. A deleted flow likewise.
+    pub async fn cancel_run(&self, flow_name: &str, execution_id: &str) -> Result<(), EffectError> {
+        match self
+            .client
+            .cancel_flow_executions()
+            .flow_name(flow_name)
+            .execution_ids(execution_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(effect_error(&e)),
+        }
+    }
+
+    /// Finds a run in DescribeFlowExecutionRecords (every page, no ordering assumption) and
+    /// reports it if it has ended. With no execution id (StartFlow's answer was lost), the most
+    /// recently started run stands in. `Ok(None)`: still running, or not found.
+    pub async fn describe_run(
+        &self,
+        flow_name: &str,
+        role: FlowRole,
+        execution_id: Option<&str>,
+    ) -> Result<Option<RunReport>, EffectError> {
+        let mut next_token: Option<String> = None;
+        let mut latest: Option<ExecutionRecord> = None;
+        for _ in 0..DESCRIBE_MAX_PAGES {
+            let out = match self
+                .client
+                .describe_flow_execution_records()
+                .flow_name(flow_name)
+                .max_results(DESCRIBE_PAGE_SIZE)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                // The flow is gone: nothing to report (decide handles missing runs via reconcile).
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+                Err(e) => return Err(effect_error(&e)),
+            };
+            for record in out.flow_executions() {
+                match execution_id {
+                    Some(id) if record.execution_id() == Some(id) => {
+                        return Ok(report(flow_name, role, record));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let newer = match (&latest, record.started_at()) {
+                            (None, _) => true,
+                            (Some(l), Some(s)) => l.started_at().is_none_or(|ls| s > ls),
+                            (Some(_), None) => false,
+                        };
+                        if newer {
+                            latest = Some(record.clone());
+                        }
+                    }
+                }
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(latest.and_then(|r| report(flow_name, role, &r)))
+    }
+}
+
+/// A finished execution record as a [`RunReport`]; `None` while it is still running.
+fn report(flow_name: &str, role: FlowRole, record: &ExecutionRecord) -> Option<RunReport> {
+    let succeeded = match record.execution_status()? {
+        ExecutionStatus::Successful => true,
+        ExecutionStatus::Error | ExecutionStatus::Canceled => false,
+        _ => return None,
+    };
+    let result = record.execution_result();
+    let error_info = result.and_then(|r| r.error_info());
+    let error = if succeeded {
+        None
+    } else {
+        Some(
+            error_info
+                .and_then(|e| e.execution_message())
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    if matches!(record.execution_status(), Some(ExecutionStatus::Canceled)) {
+                        "run was cancelled".to_owned()
+                    } else {
+                        "run failed without an error message".to_owned()
+                    }
+                }),
+        )
+    };
+    Some(RunReport {
+        flow_name: flow_name.to_owned(),
+        role,
+        execution_id: record.execution_id().map(str::to_owned),
+        succeeded,
+        error,
+        records_processed: result
+            .and_then(|r| r.records_processed())
+            .and_then(|n| u64::try_from(n).ok()),
+        record_failures: error_info
+            .and_then(|e| e.put_failures_count())
+            .and_then(|n| u64::try_from(n).ok()),
+        pull_start: record.data_pull_start_time().and_then(to_chrono),
+        pull_end: record.data_pull_end_time().and_then(to_chrono),
+        ended_at: record.last_updated_at().and_then(to_chrono),
+    })
+}
+
+pub(crate) fn to_chrono(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+pub(crate) fn to_smithy(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
+    aws_smithy_types::DateTime::from_millis(t.timestamp_millis())
+}
+
+fn trigger_config(trigger: &Trigger) -> Result<TriggerConfig, EffectError> {
+    match trigger {
+        Trigger::OnDemand => TriggerConfig::builder()
+            .trigger_type(TriggerType::Ondemand)
+            .build()
+            .map_err(build_error),
+        Trigger::Scheduled {
+            expression,
+            first_execution_from,
+            deactivation_threshold,
+        } => {
+            let scheduled = ScheduledTriggerProperties::builder()
+                .schedule_expression(expression)
+                .data_pull_mode(DataPullMode::Incremental)
+                .first_execution_from(to_smithy(*first_execution_from))
+                .flow_error_deactivation_threshold(
+                    i32::try_from(*deactivation_threshold).unwrap_or(i32::MAX),
+                )
+                .build()
+                .map_err(build_error)?;
+            TriggerConfig::builder()
+                .trigger_type(TriggerType::Scheduled)
+                .trigger_properties(TriggerProperties::builder().scheduled(scheduled).build())
+                .build()
+                .map_err(build_error)
+        }
+    }
+}
+
+fn source_flow_config(flow: &FlowDefinition) -> Result<SourceFlowConfig, EffectError> {
+    let props = SourceConnectorProperties::builder();
+    let props = match (&flow.source, flow.connector) {
+        (SourceObject::S3 { bucket, prefix }, _) => props.s3(S3SourceProperties::builder()
+            .bucket_name(bucket)
+            .set_bucket_prefix(prefix.clone())
+            .build()
+            .map_err(build_error)?),
+        (SourceObject::Object { name }, Connector::Salesforce) => props.salesforce(
+            SalesforceSourceProperties::builder()
+                .object(name)
+                .build()
+                .map_err(build_error)?,
+        ),
+        (SourceObject::Object { name }, Connector::Marketo) => props.marketo(
+            MarketoSourceProperties::builder()
+                .object(name)
+                .build()
+                .map_err(build_error)?,
+        ),
+        (SourceObject::Object { name }, Connector::Servicenow) => props.service_now(
+            ServiceNowSourceProperties::builder()
+                .object(name)
+                .build()
+                .map_err(build_error)?,
+        ),
+        (SourceObject::Object { name }, Connector::Zendesk) => props.zendesk(
+            ZendeskSourceProperties::builder()
+                .object(name)
+                .build()
+                .map_err(build_error)?,
+        ),
+        (SourceObject::Object { .. }, Connector::S3) => {
+            return Err(EffectError {
+                code: "InvalidRequest".to_owned(),
+                message: "an S3 source needs a bucket, not an object name".to_owned(),
+                permanent: true,
+            });
+        }
+    };
+    let mut builder = SourceFlowConfig::builder()
+        .connector_type(ConnectorType::from(flow.connector.appflow_type()))
+        .connector_profile_name(&flow.connector_profile)
+        .source_connector_properties(props.build());
+    if let (Trigger::Scheduled { .. }, Some(field)) = (&flow.trigger, &flow.timestamp_field) {
+        builder = builder.incremental_pull_config(
+            IncrementalPullConfig::builder()
+                .datetime_type_field_name(field)
+                .build(),
+        );
+    }
+    builder.build().map_err(build_error)
+}
+
+fn destination(flow: &FlowDefinition) -> Result<DestinationFlowConfig, EffectError> {
+    let cp = CustomerProfilesDestinationProperties::builder()
+        .domain_name(&flow.domain)
+        .object_type_name(&flow.object_type)
+        .build()
+        .map_err(build_error)?;
+    DestinationFlowConfig::builder()
+        .connector_type(ConnectorType::Customerprofiles)
+        .destination_connector_properties(
+            DestinationConnectorProperties::builder()
+                .customer_profiles(cp)
+                .build(),
+        )
+        .build()
+        .map_err(build_error)
+}
+
+fn connector_operator(connector: Connector, op: Op) -> ConnectorOperator {
+    let b = ConnectorOperator::builder();
+    match connector {
+        Connector::Salesforce => b.salesforce(match op {
+            Op::Projection => SalesforceConnectorOperator::Projection,
+            Op::NoOp => SalesforceConnectorOperator::NoOp,
+            Op::Between => SalesforceConnectorOperator::Between,
+            Op::GreaterThan => SalesforceConnectorOperator::GreaterThan,
+        }),
+        Connector::Marketo => b.marketo(match op {
+            Op::Projection => MarketoConnectorOperator::Projection,
+            Op::NoOp => MarketoConnectorOperator::NoOp,
+            Op::Between => MarketoConnectorOperator::Between,
+            Op::GreaterThan => MarketoConnectorOperator::GreaterThan,
+        }),
+        Connector::Servicenow => b.service_now(match op {
+            Op::Projection => ServiceNowConnectorOperator::Projection,
+            Op::NoOp => ServiceNowConnectorOperator::NoOp,
+            Op::Between => ServiceNowConnectorOperator::Between,
+            Op::GreaterThan => ServiceNowConnectorOperator::GreaterThan,
+        }),
+        Connector::Zendesk => b.zendesk(match op {
+            Op::Projection => ZendeskConnectorOperator::Projection,
+            Op::NoOp => ZendeskConnectorOperator::NoOp,
+            // Zendesk has no BETWEEN; the core never plans one for it (single GREATER_THAN run).
+            Op::Between | Op::GreaterThan => ZendeskConnectorOperator::GreaterThan,
+        }),
+        Connector::S3 => b.s3(match op {
+            Op::Projection => S3ConnectorOperator::Projection,
+            Op::NoOp => S3ConnectorOperator::NoOp,
+            Op::Between => S3ConnectorOperator::Between,
+            Op::GreaterThan => S3ConnectorOperator::GreaterThan,
+        }),
+    }
+    .build()
+}
+
+fn task(connector: Connector, spec: &TaskSpec) -> Result<Task, EffectError> {
+    let mut b = Task::builder()
+        .set_source_fields(Some(spec.source_fields.clone()))
+        .connector_operator(connector_operator(connector, spec.op))
+        .task_type(match spec.kind {
+            Kind::Filter => TaskType::Filter,
+            Kind::Map => TaskType::Map,
+        })
+        .set_destination_field(spec.destination_field.clone());
+    for (key, value) in &spec.properties {
+        let key = match key {
+            Prop::DataType => OperatorPropertiesKeys::DataType,
+            Prop::LowerBound => OperatorPropertiesKeys::LowerBound,
+            Prop::UpperBound => OperatorPropertiesKeys::UpperBound,
+            Prop::Value => OperatorPropertiesKeys::Value,
+        };
+        b = b.task_properties(key, value);
+    }
+    b.build().map_err(build_error)
+}

@@ -1,0 +1,165 @@
+//! AWS plumbing: SDK configuration, the service clients, and mapping SDK errors to the
+//! core's [`EffectError`].
+//!
+//! - [`appflow`]: CreateFlow / StartFlow / DeleteFlow / DescribeFlowExecutionRecords /
+//!   CancelFlowExecutions.
+//! - [`profiles`]: Customer Profiles PutIntegration / DeleteIntegration.
+//! - [`health`]: the EventBridge health publisher.
+//! - [`queue`]: the SQS work queue (receive, delete, visibility, delayed commands).
+//!
+//! Endpoints, region and credentials come only from the SDK's standard chain
+//! (`AWS_ENDPOINT_URL*`, `AWS_REGION`, credentials providers). Throttling and 5xx answers are
+//! retried by the SDK's standard retry strategy; nothing here adds a second retry loop.
+
+pub mod appflow;
+pub mod health;
+pub mod profiles;
+pub mod queue;
+pub mod tasks;
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_appflow::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use flowpilot_core::effect::EffectError;
+
+use crate::metrics::{Metrics, RequestCounter};
+
+/// The SDK configuration every client uses: the standard provider chain plus an explicit
+/// rustls (ring) HTTPS client, because the SDK crates are built without a default TLS stack.
+pub async fn sdk_config() -> SdkConfig {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .load()
+        .await
+}
+
+/// Every service client flowpilot uses, each counting its requests into `metrics`.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub appflow: aws_sdk_appflow::Client,
+    pub profiles: aws_sdk_customerprofiles::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    pub fn new(sdk: &SdkConfig, metrics: &Arc<Metrics>) -> Self {
+        let counter = RequestCounter::new(Arc::clone(metrics));
+        Self {
+            appflow: aws_sdk_appflow::Client::from_conf(
+                aws_sdk_appflow::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            profiles: aws_sdk_customerprofiles::Client::from_conf(
+                aws_sdk_customerprofiles::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            events: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(sdk)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(sdk)
+                    .interceptor(counter)
+                    .build(),
+            ),
+        }
+    }
+}
+
+/// The HTTP status of a service error response, if the call got that far.
+fn http_status<E>(err: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Maps an SDK error (already retried by the SDK where that makes sense) to an
+/// [`EffectError`]. Transient: no answer (dispatch failure, timeout, unreadable response),
+/// throttling and 5xx. Everything else (validation, not found, access denied, auth, conflict,
+/// 402 ServiceQuotaExceeded, which needs a quota increase) is permanent.
+pub fn effect_error<E>(err: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> EffectError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = err
+        .message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error_chain(err));
+    match err {
+        SdkError::ServiceError(_) => {
+            let code = err.code().unwrap_or("Unknown").to_owned();
+            let status = http_status(err).unwrap_or(0);
+            let transient = status >= 500
+                || status == 429
+                || code.contains("Throttl")
+                || code == "TooManyRequestsException"
+                || code == "InternalServerException";
+            EffectError {
+                code,
+                message,
+                permanent: !transient,
+            }
+        }
+        SdkError::ConstructionFailure(_) => EffectError {
+            code: "InvalidRequest".to_owned(),
+            message,
+            permanent: true,
+        },
+        SdkError::TimeoutError(_) => EffectError {
+            code: "Timeout".to_owned(),
+            message,
+            permanent: false,
+        },
+        // DispatchFailure, ResponseError and future variants: the call may or may not have
+        // happened; every effect is idempotent, so trying again later is the safe answer.
+        _ => EffectError {
+            code: "Transport".to_owned(),
+            message,
+            permanent: false,
+        },
+    }
+}
+
+/// The error and its sources on one line (SDK errors nest the useful part).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// The service error code, if the SDK error is a service answer.
+pub fn error_code<E>(err: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<&str>
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(_) => err.code(),
+        _ => None,
+    }
+}
+
+/// A builder rejected a value (a required member missing): the effect can never succeed.
+pub fn build_error(err: aws_smithy_types::error::operation::BuildError) -> EffectError {
+    EffectError {
+        code: "InvalidRequest".to_owned(),
+        message: err.to_string(),
+        permanent: true,
+    }
+}

@@ -1,0 +1,576 @@
+//! `flowpilot workflow create|status|list|cancel|redrive`: operator commands. They read the
+//! state table and send commands straight to the work queue (the same envelope EventBridge
+//! delivers), so they need only FLOWPILOT_QUEUE_URL and FLOWPILOT_TABLE.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use flowpilot_core::event::CommandMessage;
+use flowpilot_core::ids::WorkflowId;
+use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
+use serde_json::{Value, json};
+
+use super::UsageError;
+use super::spec_args::SpecArgs;
+use crate::aws::queue::Queue;
+use crate::aws::{self, Clients};
+use crate::config::RawConfig;
+use crate::metrics::Metrics;
+use crate::store::dynamo::DynamoStore;
+use crate::store::{Store, StoreError};
+
+/// How often `status --watch` refreshes.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// Width of the text progress bars.
+const BAR_WIDTH: usize = 30;
+
+/// Where the state and the queue are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResourceArgs {
+    /// Work queue URL (stack output QueueUrl).
+    #[arg(long, env = "FLOWPILOT_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// DynamoDB state table (stack output TableName).
+    #[arg(long, env = "FLOWPILOT_TABLE")]
+    pub table: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Workflow id (1-40 of a-z, 0-9, '-'); generated as wf-<10 hex> when omitted.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Print `{"workflow_id": ...}` only.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    pub id: String,
+    /// Refresh every 2 s until the workflow is live, failed or cancelled.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON (with --watch: once, when it stops).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only workflows with this status (pending, backfilling, linking, live, degraded,
+    /// rebuilding, failed, cancelled).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Include failed and cancelled workflows (a full table scan).
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    pub id: String,
+    /// Why (recorded with the command).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+/// The state table and the work queue.
+pub(crate) struct Ops {
+    pub store: DynamoStore,
+    pub queue: Queue,
+}
+
+impl Ops {
+    pub async fn connect(resources: &ResourceArgs) -> anyhow::Result<Self> {
+        let raw = RawConfig {
+            queue_url: resources.queue_url.clone(),
+            table: resources.table.clone(),
+            ..RawConfig::default()
+        };
+        let queue_url = raw.queue_url().map_err(|e| UsageError(e.to_string()))?;
+        let table = raw.table().map_err(|e| UsageError(e.to_string()))?;
+        let sdk = aws::sdk_config().await;
+        let clients = Clients::new(&sdk, &Arc::new(Metrics::default()));
+        Ok(Self {
+            store: DynamoStore::new(clients.dynamodb.clone(), table),
+            queue: Queue::new(clients.sqs, queue_url),
+        })
+    }
+
+    pub async fn load(&self, id: &str) -> anyhow::Result<Workflow> {
+        let id = parse_id(id)?;
+        self.store
+            .load(&id)
+            .await?
+            .ok_or_else(|| UsageError(format!("no workflow `{id}` in the state table")).into())
+    }
+
+    pub async fn send(&self, cmd: &CommandMessage) -> anyhow::Result<String> {
+        Ok(self.queue.send_command(cmd, Duration::ZERO).await?)
+    }
+}
+
+fn parse_id(id: &str) -> Result<WorkflowId, UsageError> {
+    WorkflowId::new(id).map_err(|e| UsageError(e.to_string()))
+}
+
+/// `wf-` and 10 random lowercase hex digits (40 bits: collisions are caught by `create`).
+fn generated_id() -> Result<WorkflowId, UsageError> {
+    let n = fastrand::u64(..) & 0xff_ffff_ffff;
+    parse_id(&format!("wf-{n:010x}"))
+}
+
+pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let now = Utc::now();
+    let spec = args.spec.resolve(now)?;
+    let id = match &args.id {
+        Some(id) => parse_id(id)?,
+        None => generated_id()?,
+    };
+    let ops = Ops::connect(&args.resources).await?;
+    let wf = Workflow::new(id.clone(), spec, now);
+    match ops.store.create(&wf).await {
+        Ok(()) => {}
+        // A pending workflow whose start was never sent (e.g. the send failed): send it now.
+        Err(StoreError::AlreadyExists(_))
+            if ops
+                .store
+                .load(&id)
+                .await?
+                .is_some_and(|w| w.status == WorkflowStatus::Pending) => {}
+        Err(StoreError::AlreadyExists(_)) => {
+            return Err(UsageError(format!(
+                "workflow `{id}` already exists and has started: pick another --id, or see \
+                 `flowpilot workflow status {id}`"
+            ))
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ops.send(&CommandMessage::for_workflow("start", &id))
+        .await
+        .with_context(|| {
+            format!(
+                "workflow `{id}` is stored but its start command was not sent; run the same \
+                 `workflow create --id {id} ...` again to resend it"
+            )
+        })?;
+    if args.json {
+        println!("{}", json!({ "workflow_id": id.as_str() }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = &wf.spec;
+    println!(
+        "Created workflow {id}: {} {} -> Customer Profiles {}/{}, {} to {}",
+        s.connector.as_str(),
+        source_label(&wf),
+        s.domain,
+        s.object_type,
+        s.from.to_rfc3339(),
+        s.to.to_rfc3339(),
+    );
+    if wf.bulk {
+        println!(
+            "  bulk phase: {} batch(es), up to {} at a time, then the continuous integration",
+            wf.batches.len(),
+            s.concurrency
+        );
+    } else {
+        println!(
+            "  no bulk phase: the continuous integration starts directly at {}",
+            s.from.to_rfc3339()
+        );
+    }
+    println!("Start command sent. A running `flowpilot worker` picks it up.");
+    println!("Next: flowpilot workflow status {id} --watch");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source_label(wf: &Workflow) -> String {
+    match &wf.spec.source {
+        flowpilot_core::spec::SourceObject::Object { name } => name.clone(),
+        flowpilot_core::spec::SourceObject::S3 { bucket, prefix } => {
+            format!("s3://{bucket}/{}", prefix.as_deref().unwrap_or(""))
+        }
+    }
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let ops = Ops::connect(&args.resources).await?;
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let wf = ops.load(&args.id).await?;
+        let settled = wf.status.is_terminal() || wf.status == WorkflowStatus::Live;
+        if !args.watch || settled {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status_json(&wf))?);
+            } else {
+                print!("{}", status_text(&wf, Utc::now()));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !args.json {
+            if tty {
+                // Clear the screen and go home, so the table refreshes in place.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", status_text(&wf, Utc::now()));
+            if !tty {
+                println!();
+            }
+            std::io::stdout().flush()?;
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+fn batch_status(s: BatchStatus) -> &'static str {
+    match s {
+        BatchStatus::Pending => "pending",
+        BatchStatus::Running => "running",
+        BatchStatus::RetryWait => "retry_wait",
+        BatchStatus::Succeeded => "succeeded",
+        BatchStatus::Failed => "failed",
+    }
+}
+
+struct Totals {
+    succeeded: usize,
+    running: usize,
+    failed: usize,
+    pending: usize,
+    records: u64,
+    /// Share of `[from, to)` covered by succeeded batches.
+    coverage: f64,
+}
+
+fn totals(wf: &Workflow) -> Totals {
+    let count = |s: BatchStatus| wf.batches.iter().filter(|b| b.status == s).count();
+    let span = (wf.spec.to - wf.spec.from).num_milliseconds().max(1) as f64;
+    let covered: i64 = wf
+        .batches
+        .iter()
+        .filter(|b| b.status == BatchStatus::Succeeded)
+        .map(|b| (b.window.end - b.window.start).num_milliseconds())
+        .sum();
+    Totals {
+        succeeded: count(BatchStatus::Succeeded),
+        running: count(BatchStatus::Running) + count(BatchStatus::RetryWait),
+        failed: count(BatchStatus::Failed),
+        pending: count(BatchStatus::Pending),
+        records: wf.batches.iter().map(|b| b.records).sum(),
+        coverage: (covered as f64 / span).clamp(0.0, 1.0),
+    }
+}
+
+pub fn status_json(wf: &Workflow) -> Value {
+    let t = totals(wf);
+    json!({
+        "workflow_id": wf.id.as_str(),
+        "status": wf.status.as_str(),
+        "bulk": wf.bulk,
+        "domain": wf.spec.domain,
+        "object_type": wf.spec.object_type,
+        "connector": wf.spec.connector.as_str(),
+        "from": wf.spec.from,
+        "to": wf.spec.to,
+        "batches": wf.batches.iter().map(|b| json!({
+            "index": b.index,
+            "start": b.window.start,
+            "end": b.window.end,
+            "status": batch_status(b.status),
+            "attempts": b.attempt,
+            "records": b.records,
+            "error": b.last_error.as_ref().map(|e| e.message.clone()),
+        })).collect::<Vec<_>>(),
+        "totals": {
+            "batches": wf.batches.len(),
+            "succeeded": t.succeeded,
+            "running": t.running,
+            "failed": t.failed,
+            "pending": t.pending,
+            "records": t.records,
+        },
+        "live": wf.live.as_ref().map(|l| json!({
+            "flow_name": l.flow_name,
+            "generation": l.generation,
+            "first_execution_from": l.first_execution_from,
+            "uri": l.uri,
+            "runs_succeeded": l.runs_succeeded,
+            "runs_failed": l.runs_failed,
+            "records": l.records,
+            "consecutive_failures": l.consecutive_failures,
+        })),
+        "error": wf.last_error.as_ref().map(|e| e.message.clone()),
+        "version": wf.version,
+        "updated_at": wf.updated_at,
+    })
+}
+
+fn bar(fraction: f64) -> String {
+    let filled = ((fraction.clamp(0.0, 1.0)) * BAR_WIDTH as f64).round() as usize;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(BAR_WIDTH - filled))
+}
+
+fn short(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
+    use std::fmt::Write as _;
+    let t = totals(wf);
+    let total = wf.batches.len().max(1);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "workflow {}  status: {}  ({} {} -> {}/{})",
+        wf.id,
+        wf.status.as_str(),
+        wf.spec.connector.as_str(),
+        source_label(wf),
+        wf.spec.domain,
+        wf.spec.object_type
+    );
+    let _ = writeln!(
+        out,
+        "range    {} .. {}   updated {}s ago",
+        wf.spec.from.to_rfc3339(),
+        wf.spec.to.to_rfc3339(),
+        (now - wf.updated_at).num_seconds().max(0)
+    );
+    if wf.bulk {
+        let _ = writeln!(
+            out,
+            "batches  {} {}/{} succeeded, {} running, {} failed, {} pending",
+            bar(t.succeeded as f64 / total as f64),
+            t.succeeded,
+            wf.batches.len(),
+            t.running,
+            t.failed,
+            t.pending
+        );
+        let _ = writeln!(
+            out,
+            "records  {} {} ingested ({:.0}% of the range done)",
+            bar(t.coverage),
+            t.records,
+            t.coverage * 100.0
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  error",
+            "batch", "start", "end", "status", "attempts", "records"
+        );
+        for b in &wf.batches {
+            let _ = writeln!(
+                out,
+                "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  {}",
+                b.index,
+                short(b.window.start),
+                short(b.window.end),
+                batch_status(b.status),
+                b.attempt,
+                b.records,
+                b.last_error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("")
+            );
+        }
+    }
+    if let Some(live) = &wf.live {
+        let _ = writeln!(
+            out,
+            "\nintegration {} (generation {}), first execution from {}, {} ok / {} failed runs, {} records{}",
+            live.flow_name,
+            live.generation,
+            live.first_execution_from.to_rfc3339(),
+            live.runs_succeeded,
+            live.runs_failed,
+            live.records,
+            live.uri
+                .as_deref()
+                .map(|u| format!(", uri {u}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(e) = &wf.last_error {
+        let _ = writeln!(out, "\nerror: {}", e.message);
+    }
+    match wf.status {
+        WorkflowStatus::Failed => {
+            let _ = writeln!(out, "resume with: flowpilot workflow redrive {}", wf.id);
+        }
+        WorkflowStatus::Degraded => {
+            let _ = writeln!(out, "rebuild with: flowpilot integration rebuild {}", wf.id);
+        }
+        _ => {}
+    }
+    out
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let wanted = match args.status.as_deref() {
+        None => None,
+        Some(s) => Some(parse_status(s)?),
+    };
+    let ops = Ops::connect(&args.resources).await?;
+    let everything = args.all || wanted.is_some_and(|s| !s.is_active());
+    let mut workflows = if everything {
+        ops.store.list_all().await?
+    } else {
+        ops.store.list_active().await?
+    };
+    workflows.retain(|w| wanted.is_none_or(|s| w.status == s));
+    workflows.sort_by_key(|w| w.created_at);
+    if args.json {
+        let rows: Vec<Value> = workflows
+            .iter()
+            .map(|w| {
+                let t = totals(w);
+                json!({
+                    "workflow_id": w.id.as_str(),
+                    "status": w.status.as_str(),
+                    "connector": w.spec.connector.as_str(),
+                    "domain": w.spec.domain,
+                    "object_type": w.spec.object_type,
+                    "batches": w.batches.len(),
+                    "succeeded": t.succeeded,
+                    "records": t.records,
+                    "updated_at": w.updated_at,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if workflows.is_empty() {
+        println!("no {}workflows", if everything { "" } else { "active " });
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24}  {:<11}  {:<10}  {:<28}  {:>9}  {:>10}  updated",
+        "id", "status", "connector", "domain/object", "batches", "records"
+    );
+    for w in &workflows {
+        let t = totals(w);
+        println!(
+            "{:<24}  {:<11}  {:<10}  {:<28}  {:>9}  {:>10}  {}",
+            w.id.as_str(),
+            w.status.as_str(),
+            w.spec.connector.as_str(),
+            format!("{}/{}", w.spec.domain, w.spec.object_type),
+            format!("{}/{}", t.succeeded, w.batches.len()),
+            t.records,
+            w.updated_at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_status(s: &str) -> Result<WorkflowStatus, UsageError> {
+    serde_json::from_value(Value::String(s.to_ascii_lowercase())).map_err(|_| {
+        UsageError(format!(
+            "unknown status `{s}`: use pending, backfilling, linking, live, degraded, \
+             rebuilding, failed or cancelled"
+        ))
+    })
+}
+
+/// Sends `command` for the workflow if `allowed(status)`, else explains why not.
+pub(crate) async fn send_checked(
+    args: IdArgs,
+    command: &str,
+    allowed: fn(WorkflowStatus) -> bool,
+    refusal: &str,
+) -> anyhow::Result<ExitCode> {
+    let ops = Ops::connect(&args.resources).await?;
+    let wf = ops.load(&args.id).await?;
+    if !allowed(wf.status) {
+        return Err(UsageError(format!(
+            "workflow {} is {}: {refusal}",
+            wf.id,
+            wf.status.as_str()
+        ))
+        .into());
+    }
+    let mut cmd = CommandMessage::for_workflow(command, &wf.id);
+    cmd.reason = args.reason.clone();
+    let message_id = ops.send(&cmd).await?;
+    println!(
+        "Sent `{command}` for workflow {} (message {message_id}).\nFollow it with: flowpilot workflow status {} --watch",
+        wf.id, wf.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(args: IdArgs) -> anyhow::Result<ExitCode> {
+    send_checked(
+        args,
+        "cancel",
+        |s| s != WorkflowStatus::Cancelled,
+        "it is already cancelled",
+    )
+    .await
+}
+
+pub async fn redrive(args: IdArgs) -> anyhow::Result<ExitCode> {
+    send_checked(
+        args,
+        "redrive",
+        |s| s == WorkflowStatus::Failed,
+        "only failed workflows can be redriven",
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let a = generated_id().unwrap();
+        let b = generated_id().unwrap();
+        assert!(
+            a.as_str().starts_with("wf-") && a.as_str().len() == 13,
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn statuses_parse() {
+        assert_eq!(parse_status("Failed").unwrap(), WorkflowStatus::Failed);
+        assert!(
+            parse_status("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("backfilling")
+        );
+    }
+
+    #[test]
+    fn bars_fill_proportionally() {
+        assert_eq!(bar(0.0), format!("[{}]", "-".repeat(BAR_WIDTH)));
+        assert_eq!(bar(1.0), format!("[{}]", "#".repeat(BAR_WIDTH)));
+    }
+}

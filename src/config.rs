@@ -1,0 +1,354 @@
+//! Worker and CLI configuration: flags override `FLOWPILOT_*` environment variables, which
+//! override an optional TOML file (`--config FILE`, same keys in lowercase without the prefix).
+//! Everything is validated once at start, with errors that name what to set.
+//!
+//! AWS endpoints, region and credentials are not configured here: the SDK's standard chain
+//! reads them (`AWS_ENDPOINT_URL*`, `AWS_REGION`, credentials providers).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use flowpilot_core::decide::Policy;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{env} is not set: set it, pass --{flag}, or put `{key} = ...` in the --config file ({what})")]
+    Missing {
+        env: &'static str,
+        flag: &'static str,
+        key: &'static str,
+        what: &'static str,
+    },
+    #[error("invalid {key} `{value}`: {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// The raw, layered settings: clap fills flags and environment, the TOML file the rest.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Work queue URL (stack output QueueUrl).
+    #[arg(long, env = "FLOWPILOT_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// DynamoDB state table name (stack output TableName).
+    #[arg(long, env = "FLOWPILOT_TABLE")]
+    pub table: Option<String>,
+    /// EventBridge bus for health events (stack output HealthBusName).
+    #[arg(long, env = "FLOWPILOT_HEALTH_BUS")]
+    pub health_bus: Option<String>,
+    /// Concurrent long-polling receivers [default: 2].
+    #[arg(long, env = "FLOWPILOT_POLLERS")]
+    pub pollers: Option<u32>,
+    /// Messages handled at once [default: 8].
+    #[arg(long, env = "FLOWPILOT_CONCURRENCY")]
+    pub concurrency: Option<u32>,
+    /// Address of /healthz and /metrics; `off` disables it; port 0 picks one [default: 127.0.0.1:9464].
+    #[arg(long, env = "FLOWPILOT_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// How long in-flight messages may take to finish after SIGTERM/SIGINT [default: 20s].
+    #[arg(long, env = "FLOWPILOT_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
+    /// Reconcile asks AppFlow about a run after it has run this long [default: 10m].
+    #[arg(long, env = "FLOWPILOT_DESCRIBE_AFTER")]
+    pub describe_after: Option<String>,
+    /// Reconcile cancels and retries runs longer than this [default: 6h].
+    #[arg(long, env = "FLOWPILOT_MAX_RUN")]
+    pub max_run: Option<String>,
+    /// Reconcile restarts a retry this overdue (its message was lost) [default: 5m].
+    #[arg(long, env = "FLOWPILOT_RETRY_GRACE")]
+    pub retry_grace: Option<String>,
+    /// Also run the reconcile-all pass in-process this often, e.g. `2s` or `5m`; `off` leaves
+    /// it to the scheduled `reconcile` command (EventBridge Scheduler in production) [default: off].
+    #[arg(long, env = "FLOWPILOT_RECONCILE_EVERY")]
+    pub reconcile_every: Option<String>,
+}
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `self` (flags and environment) over `lower` (the file).
+    pub fn over(self, lower: RawConfig) -> RawConfig {
+        RawConfig {
+            queue_url: self.queue_url.or(lower.queue_url),
+            table: self.table.or(lower.table),
+            health_bus: self.health_bus.or(lower.health_bus),
+            pollers: self.pollers.or(lower.pollers),
+            concurrency: self.concurrency.or(lower.concurrency),
+            metrics_addr: self.metrics_addr.or(lower.metrics_addr),
+            shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            describe_after: self.describe_after.or(lower.describe_after),
+            max_run: self.max_run.or(lower.max_run),
+            retry_grace: self.retry_grace.or(lower.retry_grace),
+            reconcile_every: self.reconcile_every.or(lower.reconcile_every),
+        }
+    }
+
+    pub fn queue_url(&self) -> Result<String, ConfigError> {
+        required(
+            &self.queue_url,
+            "FLOWPILOT_QUEUE_URL",
+            "queue-url",
+            "queue_url",
+            "the work queue URL, stack output QueueUrl",
+        )
+    }
+
+    pub fn table(&self) -> Result<String, ConfigError> {
+        required(
+            &self.table,
+            "FLOWPILOT_TABLE",
+            "table",
+            "table",
+            "the DynamoDB state table, stack output TableName",
+        )
+    }
+}
+
+fn required(
+    value: &Option<String>,
+    env: &'static str,
+    flag: &'static str,
+    key: &'static str,
+    what: &'static str,
+) -> Result<String, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(ConfigError::Missing {
+            env,
+            flag,
+            key,
+            what,
+        }),
+    }
+}
+
+/// The validated worker configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub queue_url: String,
+    pub table: String,
+    pub health_bus: String,
+    pub pollers: usize,
+    pub concurrency: usize,
+    /// None: no HTTP endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+    pub policy: Policy,
+    /// None: no in-process reconcile ticker (the scheduled `reconcile` command does it).
+    pub reconcile_every: Option<Duration>,
+}
+
+impl WorkerConfig {
+    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let defaults = Policy::default();
+        let pollers = raw.pollers.unwrap_or(2);
+        if !(1..=32).contains(&pollers) {
+            return Err(ConfigError::Invalid {
+                key: "FLOWPILOT_POLLERS",
+                value: pollers.to_string(),
+                expected: "between 1 and 32",
+            });
+        }
+        let concurrency = raw.concurrency.unwrap_or(8);
+        if !(1..=1024).contains(&concurrency) {
+            return Err(ConfigError::Invalid {
+                key: "FLOWPILOT_CONCURRENCY",
+                value: concurrency.to_string(),
+                expected: "between 1 and 1024",
+            });
+        }
+        let metrics_addr = match raw.metrics_addr.as_deref().map(str::trim) {
+            None | Some("") => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            Some("off") => None,
+            Some(s) => Some(s.parse().map_err(|_| ConfigError::Invalid {
+                key: "FLOWPILOT_METRICS_ADDR",
+                value: s.to_owned(),
+                expected: "HOST:PORT such as 127.0.0.1:9464 (port 0 picks one), or `off`",
+            })?),
+        };
+        Ok(Self {
+            queue_url: raw.queue_url()?,
+            table: raw.table()?,
+            health_bus: required(
+                &raw.health_bus,
+                "FLOWPILOT_HEALTH_BUS",
+                "health-bus",
+                "health_bus",
+                "the EventBridge bus for health events, stack output HealthBusName",
+            )?,
+            pollers: pollers as usize,
+            concurrency: concurrency as usize,
+            metrics_addr,
+            shutdown_grace: duration(
+                "FLOWPILOT_SHUTDOWN_GRACE",
+                &raw.shutdown_grace,
+                Duration::from_secs(20),
+            )?,
+            policy: Policy {
+                describe_after: duration(
+                    "FLOWPILOT_DESCRIBE_AFTER",
+                    &raw.describe_after,
+                    defaults.describe_after,
+                )?,
+                max_run_duration: duration(
+                    "FLOWPILOT_MAX_RUN",
+                    &raw.max_run,
+                    defaults.max_run_duration,
+                )?,
+                retry_grace: duration(
+                    "FLOWPILOT_RETRY_GRACE",
+                    &raw.retry_grace,
+                    defaults.retry_grace,
+                )?,
+            },
+            reconcile_every: reconcile_every(&raw.reconcile_every)?,
+        })
+    }
+}
+
+fn duration(
+    key: &'static str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(s) => parse_duration(s).ok_or_else(|| ConfigError::Invalid {
+            key,
+            value: s.to_owned(),
+            expected: "a duration such as 500ms, 20s, 10m or 6h (a bare number is seconds)",
+        }),
+    }
+}
+
+/// `off` (or unset): no ticker. A zero period would spin, so it is refused.
+fn reconcile_every(value: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+    const KEY: &str = "FLOWPILOT_RECONCILE_EVERY";
+    const EXPECTED: &str = "`off` or a positive duration such as 2s or 5m";
+    match value.as_deref().map(str::trim) {
+        None | Some("") | Some("off") => Ok(None),
+        Some(s) => match parse_duration(s) {
+            Some(d) if !d.is_zero() => Ok(Some(d)),
+            _ => Err(ConfigError::Invalid {
+                key: KEY,
+                value: s.to_owned(),
+                expected: EXPECTED,
+            }),
+        },
+    }
+}
+
+/// `500ms`, `20s`, `10m`, `6h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RawConfig {
+        RawConfig {
+            queue_url: Some("http://q".into()),
+            table: Some("t".into()),
+            health_bus: Some("b".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = WorkerConfig::from_raw(&base()).unwrap();
+        assert_eq!(c.pollers, 2);
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.reconcile_every, None);
+    }
+
+    #[test]
+    fn reconcile_ticker_is_off_unless_a_positive_period_is_given() {
+        let mut raw = base();
+        raw.reconcile_every = Some("off".into());
+        assert_eq!(WorkerConfig::from_raw(&raw).unwrap().reconcile_every, None);
+        raw.reconcile_every = Some("1500ms".into());
+        assert_eq!(
+            WorkerConfig::from_raw(&raw).unwrap().reconcile_every,
+            Some(Duration::from_millis(1500))
+        );
+        let file: RawConfig = toml::from_str("reconcile_every = \"2s\"\n").unwrap();
+        let c = WorkerConfig::from_raw(&base().over(file)).unwrap();
+        assert_eq!(c.reconcile_every, Some(Duration::from_secs(2)));
+        raw.reconcile_every = Some("0s".into());
+        let msg = WorkerConfig::from_raw(&raw).unwrap_err().to_string();
+        assert!(msg.contains("FLOWPILOT_RECONCILE_EVERY"), "{msg}");
+    }
+
+    #[test]
+    fn missing_queue_names_what_to_set() {
+        let mut raw = base();
+        raw.queue_url = None;
+        let msg = WorkerConfig::from_raw(&raw).unwrap_err().to_string();
+        assert!(msg.contains("FLOWPILOT_QUEUE_URL"), "{msg}");
+        assert!(msg.contains("--queue-url"), "{msg}");
+    }
+
+    #[test]
+    fn flags_and_env_override_file() {
+        let file: RawConfig = toml::from_str(
+            "queue_url = \"http://file\"\ntable = \"ft\"\npollers = 4\nmetrics_addr = \"off\"\n",
+        )
+        .unwrap();
+        let top = RawConfig {
+            queue_url: Some("http://env".into()),
+            health_bus: Some("b".into()),
+            ..RawConfig::default()
+        };
+        let c = WorkerConfig::from_raw(&top.over(file)).unwrap();
+        assert_eq!(c.queue_url, "http://env");
+        assert_eq!(c.table, "ft");
+        assert_eq!(c.pollers, 4);
+        assert_eq!(c.metrics_addr, None);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("20"), Some(Duration::from_secs(20)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("6h"), Some(Duration::from_secs(21600)));
+        assert_eq!(parse_duration("x"), None);
+        let mut raw = base();
+        raw.shutdown_grace = Some("soon".into());
+        assert!(WorkerConfig::from_raw(&raw).unwrap_err().to_string().contains("FLOWPILOT_SHUTDOWN_GRACE"));
+    }
+}

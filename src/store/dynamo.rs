@@ -1,0 +1,230 @@
+//! DynamoDB [`Store`]. Item layout (table partition key `pk`):
+//!
+//! | attribute | type | content |
+//! |---|---|---|
+//! | `pk` | S | `wf#{workflow_id}` |
+//! | `version` | N | the workflow's version; every save is conditional on it |
+//! | `status` | S | workflow status (for humans browsing the table) |
+//! | `active_shard` | S | `"0"` while the status is active, absent otherwise: the sparse GSI `active` |
+//! | `doc` | S | the whole [`Workflow`] as JSON (spec, batches, outbox, …) |
+//! | `updated_at` | S | RFC 3339 time of the write |
+//!
+//! A save replaces the whole item (PutItem), so leaving `active_shard` out removes the workflow
+//! from the index in the same write.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
+use flowpilot_core::ids::WorkflowId;
+use flowpilot_core::model::Workflow;
+
+use super::{Store, StoreError};
+use crate::aws::error_chain;
+
+/// Name of the sparse GSI on active workflows (partition `active_shard`, sort `pk`).
+pub const ACTIVE_INDEX: &str = "active";
+/// The single shard value; a larger fleet could spread active workflows over more shards.
+const ACTIVE_SHARD: &str = "0";
+const KEY_PREFIX: &str = "wf#";
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn item(wf: &Workflow) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let doc = serde_json::to_string(wf).map_err(|e| StoreError::Corrupt {
+            key: key(&wf.id),
+            reason: format!("cannot serialise: {e}"),
+        })?;
+        let mut item = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(key(&wf.id))),
+            (
+                "version".to_owned(),
+                AttributeValue::N(wf.version.to_string()),
+            ),
+            (
+                "status".to_owned(),
+                AttributeValue::S(wf.status.as_str().to_owned()),
+            ),
+            ("doc".to_owned(), AttributeValue::S(doc)),
+            (
+                "updated_at".to_owned(),
+                AttributeValue::S(wf.updated_at.to_rfc3339()),
+            ),
+        ]);
+        if wf.status.is_active() {
+            item.insert(
+                "active_shard".to_owned(),
+                AttributeValue::S(ACTIVE_SHARD.to_owned()),
+            );
+        }
+        Ok(item)
+    }
+
+    fn backend(operation: &'static str, err: &(dyn std::error::Error + 'static)) -> StoreError {
+        StoreError::Backend {
+            operation,
+            message: error_chain(err),
+        }
+    }
+}
+
+fn key(id: &WorkflowId) -> String {
+    format!("{KEY_PREFIX}{id}")
+}
+
+fn parse_item(item: &HashMap<String, AttributeValue>) -> Result<Workflow, StoreError> {
+    let pk = item
+        .get("pk")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    let doc = item
+        .get("doc")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            key: pk.clone(),
+            reason: "no `doc` attribute".to_owned(),
+        })?;
+    let mut wf: Workflow = serde_json::from_str(doc).map_err(|e| StoreError::Corrupt {
+        key: pk.clone(),
+        reason: e.to_string(),
+    })?;
+    // The `version` attribute is what conditions check; it wins over the document's copy.
+    if let Some(v) = item
+        .get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+    {
+        wf.version = v;
+    }
+    Ok(wf)
+}
+
+impl Store for DynamoStore {
+    async fn create(&self, wf: &Workflow) -> Result<(), StoreError> {
+        let item = Self::item(wf)?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::AlreadyExists(wf.id.clone()))
+            }
+            Err(e) => Err(Self::backend("PutItem", &e)),
+        }
+    }
+
+    async fn load(&self, id: &WorkflowId) -> Result<Option<Workflow>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Self::backend("GetItem", &e))?;
+        out.item.as_ref().map(parse_item).transpose()
+    }
+
+    async fn save(&self, wf: &Workflow, expected_version: u64) -> Result<(), StoreError> {
+        let item = Self::item(wf)?;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_exists(pk) AND version = :expected")
+            .expression_attribute_values(
+                ":expected",
+                AttributeValue::N(expected_version.to_string()),
+            )
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::Conflict {
+                    id: wf.id.clone(),
+                    expected: expected_version,
+                })
+            }
+            Err(e) => Err(Self::backend("PutItem", &e)),
+        }
+    }
+
+    async fn list_active(&self) -> Result<Vec<Workflow>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACTIVE_INDEX)
+                .key_condition_expression("active_shard = :shard")
+                .expression_attribute_values(":shard", AttributeValue::S(ACTIVE_SHARD.to_owned()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Self::backend("Query", &e))?;
+            for item in page.items() {
+                out.push(parse_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn list_all(&self) -> Result<Vec<Workflow>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| Self::backend("Scan", &e))?;
+            for item in page.items() {
+                let is_workflow = item
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|pk| pk.starts_with(KEY_PREFIX));
+                if is_workflow {
+                    out.push(parse_item(item)?);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => {
+                    out.sort_by_key(|w| w.created_at);
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}

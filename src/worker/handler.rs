@@ -1,0 +1,288 @@
+//! The imperative shell around `decide` (DESIGN.md §3–4.1): load, drain the outbox, decide,
+//! commit conditionally, execute, record the results, until nothing is pending.
+//!
+//! Crash safety comes from the order of operations: a transition and the effects it asks for
+//! are committed in one conditional write before any effect runs; results are committed by a
+//! later write. Whoever touches the workflow next first drains what is left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use flowpilot_core::decide::{Policy, decide};
+use flowpilot_core::effect::EffectError;
+use flowpilot_core::event::CommandMessage;
+use flowpilot_core::ids::WorkflowId;
+use flowpilot_core::input::Input;
+use flowpilot_core::model::Workflow;
+use tracing::Instrument as _;
+
+use super::locks::KeyedLocks;
+use super::shell::Shell;
+use crate::metrics::{self, Metrics};
+use crate::store::{Store, StoreError};
+
+/// Conflicting writers tolerated per message before giving up (the message is redelivered).
+const MAX_CONFLICTS: u32 = 8;
+/// Decide/execute rounds per message; a healthy workflow needs a handful.
+const MAX_STEPS: u32 = 64;
+/// Delay of the reconcile command sent after a transient effect failure.
+pub const RECONCILE_DELAY: Duration = Duration::from_secs(10);
+
+/// How handling a message ended (every variant means: delete the message).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Everything committed and executed.
+    Done,
+    /// Committed, but an effect failed transiently: it waits in the outbox and a delayed
+    /// reconcile command will drain it.
+    Deferred,
+    /// A retry that is not due yet was re-delayed.
+    Redelayed,
+    /// No such workflow (deleted, or a stray command).
+    UnknownWorkflow,
+}
+
+/// Handling failed: keep the message (it is redelivered after its visibility timeout).
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gave up after {0} conflicting concurrent writes")]
+    TooManyConflicts(u32),
+    #[error(
+        "an effect failed transiently ({0}) and the follow-up reconcile could not be sent: {1}"
+    )]
+    CannotDefer(String, String),
+}
+
+pub struct Handler<S, X> {
+    store: Arc<S>,
+    shell: Arc<X>,
+    policy: Policy,
+    metrics: Arc<Metrics>,
+    /// One workflow at a time per process: concurrent handlers of the same workflow would only
+    /// produce conditional-write conflicts.
+    locks: KeyedLocks<WorkflowId>,
+}
+
+impl<S: Store, X: Shell> Handler<S, X> {
+    pub fn new(store: Arc<S>, shell: Arc<X>, policy: Policy, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            shell,
+            policy,
+            metrics,
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Applies `input` to workflow `id`.
+    pub async fn handle(&self, id: &WorkflowId, input: Input) -> Result<Handled, HandleError> {
+        let batch = match &input {
+            Input::RetryDue { batch, .. } => Some(*batch),
+            Input::RunEnded(r) => match r.role {
+                flowpilot_core::ids::FlowRole::Batch(i) => Some(i),
+                flowpilot_core::ids::FlowRole::Live => None,
+            },
+            _ => None,
+        };
+        let span = tracing::info_span!("workflow", workflow_id = %id, batch);
+        async {
+            let _guard = self.locks.lock(id.clone()).await;
+            self.handle_locked(id, input).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Feeds `Input::Reconcile` to every active workflow (which also drains their outboxes).
+    /// Returns how many workflows failed to reconcile.
+    pub async fn reconcile_all(&self) -> Result<usize, HandleError> {
+        let active = self.store.list_active().await?;
+        tracing::info!(workflows = active.len(), "reconciling active workflows");
+        let mut failures = 0;
+        for wf in active {
+            if let Err(e) = self.handle(&wf.id, Input::Reconcile).await {
+                tracing::warn!(workflow_id = %wf.id, error = %e, "reconcile failed");
+                failures += 1;
+            }
+        }
+        Ok(failures)
+    }
+
+    async fn handle_locked(&self, id: &WorkflowId, input: Input) -> Result<Handled, HandleError> {
+        // A retry delayed beyond SQS's 15-minute maximum arrives early: send it on again.
+        if let Input::RetryDue {
+            batch,
+            attempt,
+            due_at,
+        } = &input
+        {
+            let remaining = (*due_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if remaining >= Duration::from_secs(1) {
+                let cmd = CommandMessage {
+                    command: "retry_due".to_owned(),
+                    workflow_id: Some(id.clone()),
+                    batch: Some(*batch),
+                    attempt: Some(*attempt),
+                    due_at: Some(*due_at),
+                    reason: None,
+                };
+                self.shell
+                    .send_command(&cmd, remaining)
+                    .await
+                    .map_err(|e| HandleError::CannotDefer("retry not due".into(), e.to_string()))?;
+                self.metrics.inc(metrics::DEFERRED);
+                tracing::info!(?remaining, "retry not due yet; re-delayed");
+                return Ok(Handled::Redelayed);
+            }
+        }
+
+        let mut input = Some(input);
+        let mut conflicts = 0;
+        loop {
+            let Some(mut wf) = self.store.load(id).await? else {
+                tracing::warn!("message for unknown workflow; dropping it");
+                return Ok(Handled::UnknownWorkflow);
+            };
+            match self.advance(&mut wf, &mut input).await {
+                Ok(None) => return Ok(Handled::Done),
+                Ok(Some(error)) => {
+                    let cmd = CommandMessage {
+                        command: "reconcile".to_owned(),
+                        workflow_id: Some(id.clone()),
+                        batch: None,
+                        attempt: None,
+                        due_at: None,
+                        reason: Some(format!("drain outbox after {}", error.code)),
+                    };
+                    self.shell
+                        .send_command(&cmd, RECONCILE_DELAY)
+                        .await
+                        .map_err(|e| {
+                            HandleError::CannotDefer(error.message.clone(), e.to_string())
+                        })?;
+                    self.metrics.inc(metrics::DEFERRED);
+                    return Ok(Handled::Deferred);
+                }
+                Err(StoreError::Conflict { expected, .. }) => {
+                    conflicts += 1;
+                    self.metrics.inc(metrics::CONFLICTS);
+                    tracing::info!(
+                        expected,
+                        conflicts,
+                        "conditional write lost a race; reloading"
+                    );
+                    if conflicts >= MAX_CONFLICTS {
+                        return Err(HandleError::TooManyConflicts(conflicts));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Drains the outbox and applies `input` (once), alternating until nothing is pending.
+    /// `Ok(Some(err))`: stopped at a transient effect failure, with everything committed.
+    /// On a conflict, `input` is still `Some` if it was not committed yet.
+    async fn advance(
+        &self,
+        wf: &mut Workflow,
+        input: &mut Option<Input>,
+    ) -> Result<Option<EffectError>, StoreError> {
+        let mut stuck: Option<EffectError> = None;
+        for _ in 0..MAX_STEPS {
+            if stuck.is_none() && !wf.outbox.is_empty() {
+                let pending = wf.outbox.clone();
+                let executed = self.shell.execute(wf, &pending).await;
+                if !executed.outcomes.is_empty() {
+                    let applied = executed.outcomes.len();
+                    if !self.commit(wf, Input::Applied(executed.outcomes)).await? {
+                        // decide ignored our results: executing again would loop forever.
+                        tracing::error!(
+                            applied,
+                            "decide ignored effect outcomes; leaving the outbox for reconcile"
+                        );
+                        return Ok(Some(EffectError {
+                            code: "OutcomesIgnored".to_owned(),
+                            message: "decide did not record executed effects".to_owned(),
+                            permanent: false,
+                        }));
+                    }
+                }
+                if let Some((_, error)) = executed.stopped {
+                    stuck = Some(error);
+                }
+                continue;
+            }
+            if let Some(next) = input.take() {
+                // Even with a stuck outbox the input is committed now (its effects queue up
+                // behind the stuck one), so acknowledging the message loses nothing.
+                if let Err(e) = self.commit(wf, next.clone()).await {
+                    *input = Some(next);
+                    return Err(e);
+                }
+                continue;
+            }
+            return Ok(stuck);
+        }
+        tracing::warn!("workflow still busy after {MAX_STEPS} steps; continuing via reconcile");
+        Ok(Some(stuck.unwrap_or(EffectError {
+            code: "StepLimit".to_owned(),
+            message: format!("more than {MAX_STEPS} steps in one message"),
+            permanent: false,
+        })))
+    }
+
+    /// decide + conditional save. `Ok(false)`: decide changed nothing.
+    async fn commit(&self, wf: &mut Workflow, input: Input) -> Result<bool, StoreError> {
+        let kind = input_kind(&input);
+        let t = decide(wf, input, Utc::now(), &self.policy);
+        if t.is_noop(wf) {
+            tracing::debug!(input = kind, "no change");
+            return Ok(false);
+        }
+        self.store.save(&t.workflow, wf.version).await?;
+        self.metrics.inc(metrics::TRANSITIONS);
+        if t.workflow.status != wf.status {
+            tracing::info!(
+                input = kind,
+                from = wf.status.as_str(),
+                to = t.workflow.status.as_str(),
+                version = t.workflow.version,
+                "workflow status changed"
+            );
+        } else {
+            tracing::debug!(
+                input = kind,
+                version = t.workflow.version,
+                effects = t.effects.len(),
+                "transition committed"
+            );
+        }
+        *wf = t.workflow;
+        Ok(true)
+    }
+}
+
+fn input_kind(input: &Input) -> &'static str {
+    match input {
+        Input::Start => "start",
+        Input::Cancel { .. } => "cancel",
+        Input::Redrive => "redrive",
+        Input::Rebuild { .. } => "rebuild",
+        Input::Reconcile => "reconcile",
+        Input::RetryDue { .. } => "retry_due",
+        Input::RunEnded(_) => "run_ended",
+        Input::FlowDeactivated { .. } => "flow_deactivated",
+        Input::Applied(_) => "applied",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! The shell's protocol with the in-memory store and a scripted [`Shell`]: outbox drained in
+//! order, transient failures leave a durable outbox plus a delayed reconcile, conflicts reload.
+
+use std::sync::Mutex;
+
+use chrono::TimeDelta;
+use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome};
+use flowpilot_core::model::WorkflowStatus;
+use flowpilot_core::spec::SpecInput;
+
+use super::*;
+use crate::aws::queue::QueueError;
+use crate::store::memory::MemoryStore;
+use crate::worker::shell::Executed;
+
+fn workflow(id: &str) -> Workflow {
+    let now = Utc::now();
+    let spec = SpecInput {
+        domain: Some("acme".into()),
+        object_type: Some("Account".into()),
+        connector: Some("salesforce".into()),
+        connector_profile: Some("sf".into()),
+        object: Some("Account".into()),
+        from: Some("2024-01-01".into()),
+        to: Some("2025-01-01".into()),
+        kms_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k".into()),
+        ..SpecInput::default()
+    }
+    .validate(now)
+    .unwrap();
+    Workflow::new(WorkflowId::new(id).unwrap(), spec, now)
+}
+
+/// Succeeds at everything except effects of kind `fail_kind`, which fail transiently.
+#[derive(Default)]
+struct FakeShell {
+    fail_kind: Option<&'static str>,
+    executed: Mutex<Vec<Effect>>,
+    sent: Mutex<Vec<(CommandMessage, Duration)>>,
+}
+
+fn kind(e: &Effect) -> &'static str {
+    match e.kind {
+        EffectKind::CreateFlow { .. } => "create_flow",
+        EffectKind::StartFlow { .. } => "start_flow",
+        EffectKind::Publish { .. } => "publish",
+        _ => "other",
+    }
+}
+
+impl Shell for FakeShell {
+    async fn execute(&self, _wf: &Workflow, effects: &[Effect]) -> Executed {
+        let mut out = Executed::default();
+        for e in effects {
+            if Some(kind(e)) == self.fail_kind {
+                out.stopped = Some((
+                    e.key.clone(),
+                    EffectError {
+                        code: "InternalServerException".into(),
+                        message: "try later".into(),
+                        permanent: false,
+                    },
+                ));
+                return out;
+            }
+            self.executed.lock().unwrap().push(e.clone());
+            out.outcomes.push(match &e.kind {
+                EffectKind::StartFlow { role, attempt, .. } => Outcome::Started {
+                    key: e.key.clone(),
+                    role: *role,
+                    attempt: *attempt,
+                    execution_id: Some(format!("exec-{}", e.key)),
+                },
+                _ => Outcome::Done { key: e.key.clone() },
+            });
+        }
+        out
+    }
+
+    async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
+        self.sent.lock().unwrap().push((cmd.clone(), delay));
+        Ok(())
+    }
+}
+
+fn handler(store: Arc<MemoryStore>, shell: Arc<FakeShell>) -> Handler<MemoryStore, FakeShell> {
+    Handler::new(store, shell, Policy::default(), Metrics::new())
+}
+
+#[tokio::test]
+async fn start_commits_then_drains_the_outbox_in_order() {
+    let store = Arc::new(MemoryStore::new());
+    let wf = workflow("wf-a");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell::default());
+    let h = handler(Arc::clone(&store), Arc::clone(&shell));
+
+    assert_eq!(h.handle(&wf.id, Input::Start).await.unwrap(), Handled::Done);
+
+    let stored = store.load(&wf.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, WorkflowStatus::Backfilling);
+    assert!(stored.outbox.is_empty(), "outbox: {:?}", stored.outbox);
+    let kinds: Vec<&str> = shell.executed.lock().unwrap().iter().map(kind).collect();
+    let create = kinds.iter().position(|k| *k == "create_flow").unwrap();
+    let start = kinds.iter().position(|k| *k == "start_flow").unwrap();
+    assert!(create < start, "{kinds:?}");
+    assert!(stored.batches[0].execution_id.is_some());
+}
+
+#[tokio::test]
+async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_a_reconcile() {
+    let store = Arc::new(MemoryStore::new());
+    let wf = workflow("wf-b");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell {
+        fail_kind: Some("start_flow"),
+        ..FakeShell::default()
+    });
+    let h = handler(Arc::clone(&store), Arc::clone(&shell));
+
+    assert_eq!(
+        h.handle(&wf.id, Input::Start).await.unwrap(),
+        Handled::Deferred
+    );
+
+    let stored = store.load(&wf.id).await.unwrap().unwrap();
+    assert!(stored.outbox.iter().any(|e| kind(e) == "start_flow"));
+    assert!(
+        !stored.outbox.iter().any(|e| kind(e) == "create_flow"),
+        "create was applied"
+    );
+    let sent = shell.sent.lock().unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0.command, "reconcile");
+    assert_eq!(sent[0].1, RECONCILE_DELAY);
+}
+
+/// Loses the first conditional save to a "concurrent writer".
+struct RacyStore {
+    inner: MemoryStore,
+    raced: Mutex<bool>,
+}
+
+impl Store for RacyStore {
+    async fn create(&self, wf: &Workflow) -> Result<(), StoreError> {
+        self.inner.create(wf).await
+    }
+    async fn load(&self, id: &WorkflowId) -> Result<Option<Workflow>, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn save(&self, wf: &Workflow, expected: u64) -> Result<(), StoreError> {
+        let race = std::mem::replace(&mut *self.raced.lock().unwrap(), true);
+        if !race {
+            return Err(StoreError::Conflict {
+                id: wf.id.clone(),
+                expected,
+            });
+        }
+        self.inner.save(wf, expected).await
+    }
+    async fn list_active(&self) -> Result<Vec<Workflow>, StoreError> {
+        self.inner.list_active().await
+    }
+    async fn list_all(&self) -> Result<Vec<Workflow>, StoreError> {
+        self.inner.list_all().await
+    }
+}
+
+#[tokio::test]
+async fn a_lost_conditional_write_reloads_and_decides_again() {
+    let store = Arc::new(RacyStore {
+        inner: MemoryStore::new(),
+        raced: Mutex::new(false),
+    });
+    let wf = workflow("wf-c");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell::default());
+    let metrics = Metrics::new();
+    let h = Handler::new(
+        Arc::clone(&store),
+        shell,
+        Policy::default(),
+        Arc::clone(&metrics),
+    );
+
+    assert_eq!(h.handle(&wf.id, Input::Start).await.unwrap(), Handled::Done);
+    assert_eq!(metrics.total(crate::metrics::CONFLICTS), 1);
+    let stored = store.load(&wf.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, WorkflowStatus::Backfilling);
+    assert!(stored.outbox.is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_that_is_not_due_is_delayed_again() {
+    let store = Arc::new(MemoryStore::new());
+    let wf = workflow("wf-d");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell::default());
+    let h = handler(Arc::clone(&store), Arc::clone(&shell));
+    let due_at = Utc::now() + TimeDelta::minutes(40);
+
+    let r = h
+        .handle(
+            &wf.id,
+            Input::RetryDue {
+                batch: 0,
+                attempt: 2,
+                due_at,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, Handled::Redelayed);
+    let sent = shell.sent.lock().unwrap().clone();
+    assert_eq!(sent[0].0.command, "retry_due");
+    assert!(sent[0].1 > Duration::from_secs(2300), "{:?}", sent[0].1);
+    assert_eq!(store.load(&wf.id).await.unwrap().unwrap().version, 0);
+}
+
+#[tokio::test]
+async fn messages_for_unknown_workflows_are_dropped() {
+    let h = handler(Arc::new(MemoryStore::new()), Arc::new(FakeShell::default()));
+    let id = WorkflowId::new("nobody").unwrap();
+    assert_eq!(
+        h.handle(&id, Input::Reconcile).await.unwrap(),
+        Handled::UnknownWorkflow
+    );
+}

@@ -1,0 +1,278 @@
+//! Executing effects against AWS: the I/O half of the imperative shell.
+//!
+//! [`Shell`] is the seam the handler is written against; [`AwsShell`] is the real thing and
+//! unit tests substitute a scripted fake. Every effect is idempotent (deterministic names,
+//! client tokens, "already exists"/"already gone" treated as success), so executing an outbox
+//! twice after a crash is harmless.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome};
+use flowpilot_core::event::CommandMessage;
+use flowpilot_core::health::HealthEvent;
+use flowpilot_core::model::Workflow;
+
+use crate::aws::appflow::AppFlow;
+use crate::aws::health::HealthPublisher;
+use crate::aws::profiles::Profiles;
+use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
+use crate::metrics::{self, Metrics};
+
+/// Result of executing (a prefix of) an outbox.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// Outcomes of the effects that were executed, in order (permanent failures included).
+    pub outcomes: Vec<Outcome>,
+    /// The effect execution stopped at, with its transient error; it and everything after it
+    /// stay in the outbox.
+    pub stopped: Option<(String, EffectError)>,
+}
+
+pub trait Shell: Send + Sync + 'static {
+    /// Executes `effects` in order, stopping at the first transient failure.
+    fn execute(&self, wf: &Workflow, effects: &[Effect]) -> impl Future<Output = Executed> + Send;
+
+    /// Sends a command to the work queue after `delay` (at most 15 minutes).
+    fn send_command(
+        &self,
+        cmd: &CommandMessage,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// [`Shell`] over the real AWS clients.
+#[derive(Clone)]
+pub struct AwsShell {
+    pub appflow: AppFlow,
+    pub profiles: Profiles,
+    pub health: HealthPublisher,
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+}
+
+enum Step {
+    Outcome(Outcome),
+    Transient(EffectError),
+}
+
+impl AwsShell {
+    fn record(&self, kind: &'static str, ok: bool) {
+        self.metrics.inc_with(
+            metrics::EFFECTS,
+            &[("kind", kind), ("result", if ok { "ok" } else { "error" })],
+        );
+    }
+
+    /// Maps an adapter result to a step: success via `ok`, permanent errors become
+    /// `Outcome::Failed` for decide, transient ones stop execution.
+    fn step<T>(
+        &self,
+        kind: &'static str,
+        key: &str,
+        result: Result<T, EffectError>,
+        ok: impl FnOnce(T) -> Outcome,
+    ) -> Step {
+        self.record(kind, result.is_ok());
+        match result {
+            Ok(v) => Step::Outcome(ok(v)),
+            Err(error) if error.permanent => {
+                tracing::warn!(effect = kind, key, code = %error.code, error = %error.message, "effect failed permanently");
+                Step::Outcome(Outcome::Failed {
+                    key: key.to_owned(),
+                    error,
+                })
+            }
+            Err(error) => Step::Transient(error),
+        }
+    }
+
+    async fn run_one(&self, effect: &Effect) -> Step {
+        let key = effect.key.as_str();
+        let done = || Outcome::Done {
+            key: key.to_owned(),
+        };
+        match &effect.kind {
+            EffectKind::CreateFlow { flow } => {
+                let r = self.appflow.create_flow(flow).await;
+                self.step("create_flow", key, r, |()| done())
+            }
+            EffectKind::StartFlow {
+                flow_name,
+                client_token,
+                role,
+                attempt,
+            } => {
+                let r = self.appflow.start_flow(flow_name, client_token).await;
+                self.step("start_flow", key, r, |execution_id| Outcome::Started {
+                    key: key.to_owned(),
+                    role: *role,
+                    attempt: *attempt,
+                    execution_id,
+                })
+            }
+            EffectKind::CancelRun {
+                flow_name,
+                execution_id,
+            } => {
+                let r = self.appflow.cancel_run(flow_name, execution_id).await;
+                self.step("cancel_run", key, r, |()| done())
+            }
+            EffectKind::DeleteFlow { flow_name } => {
+                let r = self.appflow.delete_flow(flow_name).await;
+                self.step("delete_flow", key, r, |()| done())
+            }
+            EffectKind::DescribeRun {
+                flow_name,
+                role,
+                attempt,
+                execution_id,
+            } => {
+                let r = self
+                    .appflow
+                    .describe_run(flow_name, *role, execution_id.as_deref())
+                    .await;
+                self.step("describe_run", key, r, |run| Outcome::Described {
+                    key: key.to_owned(),
+                    role: *role,
+                    attempt: *attempt,
+                    run,
+                })
+            }
+            EffectKind::PutIntegration {
+                domain,
+                object_type,
+                flow,
+                generation,
+            } => {
+                let r = self
+                    .profiles
+                    .put_integration(domain, object_type, flow)
+                    .await;
+                self.step("put_integration", key, r, |uri| Outcome::Linked {
+                    key: key.to_owned(),
+                    generation: *generation,
+                    uri,
+                })
+            }
+            EffectKind::DeleteIntegration { domain, uri } => {
+                let r = self.profiles.delete_integration(domain, uri).await;
+                self.step("delete_integration", key, r, |()| done())
+            }
+            EffectKind::Publish { event } => {
+                let r = self
+                    .health
+                    .publish(std::slice::from_ref(event))
+                    .await
+                    .pop()
+                    .unwrap_or(Ok(()));
+                self.step("publish", key, r, |()| done())
+            }
+            EffectKind::ScheduleRetry { .. } => {
+                // Needs the workflow id: handled in `execute`.
+                Step::Outcome(done())
+            }
+        }
+    }
+
+    async fn schedule_retry(&self, wf: &Workflow, effect: &Effect) -> Step {
+        let EffectKind::ScheduleRetry {
+            batch,
+            attempt,
+            due_at,
+        } = &effect.kind
+        else {
+            return Step::Outcome(Outcome::Done {
+                key: effect.key.clone(),
+            });
+        };
+        let delay = (*due_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_DELAY);
+        let cmd = CommandMessage {
+            command: "retry_due".to_owned(),
+            workflow_id: Some(wf.id.clone()),
+            batch: Some(*batch),
+            attempt: Some(*attempt),
+            due_at: Some(*due_at),
+            reason: None,
+        };
+        let r = self
+            .queue
+            .send_command(&cmd, delay)
+            .await
+            .map(|_message_id| ())
+            .map_err(|e| EffectError {
+                code: "Transport".to_owned(),
+                message: e.to_string(),
+                permanent: false,
+            });
+        if r.is_ok() {
+            self.metrics.inc(metrics::RETRIES_SCHEDULED);
+        }
+        self.step("schedule_retry", &effect.key, r, |()| Outcome::Done {
+            key: effect.key.clone(),
+        })
+    }
+
+    /// Publishes a run of consecutive Publish effects with as few PutEvents calls as possible.
+    async fn publish_run(&self, effects: &[&Effect]) -> Vec<Step> {
+        let events: Vec<HealthEvent> = effects
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EffectKind::Publish { event } => Some(event.clone()),
+                _ => None,
+            })
+            .collect();
+        let results = self.health.publish(&events).await;
+        effects
+            .iter()
+            .zip(results)
+            .map(|(e, r)| {
+                self.step("publish", &e.key, r, |()| Outcome::Done {
+                    key: e.key.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Shell for AwsShell {
+    async fn execute(&self, wf: &Workflow, effects: &[Effect]) -> Executed {
+        let mut executed = Executed::default();
+        let mut i = 0;
+        while i < effects.len() {
+            let steps = if matches!(effects[i].kind, EffectKind::Publish { .. }) {
+                let run: Vec<&Effect> = effects[i..]
+                    .iter()
+                    .take_while(|e| matches!(e.kind, EffectKind::Publish { .. }))
+                    .collect();
+                self.publish_run(&run).await
+            } else if matches!(effects[i].kind, EffectKind::ScheduleRetry { .. }) {
+                vec![self.schedule_retry(wf, &effects[i]).await]
+            } else {
+                vec![self.run_one(&effects[i]).await]
+            };
+            for step in steps {
+                match step {
+                    Step::Outcome(o) => executed.outcomes.push(o),
+                    Step::Transient(error) => {
+                        let key = effects[i].key.clone();
+                        tracing::warn!(key, code = %error.code, error = %error.message, "effect failed transiently; it stays in the outbox");
+                        executed.stopped = Some((key, error));
+                        return executed;
+                    }
+                }
+                i += 1;
+            }
+        }
+        executed
+    }
+
+    async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
+        self.queue.send_command(cmd, delay).await.map(|_| ())
+    }
+}

@@ -1,0 +1,763 @@
+//! Reliability under faults (issue 6 acceptance): lost and duplicated events, `kill -9`,
+//! throttling and 5xx, contention between workers, poison messages, and a continuous
+//! integration that degrades and is rebuilt without a gap.
+//!
+//! Each test has its own moto server with the flowpilot stack, its own in-process simulator
+//! and real `flowpilot worker` processes with the in-process reconciler ticking every second.
+//! Every wait is a poll with a deadline. Each test prints one machine-readable line,
+//! `RELIABILITY|scenario|ok|missing=N|dup=N|secs=S`, that `scripts/reliability-report` turns
+//! into a table.
+
+#[allow(unused_imports)] // each test binary uses part of the harness
+mod support;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, ensure};
+use chrono::{DateTime, Utc};
+use flowpilot::core::ids::WorkflowId;
+use flowpilot::core::model::{BatchStatus, Workflow, WorkflowStatus};
+use flowpilot::store::Store as _;
+use serde_json::{Value, json};
+use support::chaos::{self, WorkerPool, secs};
+use support::e2e::{
+    self, Env, LedgerCheck, OBJECT_TYPE, POLL, SimSetup, WorkflowArgs, count, health_counts,
+    poll_every, runs_of,
+};
+use support::fuzz;
+
+/// What a scenario reports for the results table.
+struct Outcome {
+    missing: u64,
+    dup: u64,
+    /// From the operator's request to the outcome the scenario waits for.
+    secs: f64,
+}
+
+impl Outcome {
+    fn from_ledger(l: LedgerCheck, secs: f64) -> Self {
+        Self {
+            missing: l.missing(),
+            dup: l.duplicates,
+            secs,
+        }
+    }
+}
+
+/// Runs a scenario and prints its `RELIABILITY|…` line, pass or fail.
+async fn scenario(
+    name: &str,
+    body: impl Future<Output = anyhow::Result<Outcome>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    match body.await {
+        Ok(o) => {
+            println!(
+                "RELIABILITY|{name}|ok|missing={}|dup={}|secs={:.1}",
+                o.missing, o.dup, o.secs
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!(
+                "RELIABILITY|{name}|FAIL|missing=?|dup=?|secs={:.1}",
+                secs(started)
+            );
+            Err(e)
+        }
+    }
+}
+
+fn is_live(wf: &Workflow) -> bool {
+    wf.status == WorkflowStatus::Live && wf.outbox.is_empty()
+}
+
+fn batch_flow(id: &WorkflowId, index: u32) -> String {
+    format!("fp-{id}-b{index:04}")
+}
+
+fn time(v: &Value) -> anyhow::Result<DateTime<Utc>> {
+    serde_json::from_value(v.clone()).with_context(|| format!("not a time: {v}"))
+}
+
+/// Every batch succeeded, and the simulator ran no batch more often than the workflow
+/// started it (`attempt`). With `exactly_once`, every batch ran exactly once.
+fn ensure_runs_match_attempts(runs: &Value, wf: &Workflow, exactly_once: bool) -> anyhow::Result<()> {
+    for b in &wf.batches {
+        ensure!(
+            b.status == BatchStatus::Succeeded,
+            "{}: batch {} is {:?}",
+            wf.id,
+            b.index,
+            b.status
+        );
+        let n = runs_of(runs, &batch_flow(&wf.id, b.index)).len();
+        ensure!(
+            n <= b.attempt as usize,
+            "{}: batch {} ran {n} times in {} attempts",
+            wf.id,
+            b.index,
+            b.attempt
+        );
+        if exactly_once {
+            ensure!(
+                n == 1 && b.attempt == 1,
+                "{}: batch {} ran {n} times, attempt {}",
+                wf.id,
+                b.index,
+                b.attempt
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The simulator never saw two runs of one batch flow at the same time.
+fn ensure_no_concurrent_runs(runs: &Value, wf: &Workflow) -> anyhow::Result<()> {
+    let max = &runs["max_concurrent_per_flow"];
+    for b in &wf.batches {
+        let name = batch_flow(&wf.id, b.index);
+        let n = max[&name].as_u64().unwrap_or(0);
+        ensure!(n <= 1, "{name} had {n} concurrent runs");
+    }
+    Ok(())
+}
+
+/// Sum of a counter's lines whose labels contain every one of `labels`.
+fn counter_where(metrics: &str, name: &str, labels: &[&str]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+const DAY: &str = "T00:00:00Z";
+
+fn date(d: &str) -> String {
+    format!("{d}{DAY}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_percent_of_end_events_lost_the_reconciler_completes_the_workflow()
+-> anyhow::Result<()> {
+    scenario("30% end events dropped", async {
+        let env = Env::start(
+            "drops",
+            SimSetup {
+                faults: chaos::dropped_end_events(0.3),
+                seed: chaos::seed(1),
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let worker = env.spawn_worker("a", &[])?;
+        // 16 two-week batches: with 30% loss, several reports are lost for sure.
+        let args = WorkflowArgs::new("drops", &date("2025-01-01"), &date("2025-08-06"), "P14D");
+        let started = Instant::now();
+        let id = env.create_workflow(&args).await?;
+        let wf = env
+            .wait_for(&id, "live", Duration::from_secs(150), is_live)
+            .await?;
+        let secs = secs(started);
+        ensure!(wf.batches.len() == 16, "{} batches", wf.batches.len());
+
+        let events = env.sim_get("/_sim/events").await?;
+        let dropped = events
+            .as_array()
+            .or_else(|| events["events"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["dropped"] == true && e["detail-type"] == "AppFlow End Flow Run Report")
+                    .count()
+            })
+            .unwrap_or(0);
+        ensure!(dropped >= 1, "no end report was dropped: the scenario proved nothing");
+        // The reconciler found those runs' results with DescribeFlowExecutionRecords.
+        let metrics = worker.metrics(&env.http).await?;
+        let described = counter_where(
+            &metrics,
+            "flowpilot_effects_total",
+            &["kind=\"describe_run\"", "result=\"ok\""],
+        );
+        ensure!(described >= 1, "no run was described:\n{metrics}");
+        ensure!(
+            e2e::counter(&metrics, "flowpilot_reconcile_passes_total") >= 1,
+            "the reconcile ticker never ran"
+        );
+        let runs = env.runs().await?;
+        // A lost report is not a failure: every batch still ran once.
+        ensure_runs_match_attempts(&runs, &wf, true)?;
+        let ledger = env.workflow_ledger(&wf).await?;
+        ledger.ensure_complete("backfill")?;
+        worker.assert_no_panic()?;
+        eprintln!("{dropped} end reports dropped, {described} runs described by the reconciler");
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(ledger, secs))
+    })
+    .await
+}
+
+/// The AppFlow event envelope EventBridge would deliver for a recorded run report.
+fn appflow_envelope(event: &Value, n: usize) -> Value {
+    json!({
+        "version": "0",
+        "id": format!("redelivered-{n}"),
+        "detail-type": event["detail-type"],
+        "source": "aws.appflow",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": event["detail"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_end_event_duplicated_and_redelivered_runs_each_batch_once() -> anyhow::Result<()> {
+    scenario("every event duplicated + redelivered", async {
+        let env = Env::start(
+            "dupes",
+            SimSetup {
+                // Copies arrive 1.5 s later: usually after the next batch has started.
+                faults: chaos::duplicated_events(1500),
+                seed: chaos::seed(2),
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let mut pool = WorkerPool::start(&env, 2, &[])?;
+        let args = WorkflowArgs::new("dupes", &date("2025-01-01"), &date("2025-04-23"), "P14D");
+        let started = Instant::now();
+        let id = env.create_workflow(&args).await?;
+        let before = env
+            .wait_for(&id, "live", Duration::from_secs(120), is_live)
+            .await?;
+        let secs = secs(started);
+
+        // SQS redelivers too: every end report the simulator emitted arrives once more, late.
+        let events = env.sim_get("/_sim/events").await?;
+        let list = events
+            .as_array()
+            .or_else(|| events["events"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        let ends: Vec<&Value> = list
+            .iter()
+            .filter(|e| e["detail-type"] == "AppFlow End Flow Run Report")
+            .collect();
+        ensure!(ends.len() >= before.batches.len(), "only {} end reports", ends.len());
+        ensure!(
+            ends.iter().all(|e| e["duplicated"] == true),
+            "some end report was not duplicated"
+        );
+        let bodies: Vec<String> = ends
+            .iter()
+            .enumerate()
+            .map(|(n, e)| appflow_envelope(e, n).to_string())
+            .collect();
+        env.send_raw(&bodies).await?;
+        // Handled means deleted: wait until the work queue is empty again.
+        poll_every(POLL, Duration::from_secs(60), || async {
+            Ok((env.queue_counts(&env.stack.queue_url).await? == (0, 0, 0)).then_some(()))
+        })
+        .await
+        .context("work queue never drained after the redelivery")?;
+
+        let after = env.load(&id).await?;
+        ensure!(
+            after.version == before.version && after.status == WorkflowStatus::Live,
+            "redelivered reports changed the workflow: v{} → v{} ({:?})",
+            before.version,
+            after.version,
+            after.status
+        );
+        let runs = env.runs().await?;
+        ensure_runs_match_attempts(&runs, &after, true)?;
+        let ledger = env.workflow_ledger(&after).await?;
+        ledger.ensure_complete("backfill")?;
+        pool.ensure_healthy()?;
+        eprintln!("{} end reports duplicated and {} redelivered", ends.len(), bodies.len());
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(ledger, secs))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_kill_nines_of_two_workers_lose_nothing_and_never_double_run() -> anyhow::Result<()> {
+    scenario("20x kill -9, 2 workers, 24 batches", async {
+        let seed = chaos::seed(3);
+        let env = Env::start(
+            "kill9",
+            SimSetup {
+                faults: flowpilot_sim::FaultPlan {
+                    run_duration_ms: flowpilot_sim::DurationRange { min: 200, max: 400 },
+                    ..flowpilot_sim::FaultPlan::default()
+                },
+                seed,
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let mut pool = WorkerPool::start(&env, 2, &[])?;
+        let mut args = WorkflowArgs::new("kill9", &date("2024-01-01"), &date("2026-01-01"), "P1M");
+        args.concurrency = 2;
+        let started = Instant::now();
+        let id = env.create_workflow(&args).await?;
+        env.wait_for(&id, "backfilling", Duration::from_secs(30), |w| {
+            w.status != WorkflowStatus::Pending
+        })
+        .await?;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let report = pool
+            .chaos(&env, &mut rng, 20, Duration::from_millis(200)..Duration::from_millis(1200))
+            .await?;
+        let wf = env
+            .wait_for(&id, "live", Duration::from_secs(240), is_live)
+            .await?;
+        let secs = secs(started);
+        ensure!(wf.batches.len() == 24, "{} batches", wf.batches.len());
+        let completed = wf.completed_at.ok_or_else(|| anyhow!("no completed_at"))?;
+        let during = report.at.iter().filter(|t| **t < completed).count();
+        ensure!(
+            during == report.kills && report.kills == 20,
+            "only {during} of {} kills hit the running workflow (seed {seed})",
+            report.kills
+        );
+
+        let runs = env.runs().await?;
+        ensure_no_concurrent_runs(&runs, &wf)?;
+        ensure_runs_match_attempts(&runs, &wf, false)?;
+        let ledger = env.workflow_ledger(&wf).await?;
+        ledger.ensure_complete("backfill")?;
+        pool.ensure_healthy()?;
+        eprintln!(
+            "seed {seed}: killed slots {:?}; attempts {:?}",
+            report.victims,
+            wf.batches.iter().map(|b| b.attempt).collect::<Vec<_>>()
+        );
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(ledger, secs))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_percent_throttling_and_five_percent_5xx_still_complete() -> anyhow::Result<()> {
+    scenario("20% throttling + 5% 5xx", async {
+        let env = Env::start(
+            "flaky",
+            SimSetup {
+                faults: chaos::flaky_apis(0.20, 0.05),
+                seed: chaos::seed(4),
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let worker = env.spawn_worker("a", &[])?;
+        let mut args = WorkflowArgs::new("flaky", &date("2025-01-01"), &date("2025-04-23"), "P14D");
+        args.concurrency = 2;
+        let started = Instant::now();
+        let id = env.create_workflow(&args).await?;
+        let wf = env
+            .wait_for(&id, "live", Duration::from_secs(150), is_live)
+            .await?;
+        let secs = secs(started);
+
+        // The faults were real: more requests reached the simulator than effects were run.
+        let metrics = worker.metrics(&env.http).await?;
+        let requests = counter_where(&metrics, "flowpilot_aws_requests_total", &["service=\"AppFlow\""])
+            + counter_where(
+                &metrics,
+                "flowpilot_aws_requests_total",
+                &["service=\"Customer Profiles\""],
+            );
+        let effects: u64 = [
+            "create_flow",
+            "start_flow",
+            "cancel_run",
+            "delete_flow",
+            "describe_run",
+            "put_integration",
+            "delete_integration",
+        ]
+        .iter()
+        .map(|k| counter_where(&metrics, "flowpilot_effects_total", &[&format!("kind=\"{k}\"")]))
+        .sum();
+        ensure!(
+            requests > effects,
+            "{requests} AppFlow/Customer Profiles requests for {effects} effects: nothing was retried"
+        );
+        let runs = env.runs().await?;
+        ensure_runs_match_attempts(&runs, &wf, false)?;
+        let ledger = env.workflow_ledger(&wf).await?;
+        ledger.ensure_complete("backfill")?;
+        worker.assert_no_panic()?;
+        eprintln!("{requests} requests to the simulator for {effects} effects");
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(ledger, secs))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_workers_fifty_workflows_contend_without_losing_an_update() -> anyhow::Result<()> {
+    scenario("3 workers, 50 workflows", async {
+        const N: usize = 50;
+        let object_types: Vec<String> = (0..N).map(|i| format!("Acct{i:02}")).collect();
+        let env = Env::start(
+            "fifty",
+            SimSetup {
+                faults: chaos::short_runs(),
+                seed: chaos::seed(5),
+                object_types: object_types.clone(),
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let mut pool = WorkerPool::start(&env, 3, &[("FLOWPILOT_RECONCILE_EVERY", "2s")])?;
+        // One object type each, so every workflow's ledger can be checked on its own.
+        let all: Vec<WorkflowArgs> = object_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut a =
+                    WorkflowArgs::new(&format!("wf{i:02}"), &date("2025-01-01"), &date("2025-01-29"), "P14D");
+                a.object_type = t.clone();
+                a
+            })
+            .collect();
+        let started = Instant::now();
+        let ids = env.create_workflows(&all, 10).await?;
+        let done = poll_every(Duration::from_millis(500), Duration::from_secs(300), || async {
+            let wfs = env.store.list_all().await?;
+            let live = wfs.iter().filter(|w| is_live(w)).count();
+            Ok((live == N).then_some(wfs))
+        })
+        .await;
+        let wfs = match done {
+            Ok(w) => w,
+            Err(e) => {
+                let wfs = env.store.list_all().await?;
+                let stuck: Vec<String> = wfs
+                    .iter()
+                    .filter(|w| !is_live(w))
+                    .map(|w| flowpilot::cli::workflow::status_text(w, Utc::now()))
+                    .collect();
+                return Err(e.context(format!("not live:\n{}", stuck.join("\n"))));
+            }
+        };
+        let secs = secs(started);
+        ensure!(wfs.len() == N && ids.len() == N, "{} workflows", wfs.len());
+
+        let conflicts = pool
+            .counter_total(&env, "flowpilot_conditional_write_conflicts_total")
+            .await?;
+        ensure!(conflicts > 0, "no conditional-write conflict: the contention was not real");
+        let runs = env.runs().await?;
+        let mut total = LedgerCheck::default();
+        for wf in &wfs {
+            ensure_runs_match_attempts(&runs, wf, true)?;
+            let l = env.workflow_ledger(wf).await?;
+            l.ensure_complete(wf.id.as_str())?;
+            total.source += l.source;
+            total.distinct += l.distinct;
+            total.duplicates += l.duplicates;
+        }
+        pool.ensure_healthy()?;
+        eprintln!("{conflicts} conditional-write conflicts among 3 workers");
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(total, secs))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_fuzzed_messages_end_in_the_dlq_and_the_worker_keeps_working()
+-> anyhow::Result<()> {
+    scenario("1,000 fuzzed messages", async {
+        const TOTAL: usize = 1000;
+        /// Bodies sent per wave, and how many may be on their way to the DLQ at once: moto
+        /// scans the whole queue on every call, so the queue is kept shallow.
+        const WAVE: usize = 50;
+        const BACKLOG: u64 = 100;
+        let seed = chaos::seed(6);
+        let env = Env::start(
+            "fuzz",
+            SimSetup {
+                faults: chaos::short_runs(),
+                seed,
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let mut worker = env.spawn_worker("a", &[])?;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let bodies = fuzz::bodies(&mut rng, TOTAL);
+        let mut kinds = std::collections::BTreeMap::new();
+        for (k, b) in &bodies {
+            let e = kinds.entry(format!("{k:?}")).or_insert((0usize, 0usize));
+            e.0 += 1;
+            e.1 = e.1.max(b.len());
+        }
+        eprintln!("fuzz seed {seed}: (count, largest body) by kind: {kinds:?}");
+
+        let started = Instant::now();
+        let mut id = None;
+        let mut sent = 0u64;
+        for wave in bodies.chunks(WAVE) {
+            let floor = sent.saturating_sub(BACKLOG);
+            poll_every(Duration::from_millis(500), Duration::from_secs(120), || async {
+                Ok((env.dlq_depth().await? >= floor).then_some(()))
+            })
+            .await
+            .with_context(|| format!("DLQ stuck below {floor}:\n{}", e2e::tail(&worker.log_text(), 20)))?;
+            let texts: Vec<String> = wave.iter().map(|(_, b)| b.clone()).collect();
+            env.send_raw(&texts).await?;
+            sent += texts.len() as u64;
+            if id.is_none() {
+                // A good workflow, handled in between the poison.
+                let args =
+                    WorkflowArgs::new("amid-fuzz", &date("2025-01-01"), &date("2025-02-26"), "P14D");
+                id = Some(env.create_workflow(&args).await?);
+            }
+        }
+        let id = id.ok_or_else(|| anyhow!("no workflow created"))?;
+        let all_in = poll_every(Duration::from_millis(500), Duration::from_secs(240), || async {
+            Ok((env.dlq_depth().await? >= TOTAL as u64).then_some(()))
+        })
+        .await;
+        if let Err(e) = all_in {
+            let depth = env.dlq_depth().await?;
+            return Err(e.context(format!("DLQ holds {depth} of {TOTAL}")));
+        }
+        let secs = secs(started);
+        let wf = env
+            .wait_for(&id, "live", Duration::from_secs(120), is_live)
+            .await?;
+
+        ensure!(worker.alive(), "the worker died:\n{}", e2e::tail(&worker.log_text(), 40));
+        worker.assert_no_panic()?;
+        let dlq = env.dlq_depth().await?;
+        ensure!(dlq == TOTAL as u64, "DLQ holds {dlq}, expected exactly {TOTAL}");
+        // Logged once each (on first receive), however often SQS delivered them.
+        let log = worker.log_text();
+        let logged = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("poison message"))
+            .count();
+        ensure!(logged == TOTAL, "{logged} poison log lines for {TOTAL} messages");
+        let metrics = worker.metrics(&env.http).await?;
+        let receives = e2e::counter(&metrics, "flowpilot_messages_poison_total");
+        ensure!(receives >= TOTAL as u64, "{receives} poison receives");
+        let health = env.http.get(format!("{}/healthz", worker.metrics_url().await?)).send().await?;
+        ensure!(health.status().is_success(), "healthz {}", health.status());
+        let ledger = env.workflow_ledger(&wf).await?;
+        ledger.ensure_complete("workflow amid the fuzz")?;
+        eprintln!("{receives} poison receives of {TOTAL} messages, all in the DLQ");
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(ledger, secs))
+    })
+    .await
+}
+
+/// Successful runs of the live flow whose pull started at `from`.
+fn live_runs_from<'a>(runs: &'a Value, id: &WorkflowId, from: DateTime<Utc>) -> Vec<&'a Value> {
+    runs_of(runs, &format!("fp-{id}-live"))
+        .into_iter()
+        .filter(|r| time(&r["incremental_from"]).is_ok_and(|t| t == from))
+        .filter(|r| r["status"] == "Successful")
+        .collect()
+}
+
+fn live_args(id: &str) -> WorkflowArgs {
+    let mut args = WorkflowArgs::new(id, &date("2025-10-01"), &date("2025-10-29"), "P14D");
+    // One sim day per tick: each live run pulls ~50 records.
+    args.extra = vec!["--schedule".into(), "rate(1days)".into()];
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_failed_live_runs_degrade_and_auto_rebuild_resumes_without_a_gap()
+-> anyhow::Result<()> {
+    scenario("live degraded -> auto rebuild", async {
+        let mut faults = chaos::short_runs();
+        // The first live run succeeds (a good pull end to resume from), the next three fail.
+        faults.run_failures = vec![chaos::failing_runs(
+            "-live",
+            vec![2, 3, 4],
+            "INVALID_SESSION_ID: Session expired or invalid",
+        )];
+        let env = Env::start(
+            "rebuild",
+            SimSetup {
+                tick_ms: 700,
+                faults,
+                seed: chaos::seed(7),
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let worker = env.spawn_worker("a", &[])?;
+        let mut args = live_args("rebuild");
+        args.extra
+            .extend(["--auto-rebuild".into(), "--degraded-threshold".into(), "3".into()]);
+        let started = Instant::now();
+        let id = env.create_workflow(&args).await?;
+        let mut events = Vec::new();
+        env.health_until(&mut events, Duration::from_secs(120), |all| {
+            let c = health_counts(all);
+            count(&c, "Integration Degraded") >= 1 && count(&c, "Integration Rebuilt") >= 1
+        })
+        .await?;
+        // The rebuilt flow's first run is attempt 1 again: let it and later ones succeed.
+        env.set_faults(&chaos::short_runs()).await?;
+        let degraded = events
+            .iter()
+            .find(|e| e["detail-type"] == "Integration Degraded")
+            .ok_or_else(|| anyhow!("no Integration Degraded"))?;
+        ensure!(
+            degraded["detail"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("INVALID_SESSION_ID")),
+            "Integration Degraded without AppFlow's message: {degraded}"
+        );
+
+        let wf = env
+            .wait_for(&id, "rebuilt and live", Duration::from_secs(60), |w| {
+                is_live(w) && w.live.as_ref().is_some_and(|l| l.generation == 2)
+            })
+            .await?;
+        let live = wf.live.clone().ok_or_else(|| anyhow!("no live integration"))?;
+        let backfill_to = wf.spec.to;
+        // Generation 1 pulled [to, T1) once, then failed: the rebuild resumes at T1.
+        let runs = env.runs().await?;
+        let first = live_runs_from(&runs, &id, backfill_to);
+        let t1 = first
+            .first()
+            .map(|r| time(&r["incremental_to"]))
+            .transpose()?
+            .ok_or_else(|| anyhow!("no successful first live run from {backfill_to}"))?;
+        ensure!(
+            live.first_execution_from == t1 && t1 > backfill_to,
+            "rebuilt from {} instead of the last good pull end {t1}",
+            live.first_execution_from
+        );
+        // The rebuilt integration's first run.
+        let t2 = poll_every(POLL, Duration::from_secs(30), || async {
+            let runs = env.runs().await?;
+            live_runs_from(&runs, &id, t1)
+                .first()
+                .map(|r| time(&r["incremental_to"]))
+                .transpose()
+        })
+        .await
+        .context("the rebuilt integration never ran")?;
+        let secs = secs(started);
+
+        let gap = env.ledger_check(OBJECT_TYPE, backfill_to, t2).await?;
+        gap.ensure_complete("from the backfill's end to the rebuilt integration's first run")?;
+        let backfill = env.ledger_check(OBJECT_TYPE, wf.spec.from, backfill_to).await?;
+        backfill.ensure_complete("backfill")?;
+        worker.assert_no_panic()?;
+        eprintln!("backfill to {backfill_to}, generation 1 good until {t1}, rebuilt run to {t2}: {gap:?}");
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(gap, secs))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> anyhow::Result<()> {
+    scenario("rebuild by CLI + command event", async {
+        let env = Env::start(
+            "ondemand",
+            SimSetup {
+                tick_ms: 500,
+                faults: chaos::short_runs(),
+                seed: chaos::seed(8),
+                ..SimSetup::default()
+            },
+        )
+        .await?;
+        let worker = env.spawn_worker("a", &[])?;
+        let started = Instant::now();
+        let id = env.create_workflow(&live_args("ondemand")).await?;
+        let wf = env
+            .wait_for(&id, "live", Duration::from_secs(90), is_live)
+            .await?;
+        let backfill_to = wf.spec.to;
+        poll_every(POLL, Duration::from_secs(30), || async {
+            let runs = env.runs().await?;
+            let ok = runs_of(&runs, &format!("fp-{id}-live"))
+                .iter()
+                .filter(|r| r["status"] == "Successful")
+                .count();
+            Ok((ok >= 2).then_some(()))
+        })
+        .await
+        .context("the live flow never ran twice")?;
+
+        // An operator: `flowpilot integration rebuild ID`.
+        let out = env.cli(&["integration", "rebuild", id.as_str()]).await?;
+        ensure!(out.contains("rebuild"), "{out}");
+        env.wait_for(&id, "generation 2", Duration::from_secs(60), |w| {
+            is_live(w) && w.live.as_ref().is_some_and(|l| l.generation == 2)
+        })
+        .await?;
+
+        // An alert automation: a `rebuild` command event on the default bus.
+        let events = aws_sdk_eventbridge::Client::new(&env.sdk);
+        let detail = json!({"command": "rebuild", "workflow_id": id.as_str(), "reason": "alert automation"});
+        let put = events
+            .put_events()
+            .entries(
+                aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                    .source("flowpilot.command")
+                    .detail_type("Workflow Command")
+                    .detail(detail.to_string())
+                    .build(),
+            )
+            .send()
+            .await?;
+        ensure!(put.failed_entry_count() == 0, "PutEvents failed: {put:?}");
+        let wf = env
+            .wait_for(&id, "generation 3", Duration::from_secs(60), |w| {
+                is_live(w) && w.live.as_ref().is_some_and(|l| l.generation == 3)
+            })
+            .await?;
+        let from3 = wf
+            .live
+            .as_ref()
+            .map(|l| l.first_execution_from)
+            .ok_or_else(|| anyhow!("no live integration"))?;
+        ensure!(from3 > backfill_to, "generation 3 restarted at the backfill's end");
+        let t3 = poll_every(POLL, Duration::from_secs(30), || async {
+            let runs = env.runs().await?;
+            live_runs_from(&runs, &id, from3)
+                .first()
+                .map(|r| time(&r["incremental_to"]))
+                .transpose()
+        })
+        .await
+        .context("generation 3 never ran")?;
+        let secs = secs(started);
+
+        let mut seen = Vec::new();
+        env.health_until(&mut seen, Duration::from_secs(30), |all| {
+            count(&health_counts(all), "Integration Rebuilt") >= 2
+        })
+        .await?;
+        // No gap. A run in progress when its flow was deleted still lands, and the next
+        // generation pulls its window again: overlap (re-written records) is allowed, loss is not.
+        let span = env.ledger_check(OBJECT_TYPE, backfill_to, t3).await?;
+        ensure!(span.source > 0 && span.missing() == 0, "gap after rebuilds: {span:?}");
+        worker.assert_no_panic()?;
+        eprintln!("two on-demand rebuilds; [{backfill_to}, {t3}): {span:?}");
+        env.shutdown().await;
+        Ok(Outcome::from_ledger(span, secs))
+    })
+    .await
+}
