@@ -100,8 +100,10 @@ pub struct SpecArgs {
     #[arg(long, value_name = "N")]
     pub degraded_threshold: Option<u32>,
 
-    /// KMS key ARN for the flows (use the domain's key); arn:aws:kms:<region>:<account>:key/...
-    #[arg(long, value_name = "ARN")]
+    /// The Customer Profiles domain's customer managed KMS key, used for every flow
+    /// (arn:aws:kms:<region>:<account>:key/...). Required to create a workflow: the continuous
+    /// integration cannot be linked without it.
+    #[arg(long, value_name = "ARN", env = "FLOWPILOT_DOMAIN_KMS_KEY_ARN")]
     pub kms_arn: Option<String>,
 
     /// Tag for every flow, KEY=VALUE (repeatable; at most 49; keys may not start with aws:).

@@ -140,6 +140,17 @@ fn generated_id() -> Result<WorkflowId, UsageError> {
 pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let now = Utc::now();
     let spec = args.spec.resolve(now)?;
+    // Checked here rather than in the spec: `plan` needs no key, but a workflow without one
+    // would backfill everything and then fail permanently at PutIntegration.
+    if spec.kms_arn.is_none() {
+        return Err(UsageError(
+            "kms_arn is required to create a workflow: Customer Profiles integrations need the \
+             domain's customer managed KMS key. Pass --kms-arn ARN, set kms_arn in the spec \
+             file, or set FLOWPILOT_DOMAIN_KMS_KEY_ARN"
+                .to_owned(),
+        )
+        .into());
+    }
     let id = match &args.id {
         Some(id) => parse_id(id)?,
         None => generated_id()?,

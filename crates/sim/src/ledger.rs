@@ -124,7 +124,10 @@ mod tests {
         l.write("d", "T", &[r("a", 10), r("b", 20), r("c", 30)]);
         l.write("d", "T", &[r("b", 20)]);
         let s = l.summary_window("d", Some("T"), 20, 30);
-        assert_eq!((s.distinct_records, s.records_written, s.duplicate_writes), (1, 2, 1));
+        assert_eq!(
+            (s.distinct_records, s.records_written, s.duplicate_writes),
+            (1, 2, 1)
+        );
         let all = l.summary_window("d", None, 0, 100);
         assert_eq!((all.distinct_records, all.duplicate_writes), (3, 1));
     }
