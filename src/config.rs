@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{env} is not set: set it, pass --{flag}, or put `{key} = ...` in the --config file ({what})")]
+    #[error(
+        "{env} is not set: set it, pass --{flag}, or put `{key} = ...` in the --config file ({what})"
+    )]
     Missing {
         env: &'static str,
         flag: &'static str,
@@ -349,6 +351,11 @@ mod tests {
         assert_eq!(parse_duration("x"), None);
         let mut raw = base();
         raw.shutdown_grace = Some("soon".into());
-        assert!(WorkerConfig::from_raw(&raw).unwrap_err().to_string().contains("FLOWPILOT_SHUTDOWN_GRACE"));
+        assert!(
+            WorkerConfig::from_raw(&raw)
+                .unwrap_err()
+                .to_string()
+                .contains("FLOWPILOT_SHUTDOWN_GRACE")
+        );
     }
 }

@@ -21,7 +21,13 @@ pub mod workflow;
 #[command(name = "flowpilot", version, about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr (level via RUST_LOG, default info for `worker`/`sim`, warn otherwise).
-    #[arg(long, global = true, value_enum, env = "FLOWPILOT_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FLOWPILOT_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -84,7 +90,10 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -43,7 +43,9 @@ use shell::AwsShell;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot serve metrics on {addr}: {source} (set FLOWPILOT_METRICS_ADDR to a free address, or `off`)")]
+    #[error(
+        "cannot serve metrics on {addr}: {source} (set FLOWPILOT_METRICS_ADDR to a free address, or `off`)"
+    )]
     Metrics {
         addr: SocketAddr,
         source: std::io::Error,

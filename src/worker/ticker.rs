@@ -59,7 +59,11 @@ pub async fn run<S: Store, X: Shell>(
                 workflows,
                 failures,
             }) => {
-                tracing::warn!(workflows, failures, "reconcile pass: some workflows did not reconcile");
+                tracing::warn!(
+                    workflows,
+                    failures,
+                    "reconcile pass: some workflows did not reconcile"
+                );
                 "partial"
             }
             Err(e) => {
@@ -98,4 +102,68 @@ async fn pass<S: Store, X: Shell>(
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use flowpilot_core::decide::Policy;
+    use flowpilot_core::effect::Effect;
+    use flowpilot_core::event::CommandMessage;
+    use flowpilot_core::model::Workflow;
+
+    use super::*;
+    use crate::aws::queue::QueueError;
+    use crate::store::memory::MemoryStore;
+    use crate::worker::shell::Executed;
+
+    /// A shell with nothing to do: the store is empty, so no effect is ever executed.
+    struct Idle;
+
+    impl Shell for Idle {
+        async fn execute(&self, _wf: &Workflow, _effects: &[Effect]) -> Executed {
+            Executed::default()
+        }
+
+        async fn send_command(
+            &self,
+            _cmd: &CommandMessage,
+            _delay: Duration,
+        ) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn ticks_until_shutdown_then_returns() {
+        let metrics = Metrics::new();
+        let handler = Arc::new(Handler::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(Idle),
+            Policy::default(),
+            Arc::clone(&metrics),
+        ));
+        let shutdown = CancellationToken::new();
+        let ticker = tokio::spawn(run(
+            handler,
+            Arc::clone(&metrics),
+            Duration::from_millis(10),
+            shutdown.clone(),
+            CancellationToken::new(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.total(metrics::RECONCILE_PASSES) < 3 {
+            assert!(Instant::now() < deadline, "fewer than 3 passes in 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), ticker)
+            .await
+            .expect("the ticker stops on shutdown")
+            .expect("the ticker task does not panic");
+        assert!(
+            metrics
+                .render()
+                .contains("flowpilot_reconcile_passes_total{result=\"ok\"}")
+        );
+    }
 }

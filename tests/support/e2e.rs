@@ -295,8 +295,34 @@ impl Env {
         Ok(env)
     }
 
-    /// The operator's Customer Profiles domain and object types, in the simulator.
+    /// The operator's connector profile, Customer Profiles domain and object types, in the
+    /// simulator.
     async fn create_domain(&self, object_types: &[String]) -> anyhow::Result<()> {
+        use aws_sdk_appflow::types::{
+            ConnectionMode, ConnectorProfileConfig, ConnectorProfileProperties, ConnectorType,
+            SalesforceConnectorProfileProperties,
+        };
+        let appflow = aws_sdk_appflow::Client::new(&super::sdk_config(&self.sim_url).await);
+        let salesforce = SalesforceConnectorProfileProperties::builder()
+            .instance_url("https://example.my.salesforce.com")
+            .build();
+        appflow
+            .create_connector_profile()
+            .connector_profile_name(PROFILE)
+            .connector_type(ConnectorType::Salesforce)
+            .connection_mode(ConnectionMode::Public)
+            .connector_profile_config(
+                ConnectorProfileConfig::builder()
+                    .connector_profile_properties(
+                        ConnectorProfileProperties::builder()
+                            .salesforce(salesforce)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .context("CreateConnectorProfile in the simulator")?;
         let cp = aws_sdk_customerprofiles::Client::new(&super::sdk_config(&self.sim_url).await);
         cp.create_domain()
             .domain_name(DOMAIN)
@@ -573,7 +599,11 @@ impl Env {
             .set_entries(Some(entries))
             .send()
             .await?;
-        ensure!(out.failed.is_empty(), "SendMessageBatch failed for {:?}", out.failed);
+        ensure!(
+            out.failed.is_empty(),
+            "SendMessageBatch failed for {:?}",
+            out.failed
+        );
         Ok(())
     }
 
