@@ -17,6 +17,11 @@ use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
 
 pub(super) fn reconcile(cx: &mut Ctx) {
     match cx.wf.status {
+        // The start command was lost (or `workflow create` died before sending it): a workflow
+        // nobody started would otherwise wait forever. A late start is then a no-op.
+        WorkflowStatus::Pending if cx.now - cx.wf.created_at > delta(cx.policy.retry_grace) => {
+            super::bulk::start(cx)
+        }
         WorkflowStatus::Backfilling | WorkflowStatus::Failed => {
             check_running(cx);
             if cx.wf.status == WorkflowStatus::Backfilling {

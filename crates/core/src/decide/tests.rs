@@ -643,3 +643,18 @@ fn transient_link_failure_is_reissued_by_reconcile() {
     let t = step(&w, Input::Reconcile, t0());
     assert!(t.effects.iter().any(|e| e.key == "live/g2/put"));
 }
+
+#[test]
+fn reconcile_starts_a_workflow_whose_start_command_was_lost() {
+    let w = four(|_| {});
+    let grace = TimeDelta::from_std(Policy::default().retry_grace).unwrap();
+    // Within the grace the start command may still be on its way: leave it alone.
+    let early = step(&w, Input::Reconcile, t0() + grace);
+    assert!(early.is_noop(&w));
+    let t = step(&w, Input::Reconcile, t0() + grace + TimeDelta::seconds(1));
+    assert_eq!(t.workflow.status, WorkflowStatus::Backfilling);
+    assert!(kinds(&t).contains(&"publish Workflow Started".to_string()));
+    // The late start command is then a duplicate.
+    let late = step(&t.workflow, Input::Start, t0() + grace + TimeDelta::seconds(2));
+    assert!(late.is_noop(&t.workflow));
+}
