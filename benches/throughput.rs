@@ -15,21 +15,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, ensure};
+use anyhow::{anyhow, ensure};
 use chrono::{DateTime, Utc};
-use flowpilot::core::ids::WorkflowId;
 use flowpilot::core::model::WorkflowStatus;
-use flowpilot::store::Store as _;
-use flowpilot::store::dynamo::DynamoStore;
-use flowpilot_sim::{DurationRange, EventsConfig, FaultPlan, SimConfig};
-use serde_json::Value;
-use tokio::process::Command;
-
-const KMS_ARN: &str = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555";
-const PROFILE: &str = "sf-bench";
+use flowpilot_sim::{DurationRange, FaultPlan};
+use support::e2e::{self, Env, SimSetup, WorkflowArgs};
 
 fn env_u64(key: &str, default: u64) -> u64 {
     std::env::var(key)
@@ -57,107 +49,50 @@ async fn run() -> anyhow::Result<()> {
     let per_wf = env_u64("FLOWPILOT_BENCH_CONCURRENCY", 1);
     let run_ms = env_u64("FLOWPILOT_BENCH_RUN_MS", 400);
 
-    let moto = support::Moto::start().await?;
-    let stack = support::deploy_stack(&moto).await?;
-    let sim = flowpilot_sim::start(SimConfig {
-        tick_ms: 3_600_000,
-        events: EventsConfig {
-            disabled: false,
-            endpoint_url: Some(moto.url.clone()),
-            access_key_id: Some(support::ACCESS_KEY_ID.to_owned()),
-            secret_access_key: Some(support::SECRET_ACCESS_KEY.to_owned()),
-        },
-        faults: FaultPlan {
-            run_duration_ms: DurationRange {
-                min: run_ms,
-                max: run_ms,
+    let env = Env::start(
+        "bench",
+        SimSetup {
+            faults: FaultPlan {
+                run_duration_ms: DurationRange {
+                    min: run_ms,
+                    max: run_ms,
+                },
+                ..FaultPlan::default()
             },
-            ..FaultPlan::default()
+            ..SimSetup::default()
         },
-        ..SimConfig::default()
-    })
+    )
     .await?;
-    let sim_url = sim.url();
-    setup_sim(&sim_url).await?;
-    let sdk = support::sdk_config(&moto.url).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table);
-    let http = reqwest::Client::new();
-
-    let mut penv = support::aws_env(&moto.url, &sim_url);
-    penv.extend(stack.flowpilot_env());
-    let log = support::scratch_dir().join(format!("bench-worker-{}.log", moto.port));
+    // Production timings (no fast reconcile ticks: they would add requests), little logging.
     let worker_concurrency = (n * per_wf).clamp(8, 64).to_string();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_flowpilot"))
-        .arg("worker")
-        .envs(penv.clone())
-        .env("FLOWPILOT_METRICS_ADDR", "127.0.0.1:0")
-        .env("FLOWPILOT_CONCURRENCY", &worker_concurrency)
-        .env("RUST_LOG", "warn,flowpilot::worker=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = worker
-        .id()
-        .ok_or_else(|| anyhow!("worker exited at once"))?;
-    let metrics_url = support::poll_until(Duration::from_secs(30), || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Ok(text.lines().find_map(|l| {
-            l.split_once("serving /healthz and /metrics on ")
-                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned))
-        }))
-    })
-    .await
-    .context("worker metrics address")?;
+    let mut worker = env.spawn_default_worker(
+        "a",
+        &[
+            ("FLOWPILOT_CONCURRENCY", &worker_concurrency),
+            ("RUST_LOG", "warn,flowpilot::worker=info"),
+        ],
+    )?;
+    let pid = worker.pid()?;
+    // The worker is up once it serves metrics: only then does the clock start.
+    worker.metrics_url().await?;
 
     let started = Instant::now();
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = format!("bench-{i}");
-        let out = Command::new(env!("CARGO_BIN_EXE_flowpilot"))
-            .args([
-                "workflow",
-                "create",
-                "--id",
-                &id,
-                "--connector",
-                "salesforce",
-                "--connector-profile",
-                PROFILE,
-                "--object",
-                "Account",
-                "--domain",
-                "bench",
-                "--object-type",
-                "Account",
-                "--from",
-                "2024-01-01",
-                "--to",
-                "2026-01-01",
-                "--concurrency",
-                &per_wf.to_string(),
-                "--kms-arn",
-                KMS_ARN,
-                "--json",
-            ])
-            .envs(penv.clone())
-            .output()
-            .await?;
-        ensure!(
-            out.status.success(),
-            "create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ids.push(WorkflowId::new(id)?);
-    }
+    let all: Vec<WorkflowArgs> = (0..n)
+        .map(|i| WorkflowArgs {
+            concurrency: per_wf as u32,
+            ..WorkflowArgs::new(
+                &format!("bench-{i}"),
+                "2024-01-01T00:00:00Z",
+                "2026-01-01T00:00:00Z",
+                "P2M",
+            )
+        })
+        .collect();
+    let ids = env.create_workflows(&all, 1).await?;
     let mut batches = 0usize;
     for id in &ids {
         let wf = support::poll_until(Duration::from_secs(600), || async {
-            let wf = store
-                .load(id)
-                .await?
-                .ok_or_else(|| anyhow!("{id} missing"))?;
+            let wf = env.load(id).await?;
             ensure!(
                 !wf.status.is_terminal(),
                 "{id} ended {}",
@@ -173,21 +108,10 @@ async fn run() -> anyhow::Result<()> {
     // What the worker process used, read before it stops.
     let cpu = cpu_seconds(pid)?;
     let rss_kb = peak_rss_kb(pid)?;
-    let metrics = http
-        .get(format!("{metrics_url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let _ = worker.start_kill();
-    let _ = worker.wait().await;
+    let metrics = worker.metrics(&env.http).await?;
+    worker.kill9().await?;
 
-    let runs: Value = http
-        .get(format!("{sim_url}/_sim/runs"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let runs = env.runs().await?;
     let mut run_total = Duration::ZERO;
     for r in runs["runs"].as_array().into_iter().flatten() {
         let start: DateTime<Utc> = serde_json::from_value(r["started_at"].clone())?;
@@ -196,18 +120,13 @@ async fn run() -> anyhow::Result<()> {
             run_total += (end - start).to_std().unwrap_or_default();
         }
     }
-    let events: Value = http
-        .get(format!("{sim_url}/_sim/events"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let events = env.sim_get("/_sim/events").await?;
     let sim_events = events["events"].as_array().map_or(0, Vec::len);
 
     let concurrency = (n * per_wf) as u32;
     let ideal = run_total / concurrency.max(1);
     let by_service = requests_by_service(&metrics);
-    let handled = counter_sum(&metrics, "flowpilot_messages_handled_total");
+    let handled = e2e::counter(&metrics, "flowpilot_messages_handled_total");
 
     println!(
         "\nflowpilot throughput: {n} workflow(s) x 12 batches, {per_wf} batch(es) at a time each, runs of {run_ms} ms"
@@ -244,48 +163,7 @@ async fn run() -> anyhow::Result<()> {
         "  worker peak RSS      {:>10.1} MiB",
         rss_kb as f64 / 1024.0
     );
-    sim.shutdown().await;
-    Ok(())
-}
-
-async fn setup_sim(sim_url: &str) -> anyhow::Result<()> {
-    use aws_sdk_appflow::types::{
-        ConnectionMode, ConnectorProfileConfig, ConnectorProfileProperties, ConnectorType,
-        SalesforceConnectorProfileProperties,
-    };
-    let cfg = support::sdk_config(sim_url).await;
-    aws_sdk_appflow::Client::new(&cfg)
-        .create_connector_profile()
-        .connector_profile_name(PROFILE)
-        .connector_type(ConnectorType::Salesforce)
-        .connection_mode(ConnectionMode::Public)
-        .connector_profile_config(
-            ConnectorProfileConfig::builder()
-                .connector_profile_properties(
-                    ConnectorProfileProperties::builder()
-                        .salesforce(
-                            SalesforceConnectorProfileProperties::builder()
-                                .instance_url("https://example.my.salesforce.com")
-                                .build(),
-                        )
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await?;
-    let cp = aws_sdk_customerprofiles::Client::new(&cfg);
-    cp.create_domain()
-        .domain_name("bench")
-        .default_expiration_days(366)
-        .send()
-        .await?;
-    cp.put_profile_object_type()
-        .domain_name("bench")
-        .object_type_name("Account")
-        .description("bench")
-        .send()
-        .await?;
+    env.shutdown().await;
     Ok(())
 }
 
@@ -337,15 +215,4 @@ fn requests_by_service(metrics: &str) -> BTreeMap<String, u64> {
         *out.entry(service.to_owned()).or_insert(0) += value;
     }
     out
-}
-
-fn counter_sum(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| {
-            l.rsplit_once(' ')
-                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        })
-        .sum()
 }

@@ -20,11 +20,12 @@ use chrono::{DateTime, Utc};
 use flowpilot::core::ids::WorkflowId;
 use flowpilot::core::model::{BatchStatus, Workflow, WorkflowStatus};
 use flowpilot::store::Store as _;
+use flowpilot_sim::{DurationRange, FaultPlan};
 use serde_json::{Value, json};
 use support::chaos::{self, WorkerPool, secs};
 use support::e2e::{
-    self, Env, LedgerCheck, OBJECT_TYPE, POLL, SimSetup, WorkflowArgs, count, health_counts,
-    poll_every, runs_of,
+    self, Env, LedgerCheck, OBJECT_TYPE, POLL, SimSetup, WorkflowArgs, batch_flow, count,
+    health_counts, live_flow, poll_every, runs_of,
 };
 use support::fuzz;
 
@@ -43,6 +44,12 @@ impl Outcome {
             dup: l.duplicates,
             secs,
         }
+    }
+
+    /// A scenario's last step: stops the stack, then reports `l`.
+    async fn after_shutdown(env: Env, l: LedgerCheck, secs: f64) -> anyhow::Result<Self> {
+        env.shutdown().await;
+        Ok(Self::from_ledger(l, secs))
     }
 }
 
@@ -70,12 +77,28 @@ async fn scenario(
     }
 }
 
-fn is_live(wf: &Workflow) -> bool {
-    wf.status == WorkflowStatus::Live && wf.outbox.is_empty()
+/// The simulator of a scenario: `faults` from the start (after the set-up calls), `seed`.
+fn sim_setup(faults: FaultPlan, seed: u64) -> SimSetup {
+    SimSetup {
+        faults,
+        seed,
+        ..SimSetup::default()
+    }
 }
 
-fn batch_flow(id: &WorkflowId, index: u32) -> String {
-    format!("fp-{id}-b{index:04}")
+/// Every run takes between `min_ms` and `max_ms`; nothing else goes wrong.
+fn runs_lasting(min_ms: u64, max_ms: u64) -> FaultPlan {
+    FaultPlan {
+        run_duration_ms: DurationRange {
+            min: min_ms,
+            max: max_ms,
+        },
+        ..FaultPlan::default()
+    }
+}
+
+fn is_live(wf: &Workflow) -> bool {
+    wf.status == WorkflowStatus::Live && wf.outbox.is_empty()
 }
 
 fn time(v: &Value) -> anyhow::Result<DateTime<Utc>> {
@@ -118,6 +141,21 @@ fn ensure_runs_match_attempts(
     Ok(())
 }
 
+/// [`ensure_runs_match_attempts`], then the workflow's ledger holds every source record of its
+/// range exactly once (`what` names it in the error).
+async fn ensure_ran_and_complete(
+    env: &Env,
+    runs: &Value,
+    wf: &Workflow,
+    exactly_once: bool,
+    what: &str,
+) -> anyhow::Result<LedgerCheck> {
+    ensure_runs_match_attempts(runs, wf, exactly_once)?;
+    let ledger = env.workflow_ledger(wf).await?;
+    ledger.ensure_complete(what)?;
+    Ok(ledger)
+}
+
 /// The simulator never saw two runs of one batch flow at the same time.
 fn ensure_no_concurrent_runs(runs: &Value, wf: &Workflow) -> anyhow::Result<()> {
     let max = &runs["max_concurrent_per_flow"];
@@ -151,11 +189,7 @@ async fn thirty_percent_of_end_events_lost_the_reconciler_completes_the_workflow
     scenario("30% end events dropped", async {
         let env = Env::start(
             "drops",
-            SimSetup {
-                faults: chaos::dropped_end_events(0.3),
-                seed: chaos::seed(1),
-                ..SimSetup::default()
-            },
+            sim_setup(chaos::dropped_end_events(0.3), chaos::seed(1)),
         )
         .await?;
         let worker = env.spawn_worker("a", &[])?;
@@ -169,18 +203,11 @@ async fn thirty_percent_of_end_events_lost_the_reconciler_completes_the_workflow
         let secs = secs(started);
         ensure!(wf.batches.len() == 16, "{} batches", wf.batches.len());
 
-        let events = env.sim_get("/_sim/events").await?;
-        let dropped = events
-            .as_array()
-            .or_else(|| events["events"].as_array())
-            .map(|a| {
-                a.iter()
-                    .filter(|e| {
-                        e["dropped"] == true && e["detail-type"] == "AppFlow End Flow Run Report"
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+        let dropped = end_reports(&env)
+            .await?
+            .iter()
+            .filter(|e| e["dropped"] == true)
+            .count();
         ensure!(
             dropped >= 1,
             "no end report was dropped: the scenario proved nothing"
@@ -199,15 +226,26 @@ async fn thirty_percent_of_end_events_lost_the_reconciler_completes_the_workflow
         );
         let runs = env.runs().await?;
         // A lost report is not a failure: every batch still ran once.
-        ensure_runs_match_attempts(&runs, &wf, true)?;
-        let ledger = env.workflow_ledger(&wf).await?;
-        ledger.ensure_complete("backfill")?;
+        let ledger = ensure_ran_and_complete(&env, &runs, &wf, true, "backfill").await?;
         worker.assert_no_panic()?;
         eprintln!("{dropped} end reports dropped, {described} runs described by the reconciler");
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(ledger, secs))
+        Outcome::after_shutdown(env, ledger, secs).await
     })
     .await
+}
+
+/// The AppFlow End Flow Run Reports the simulator emitted (with its `dropped` / `duplicated`
+/// marks).
+async fn end_reports(env: &Env) -> anyhow::Result<Vec<Value>> {
+    let events = env.sim_get("/_sim/events").await?;
+    Ok(events
+        .as_array()
+        .or_else(|| events["events"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|e| e["detail-type"] == "AppFlow End Flow Run Report")
+        .cloned()
+        .collect())
 }
 
 /// The AppFlow event envelope EventBridge would deliver for a recorded run report.
@@ -229,12 +267,8 @@ async fn every_end_event_duplicated_and_redelivered_runs_each_batch_once() -> an
     scenario("every event duplicated + redelivered", async {
         let env = Env::start(
             "dupes",
-            SimSetup {
-                // Copies arrive 250 ms later: usually while the next batch is starting or running.
-                faults: chaos::duplicated_events(250),
-                seed: chaos::seed(2),
-                ..SimSetup::default()
-            },
+            // Copies arrive 250 ms later: usually while the next batch is starting or running.
+            sim_setup(chaos::duplicated_events(250), chaos::seed(2)),
         )
         .await?;
         let mut pool = WorkerPool::start(&env, 2, &[])?;
@@ -247,16 +281,7 @@ async fn every_end_event_duplicated_and_redelivered_runs_each_batch_once() -> an
         let secs = secs(started);
 
         // SQS redelivers too: every end report the simulator emitted arrives once more, late.
-        let events = env.sim_get("/_sim/events").await?;
-        let list = events
-            .as_array()
-            .or_else(|| events["events"].as_array())
-            .cloned()
-            .unwrap_or_default();
-        let ends: Vec<&Value> = list
-            .iter()
-            .filter(|e| e["detail-type"] == "AppFlow End Flow Run Report")
-            .collect();
+        let ends = end_reports(&env).await?;
         ensure!(
             ends.len() >= before.batches.len(),
             "only {} end reports",
@@ -288,17 +313,14 @@ async fn every_end_event_duplicated_and_redelivered_runs_each_batch_once() -> an
             after.status
         );
         let runs = env.runs().await?;
-        ensure_runs_match_attempts(&runs, &after, true)?;
-        let ledger = env.workflow_ledger(&after).await?;
-        ledger.ensure_complete("backfill")?;
+        let ledger = ensure_ran_and_complete(&env, &runs, &after, true, "backfill").await?;
         pool.ensure_healthy()?;
         eprintln!(
             "{} end reports duplicated and {} redelivered",
             ends.len(),
             bodies.len()
         );
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(ledger, secs))
+        Outcome::after_shutdown(env, ledger, secs).await
     })
     .await
 }
@@ -308,18 +330,7 @@ async fn twenty_kill_nines_of_two_workers_lose_nothing_and_never_double_run() ->
 {
     scenario("20x kill -9, 2 workers, 24 batches", async {
         let seed = chaos::seed(3);
-        let env = Env::start(
-            "kill9",
-            SimSetup {
-                faults: flowpilot_sim::FaultPlan {
-                    run_duration_ms: flowpilot_sim::DurationRange { min: 200, max: 400 },
-                    ..flowpilot_sim::FaultPlan::default()
-                },
-                seed,
-                ..SimSetup::default()
-            },
-        )
-        .await?;
+        let env = Env::start("kill9", sim_setup(runs_lasting(200, 400), seed)).await?;
         let mut pool = WorkerPool::start(&env, 2, &[])?;
         let mut args = WorkflowArgs::new("kill9", &date("2024-01-01"), &date("2026-01-01"), "P1M");
         args.concurrency = 2;
@@ -353,17 +364,14 @@ async fn twenty_kill_nines_of_two_workers_lose_nothing_and_never_double_run() ->
 
         let runs = env.runs().await?;
         ensure_no_concurrent_runs(&runs, &wf)?;
-        ensure_runs_match_attempts(&runs, &wf, false)?;
-        let ledger = env.workflow_ledger(&wf).await?;
-        ledger.ensure_complete("backfill")?;
+        let ledger = ensure_ran_and_complete(&env, &runs, &wf, false, "backfill").await?;
         pool.ensure_healthy()?;
         eprintln!(
             "seed {seed}: killed slots {:?}; attempts {:?}",
             report.victims,
             wf.batches.iter().map(|b| b.attempt).collect::<Vec<_>>()
         );
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(ledger, secs))
+        Outcome::after_shutdown(env, ledger, secs).await
     })
     .await
 }
@@ -373,11 +381,7 @@ async fn twenty_percent_throttling_and_five_percent_5xx_still_complete() -> anyh
     scenario("20% throttling + 5% 5xx", async {
         let env = Env::start(
             "flaky",
-            SimSetup {
-                faults: chaos::flaky_apis(0.20, 0.05),
-                seed: chaos::seed(4),
-                ..SimSetup::default()
-            },
+            sim_setup(chaos::flaky_apis(0.20, 0.05), chaos::seed(4)),
         )
         .await?;
         let worker = env.spawn_worker("a", &[])?;
@@ -417,13 +421,10 @@ async fn twenty_percent_throttling_and_five_percent_5xx_still_complete() -> anyh
             "{requests} AppFlow/Customer Profiles requests for {effects} effects: nothing was retried\n{metrics}"
         );
         let runs = env.runs().await?;
-        ensure_runs_match_attempts(&runs, &wf, false)?;
-        let ledger = env.workflow_ledger(&wf).await?;
-        ledger.ensure_complete("backfill")?;
+        let ledger = ensure_ran_and_complete(&env, &runs, &wf, false, "backfill").await?;
         worker.assert_no_panic()?;
         eprintln!("{requests} requests to the simulator for {effects} effects");
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(ledger, secs))
+        Outcome::after_shutdown(env, ledger, secs).await
     })
     .await
 }
@@ -436,10 +437,8 @@ async fn three_workers_fifty_workflows_contend_without_losing_an_update() -> any
         let env = Env::start(
             "fifty",
             SimSetup {
-                faults: chaos::short_runs(),
-                seed: chaos::seed(5),
                 object_types: object_types.clone(),
-                ..SimSetup::default()
+                ..sim_setup(chaos::short_runs(), chaos::seed(5))
             },
         )
         .await?;
@@ -496,17 +495,14 @@ async fn three_workers_fifty_workflows_contend_without_losing_an_update() -> any
         let runs = env.runs().await?;
         let mut total = LedgerCheck::default();
         for wf in &wfs {
-            ensure_runs_match_attempts(&runs, wf, true)?;
-            let l = env.workflow_ledger(wf).await?;
-            l.ensure_complete(wf.id.as_str())?;
+            let l = ensure_ran_and_complete(&env, &runs, wf, true, wf.id.as_str()).await?;
             total.source += l.source;
             total.distinct += l.distinct;
             total.duplicates += l.duplicates;
         }
         pool.ensure_healthy()?;
         eprintln!("{conflicts} conditional-write conflicts among 3 workers");
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(total, secs))
+        Outcome::after_shutdown(env, total, secs).await
     })
     .await
 }
@@ -521,15 +517,7 @@ async fn a_thousand_fuzzed_messages_end_in_the_dlq_and_the_worker_keeps_working(
         const WAVE: usize = 50;
         const BACKLOG: u64 = 100;
         let seed = chaos::seed(6);
-        let env = Env::start(
-            "fuzz",
-            SimSetup {
-                faults: chaos::short_runs(),
-                seed,
-                ..SimSetup::default()
-            },
-        )
-        .await?;
+        let env = Env::start("fuzz", sim_setup(chaos::short_runs(), seed)).await?;
         // One poller: moto 5.x races when two ReceiveMessage calls move the same message to the
         // DLQ at once (`list.remove(x): x not in list`, HTTP 500), and a receive that fails that
         // way leaves its messages invisible for the whole visibility timeout. Real SQS has no
@@ -625,19 +613,36 @@ async fn a_thousand_fuzzed_messages_end_in_the_dlq_and_the_worker_keeps_working(
         let ledger = env.workflow_ledger(&wf).await?;
         ledger.ensure_complete("workflow amid the fuzz")?;
         eprintln!("{receives} poison receives of {TOTAL} messages, all in the DLQ");
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(ledger, secs))
+        Outcome::after_shutdown(env, ledger, secs).await
     })
     .await
 }
 
-/// Successful runs of the live flow whose pull started at `from`.
-fn live_runs_from<'a>(runs: &'a Value, id: &WorkflowId, from: DateTime<Utc>) -> Vec<&'a Value> {
-    runs_of(runs, &format!("fp-{id}-live"))
+/// Where the first successful run of the live flow whose pull started at `from` stopped
+/// pulling, if there is such a run.
+fn live_pull_end(
+    runs: &Value,
+    id: &WorkflowId,
+    from: DateTime<Utc>,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    runs_of(runs, &live_flow(id))
         .into_iter()
         .filter(|r| time(&r["incremental_from"]).is_ok_and(|t| t == from))
-        .filter(|r| r["status"] == "Successful")
-        .collect()
+        .find(|r| r["status"] == "Successful")
+        .map(|r| time(&r["incremental_to"]))
+        .transpose()
+}
+
+/// [`live_pull_end`], polled for up to 30 s.
+async fn wait_live_pull_end(
+    env: &Env,
+    id: &WorkflowId,
+    from: DateTime<Utc>,
+) -> anyhow::Result<DateTime<Utc>> {
+    poll_every(POLL, Duration::from_secs(30), || async {
+        live_pull_end(&env.runs().await?, id, from)
+    })
+    .await
 }
 
 fn live_args(id: &str) -> WorkflowArgs {
@@ -662,9 +667,7 @@ async fn three_failed_live_runs_degrade_and_auto_rebuild_resumes_without_a_gap()
             "rebuild",
             SimSetup {
                 tick_ms: 700,
-                faults,
-                seed: chaos::seed(7),
-                ..SimSetup::default()
+                ..sim_setup(faults, chaos::seed(7))
             },
         )
         .await?;
@@ -708,11 +711,7 @@ async fn three_failed_live_runs_degrade_and_auto_rebuild_resumes_without_a_gap()
         let backfill_to = wf.spec.to;
         // Generation 1 pulled [to, T1) once, then failed: the rebuild resumes at T1.
         let runs = env.runs().await?;
-        let first = live_runs_from(&runs, &id, backfill_to);
-        let t1 = first
-            .first()
-            .map(|r| time(&r["incremental_to"]))
-            .transpose()?
+        let t1 = live_pull_end(&runs, &id, backfill_to)?
             .ok_or_else(|| anyhow!("no successful first live run from {backfill_to}"))?;
         ensure!(
             live.first_execution_from == t1 && t1 > backfill_to,
@@ -720,15 +719,9 @@ async fn three_failed_live_runs_degrade_and_auto_rebuild_resumes_without_a_gap()
             live.first_execution_from
         );
         // The rebuilt integration's first run.
-        let t2 = poll_every(POLL, Duration::from_secs(30), || async {
-            let runs = env.runs().await?;
-            live_runs_from(&runs, &id, t1)
-                .first()
-                .map(|r| time(&r["incremental_to"]))
-                .transpose()
-        })
-        .await
-        .context("the rebuilt integration never ran")?;
+        let t2 = wait_live_pull_end(&env, &id, t1)
+            .await
+            .context("the rebuilt integration never ran")?;
         let secs = secs(started);
 
         let gap = env.ledger_check(OBJECT_TYPE, backfill_to, t2).await?;
@@ -741,8 +734,7 @@ async fn three_failed_live_runs_degrade_and_auto_rebuild_resumes_without_a_gap()
         eprintln!(
             "backfill to {backfill_to}, generation 1 good until {t1}, rebuilt run to {t2}: {gap:?}"
         );
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(gap, secs))
+        Outcome::after_shutdown(env, gap, secs).await
     })
     .await
 }
@@ -754,9 +746,7 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
             "ondemand",
             SimSetup {
                 tick_ms: 500,
-                faults: chaos::short_runs(),
-                seed: chaos::seed(8),
-                ..SimSetup::default()
+                ..sim_setup(chaos::short_runs(), chaos::seed(8))
             },
         )
         .await?;
@@ -769,7 +759,7 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
         let backfill_to = wf.spec.to;
         poll_every(POLL, Duration::from_secs(30), || async {
             let runs = env.runs().await?;
-            let ok = runs_of(&runs, &format!("fp-{id}-live"))
+            let ok = runs_of(&runs, &live_flow(&id))
                 .iter()
                 .filter(|r| r["status"] == "Successful")
                 .count();
@@ -816,15 +806,9 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
             from3 > backfill_to,
             "generation 3 restarted at the backfill's end"
         );
-        let t3 = poll_every(POLL, Duration::from_secs(30), || async {
-            let runs = env.runs().await?;
-            live_runs_from(&runs, &id, from3)
-                .first()
-                .map(|r| time(&r["incremental_to"]))
-                .transpose()
-        })
-        .await
-        .context("generation 3 never ran")?;
+        let t3 = wait_live_pull_end(&env, &id, from3)
+            .await
+            .context("generation 3 never ran")?;
         let secs = secs(started);
 
         let mut seen = Vec::new();
@@ -845,7 +829,7 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
             uris.len() == 1 && Some(uris[0]) == uri,
             "integrations {uris:?}, workflow links {uri:?}"
         );
-        let flows = env.sim_get("/_sim/flows").await?;
+        let flows = env.flows().await?;
         let flows: Vec<(String, String)> = flows["flows"]
             .as_array()
             .map(|a| {
@@ -867,8 +851,7 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
         );
         worker.assert_no_panic()?;
         eprintln!("two on-demand rebuilds; [{backfill_to}, {t3}): {span:?}");
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(span, secs))
+        Outcome::after_shutdown(env, span, secs).await
     })
     .await
 }
@@ -879,18 +862,8 @@ async fn a_run_past_the_maximum_duration_is_cancelled_and_retried_with_workflow_
     scenario("stalled run cancelled + retried", async {
         let env = Env::start(
             "stall",
-            SimSetup {
-                // The first run would take 20 s; the reconciler gives up on it after 3 s.
-                faults: flowpilot_sim::FaultPlan {
-                    run_duration_ms: flowpilot_sim::DurationRange {
-                        min: 20_000,
-                        max: 20_000,
-                    },
-                    ..flowpilot_sim::FaultPlan::default()
-                },
-                seed: chaos::seed(9),
-                ..SimSetup::default()
-            },
+            // The first run would take 20 s; the reconciler gives up on it after 3 s.
+            sim_setup(runs_lasting(20_000, 20_000), chaos::seed(9)),
         )
         .await?;
         let worker = env.spawn_worker(
@@ -941,8 +914,7 @@ async fn a_run_past_the_maximum_duration_is_cancelled_and_retried_with_workflow_
         );
         worker.assert_no_panic()?;
         eprintln!("stalled run cancelled and retried: {ledger:?}");
-        env.shutdown().await;
-        Ok(Outcome::from_ledger(ledger, secs))
+        Outcome::after_shutdown(env, ledger, secs).await
     })
     .await
 }

@@ -169,7 +169,11 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
     ensure!(missing.is_empty(), "never emitted: {missing:?}");
 
     let (ok, report) = validate(&seen).await?;
-    println!("validated {} emitted health events: {}", seen.len(), report.trim());
+    println!(
+        "validated {} emitted health events: {}",
+        seen.len(),
+        report.trim()
+    );
     ensure!(ok, "emitted events do not match their schemas:\n{report}");
     ensure!(
         report.contains(&format!("\"validated\": {}", seen.len())),

@@ -7,6 +7,7 @@
 #[allow(unused_imports)]
 mod support;
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
@@ -14,9 +15,14 @@ use aws_sdk_appflow::error::ProvideErrorMetadata;
 use aws_sdk_appflow::operation::create_flow::builders::CreateFlowFluentBuilder;
 use aws_sdk_appflow::types as af;
 use aws_sdk_customerprofiles::types as cp;
+use aws_smithy_runtime_api::client::result::{CreateUnhandledError, SdkError};
 use chrono::{TimeZone, Utc};
+use flowpilot::core::event::Message;
+use flowpilot::core::ids::FlowRole;
+use flowpilot::core::input::Input;
 use flowpilot_sim::{FaultPlan, RunFailure, SimConfig, SimHandle};
 use serde_json::{Value, json};
+use support::chaos::failing_runs;
 use support::poll_until;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -37,15 +43,18 @@ fn quiet_config() -> SimConfig {
     c
 }
 
+/// A simulator with `config`, holding the connector profile [`PROFILE`] and domain [`DOMAIN`].
 async fn env_with(config: SimConfig) -> anyhow::Result<Env> {
     let sim = flowpilot_sim::start(config).await?;
     let sdk = support::sdk_config(&sim.url()).await;
-    Ok(Env {
+    let env = Env {
         appflow: aws_sdk_appflow::Client::new(&sdk),
         profiles: aws_sdk_customerprofiles::Client::new(&sdk),
         http: reqwest::Client::new(),
         sim,
-    })
+    };
+    env.profile_and_domain().await?;
+    Ok(env)
 }
 
 impl Env {
@@ -250,6 +259,45 @@ fn batch_flow(
         .tasks(between(lo_ms - 1, hi_ms))
 }
 
+/// The modelled error of a request that must fail (the test fails if it succeeded).
+async fn service_error<O, E, R>(sent: impl Future<Output = Result<O, SdkError<E, R>>>) -> E
+where
+    O: std::fmt::Debug,
+    E: std::error::Error + Send + Sync + CreateUnhandledError + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    sent.await.unwrap_err().into_service_error()
+}
+
+/// StartFlow of an on-demand flow; returns the run's execution id.
+async fn start_run(env: &Env, flow: &str) -> anyhow::Result<String> {
+    let out = env.appflow.start_flow().flow_name(flow).send().await?;
+    Ok(out.execution_id().context("executionId")?.to_owned())
+}
+
+/// The ledger summary of `acme/Account`.
+async fn ledger_summary(env: &Env) -> anyhow::Result<Value> {
+    env.admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
+        .await
+}
+
+/// The first event the simulator published (or tried to) that satisfies `pred`.
+async fn find_event(env: &Env, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Option<Value>> {
+    let events = env.admin("events").await?;
+    Ok(events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| pred(e))
+        .cloned())
+}
+
+/// Creates [`batch_flow`] `name` over `[lo, hi)`.
+async fn create_batch_flow(env: &Env, name: &str, lo_ms: i64, hi_ms: i64) -> anyhow::Result<()> {
+    batch_flow(&env.appflow, name, lo_ms, hi_ms).send().await?;
+    Ok(())
+}
+
 async fn source_count(env: &Env, from: &str, to: &str) -> anyhow::Result<u64> {
     let v = env
         .admin(&format!(
@@ -262,7 +310,6 @@ async fn source_count(env: &Env, from: &str, to: &str) -> anyhow::Result<u64> {
 #[tokio::test]
 async fn appflow_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
     let env = env_with(quiet_config()).await?;
-    env.profile_and_domain().await?;
 
     let profiles = env
         .appflow
@@ -364,16 +411,8 @@ async fn appflow_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
         .await?;
     assert_eq!(upd.flow_status(), Some(&af::FlowStatus::Active));
 
-    let started = env
-        .appflow
-        .start_flow()
-        .flow_name("fp-wf1-b0000")
-        .send()
-        .await?;
-    let id = started
-        .execution_id()
-        .context("on-demand run has an executionId")?
-        .to_owned();
+    // An on-demand run has an executionId.
+    let id = start_run(&env, "fp-wf1-b0000").await?;
     let rec = env.finished("fp-wf1-b0000", &id).await?;
     assert_eq!(
         rec.execution_status(),
@@ -390,9 +429,7 @@ async fn appflow_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
         "first record {pull_start} is inside the window from {lo}"
     );
 
-    let ledger = env
-        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
-        .await?;
+    let ledger = ledger_summary(&env).await?;
     assert_eq!(ledger["distinct_records"].as_u64(), Some(expected));
     assert_eq!(ledger["duplicate_writes"].as_u64(), Some(0));
 
@@ -413,14 +450,7 @@ async fn appflow_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
         .flow_name("fp-wf1-b0000")
         .send()
         .await?;
-    let err = env
-        .appflow
-        .describe_flow()
-        .flow_name("fp-wf1-b0000")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(env.appflow.describe_flow().flow_name("fp-wf1-b0000").send()).await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
     assert_eq!(env.admin("flows").await?["flows"], json!([]));
     env.sim.shutdown().await;
@@ -430,40 +460,28 @@ async fn appflow_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
 #[tokio::test]
 async fn appflow_modelled_errors_reach_the_sdk_as_typed_variants() -> anyhow::Result<()> {
     let env = env_with(quiet_config()).await?;
-    env.profile_and_domain().await?;
     let (lo, hi) = (ms(2024, 1, 1), ms(2024, 2, 1));
-    batch_flow(&env.appflow, "fp-e-b0000", lo, hi)
-        .send()
-        .await?;
+    create_batch_flow(&env, "fp-e-b0000", lo, hi).await?;
 
-    let err = batch_flow(&env.appflow, "fp-e-b0000", lo, hi)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(batch_flow(&env.appflow, "fp-e-b0000", lo, hi).send()).await;
     assert!(err.is_conflict_exception(), "{err:?}");
     assert!(err.message().unwrap_or_default().contains("fp-e-b0000"));
 
-    let err = batch_flow(&env.appflow, "bad name", lo, hi)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(batch_flow(&env.appflow, "bad name", lo, hi).send()).await;
     assert!(err.is_validation_exception(), "{err:?}");
     assert!(err.message().unwrap_or_default().contains("flowName"));
 
-    let err = env
-        .appflow
-        .create_flow()
-        .flow_name("fp-e-nosource")
-        .trigger_config(on_demand())
-        .source_flow_config(source("no-such-profile"))
-        .destination_flow_config_list(destination("Account"))
-        .tasks(map_all())
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        env.appflow
+            .create_flow()
+            .flow_name("fp-e-nosource")
+            .trigger_config(on_demand())
+            .source_flow_config(source("no-such-profile"))
+            .destination_flow_config_list(destination("Account"))
+            .tasks(map_all())
+            .send(),
+    )
+    .await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
     assert!(
         err.message()
@@ -472,17 +490,16 @@ async fn appflow_modelled_errors_reach_the_sdk_as_typed_variants() -> anyhow::Re
     );
 
     // Missing required member `tasks`.
-    let err = env
-        .appflow
-        .create_flow()
-        .flow_name("fp-e-notasks")
-        .trigger_config(on_demand())
-        .source_flow_config(source(PROFILE))
-        .destination_flow_config_list(destination("Account"))
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        env.appflow
+            .create_flow()
+            .flow_name("fp-e-notasks")
+            .trigger_config(on_demand())
+            .source_flow_config(source(PROFILE))
+            .destination_flow_config_list(destination("Account"))
+            .send(),
+    )
+    .await;
     assert!(err.is_validation_exception(), "{err:?}");
     assert!(err.message().unwrap_or_default().contains("tasks"));
 
@@ -498,18 +515,17 @@ async fn appflow_modelled_errors_reach_the_sdk_as_typed_variants() -> anyhow::Re
         .task_properties(af::OperatorPropertiesKeys::LowerBound, "last tuesday")
         .task_properties(af::OperatorPropertiesKeys::UpperBound, "1")
         .build()?;
-    let err = env
-        .appflow
-        .create_flow()
-        .flow_name("fp-e-badfilter")
-        .trigger_config(on_demand())
-        .source_flow_config(source(PROFILE))
-        .destination_flow_config_list(destination("Account"))
-        .tasks(bad_filter)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        env.appflow
+            .create_flow()
+            .flow_name("fp-e-badfilter")
+            .trigger_config(on_demand())
+            .source_flow_config(source(PROFILE))
+            .destination_flow_config_list(destination("Account"))
+            .tasks(bad_filter)
+            .send(),
+    )
+    .await;
     assert!(err.is_validation_exception(), "{err:?}");
 
     // Same clientToken, different parameters.
@@ -526,58 +542,35 @@ async fn appflow_modelled_errors_reach_the_sdk_as_typed_variants() -> anyhow::Re
         Some(&af::FlowStatus::Active),
         "same token, same params replays"
     );
-    let err = batch_flow(&env.appflow, "fp-e-tok", lo, hi + 1)
-        .client_token("tok-1")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        batch_flow(&env.appflow, "fp-e-tok", lo, hi + 1)
+            .client_token("tok-1")
+            .send(),
+    )
+    .await;
     assert!(err.is_conflict_exception(), "{err:?}");
 
-    let err = env
-        .appflow
-        .stop_flow()
-        .flow_name("fp-e-b0000")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(env.appflow.stop_flow().flow_name("fp-e-b0000").send()).await;
     assert!(err.is_unsupported_operation_exception(), "{err:?}");
-    let err = env
-        .appflow
-        .start_flow()
-        .flow_name("nope-x")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(env.appflow.start_flow().flow_name("nope-x").send()).await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
-    let err = env
-        .appflow
-        .delete_flow()
-        .flow_name("nope-x")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(env.appflow.delete_flow().flow_name("nope-x").send()).await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
-    let err = env
-        .appflow
-        .describe_flow_execution_records()
-        .flow_name("nope-x")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        env.appflow
+            .describe_flow_execution_records()
+            .flow_name("nope-x")
+            .send(),
+    )
+    .await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
-    let err = env
-        .appflow
-        .list_tags_for_resource()
-        .resource_arn("arn:aws:appflow:us-east-1:123456789012:flow/nope-x")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        env.appflow
+            .list_tags_for_resource()
+            .resource_arn("arn:aws:appflow:us-east-1:123456789012:flow/nope-x")
+            .send(),
+    )
+    .await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
     env.sim.shutdown().await;
     Ok(())
@@ -586,15 +579,7 @@ async fn appflow_modelled_errors_reach_the_sdk_as_typed_variants() -> anyhow::Re
 #[tokio::test]
 async fn start_flow_with_the_same_client_token_starts_one_run() -> anyhow::Result<()> {
     let env = env_with(quiet_config()).await?;
-    env.profile_and_domain().await?;
-    batch_flow(
-        &env.appflow,
-        "fp-idem-b0000",
-        ms(2024, 1, 1),
-        ms(2024, 1, 8),
-    )
-    .send()
-    .await?;
+    create_batch_flow(&env, "fp-idem-b0000", ms(2024, 1, 1), ms(2024, 1, 8)).await?;
     let start = || {
         env.appflow
             .start_flow()
@@ -617,9 +602,7 @@ async fn start_flow_with_the_same_client_token_starts_one_run() -> anyhow::Resul
 
     let runs = env.admin("runs").await?;
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
-    let ledger = env
-        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
-        .await?;
+    let ledger = ledger_summary(&env).await?;
     assert_eq!(ledger["duplicate_writes"].as_u64(), Some(0));
 
     let d = env
@@ -641,24 +624,10 @@ async fn start_flow_with_the_same_client_token_starts_one_run() -> anyhow::Resul
 #[tokio::test]
 async fn execution_records_paginate_and_find_every_run() -> anyhow::Result<()> {
     let env = env_with(quiet_config()).await?;
-    env.profile_and_domain().await?;
-    batch_flow(
-        &env.appflow,
-        "fp-page-b0000",
-        ms(2024, 1, 1),
-        ms(2024, 1, 2),
-    )
-    .send()
-    .await?;
+    create_batch_flow(&env, "fp-page-b0000", ms(2024, 1, 1), ms(2024, 1, 2)).await?;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let out = env
-            .appflow
-            .start_flow()
-            .flow_name("fp-page-b0000")
-            .send()
-            .await?;
-        ids.push(out.execution_id().context("executionId")?.to_owned());
+        ids.push(start_run(&env, "fp-page-b0000").await?);
     }
     for id in &ids {
         env.finished("fp-page-b0000", id).await?;
@@ -711,32 +680,15 @@ async fn cancel_flow_executions_cancels_in_progress_runs_only() -> anyhow::Resul
         max: 5_000,
     };
     let env = env_with(config).await?;
-    env.profile_and_domain().await?;
-    batch_flow(
-        &env.appflow,
-        "fp-cancel-b0000",
-        ms(2024, 1, 1),
-        ms(2024, 2, 1),
+    create_batch_flow(&env, "fp-cancel-b0000", ms(2024, 1, 1), ms(2024, 2, 1)).await?;
+    let id = start_run(&env, "fp-cancel-b0000").await?;
+    let err = service_error(
+        env.appflow
+            .delete_flow()
+            .flow_name("fp-cancel-b0000")
+            .send(),
     )
-    .send()
-    .await?;
-    let id = env
-        .appflow
-        .start_flow()
-        .flow_name("fp-cancel-b0000")
-        .send()
-        .await?
-        .execution_id()
-        .context("executionId")?
-        .to_owned();
-    let err = env
-        .appflow
-        .delete_flow()
-        .flow_name("fp-cancel-b0000")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    .await;
     assert!(
         err.is_conflict_exception(),
         "a running flow needs forceDelete: {err:?}"
@@ -762,31 +714,21 @@ async fn cancel_flow_executions_cancels_in_progress_runs_only() -> anyhow::Resul
 #[tokio::test]
 async fn scripted_failure_is_reported_with_its_message_and_partial_writes() -> anyhow::Result<()> {
     let env = env_with(quiet_config()).await?;
-    env.profile_and_domain().await?;
     env.set_faults(&FaultPlan {
         run_failures: vec![RunFailure {
-            flow_suffix: "-b0001".into(),
-            attempts: vec![1],
-            from_attempt: None,
-            to_attempt: None,
-            message: "INVALID_SESSION_ID: Session expired or invalid".into(),
             partial_fraction: 0.5,
+            ..failing_runs(
+                "-b0001",
+                vec![1],
+                "INVALID_SESSION_ID: Session expired or invalid",
+            )
         }],
         run_duration_ms: flowpilot_sim::DurationRange { min: 20, max: 40 },
         ..FaultPlan::default()
     })
     .await?;
-    batch_flow(&env.appflow, "fp-f-b0001", ms(2024, 1, 1), ms(2024, 1, 11))
-        .send()
-        .await?;
-    let run = |env: &Env| {
-        let c = env.appflow.clone();
-        async move {
-            let out = c.start_flow().flow_name("fp-f-b0001").send().await?;
-            anyhow::Ok(out.execution_id().context("executionId")?.to_owned())
-        }
-    };
-    let first = run(&env).await?;
+    create_batch_flow(&env, "fp-f-b0001", ms(2024, 1, 1), ms(2024, 1, 11)).await?;
+    let first = start_run(&env, "fp-f-b0001").await?;
     let rec = env.finished("fp-f-b0001", &first).await?;
     assert_eq!(rec.execution_status(), Some(&af::ExecutionStatus::Error));
     let info = rec
@@ -797,9 +739,7 @@ async fn scripted_failure_is_reported_with_its_message_and_partial_writes() -> a
         info.execution_message(),
         Some("INVALID_SESSION_ID: Session expired or invalid")
     );
-    let ledger = env
-        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
-        .await?;
+    let ledger = ledger_summary(&env).await?;
     assert_eq!(
         ledger["distinct_records"].as_u64(),
         Some(250),
@@ -807,27 +747,21 @@ async fn scripted_failure_is_reported_with_its_message_and_partial_writes() -> a
     );
 
     // Attempt 2 is not scripted: it succeeds, rewriting the first half (duplicates).
-    let second = run(&env).await?;
+    let second = start_run(&env, "fp-f-b0001").await?;
     let rec = env.finished("fp-f-b0001", &second).await?;
     assert_eq!(
         rec.execution_status(),
         Some(&af::ExecutionStatus::Successful)
     );
-    let ledger = env
-        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
-        .await?;
+    let ledger = ledger_summary(&env).await?;
     assert_eq!(ledger["distinct_records"].as_u64(), Some(500));
     assert_eq!(ledger["duplicate_writes"].as_u64(), Some(250));
-    let events = env.admin("events").await?;
-    let failed = events["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| {
-            e["detail"]["execution-id"] == first.as_str()
-                && e["detail-type"] == "AppFlow End Flow Run Report"
-        })
-        .context("end report of the failed run")?;
+    let failed = find_event(&env, |e| {
+        e["detail"]["execution-id"] == first.as_str()
+            && e["detail-type"] == "AppFlow End Flow Run Report"
+    })
+    .await?
+    .context("end report of the failed run")?;
     assert_eq!(failed["detail"]["status"], "Execution Failed");
     assert_eq!(
         failed["detail"]["error"],
@@ -857,29 +791,12 @@ async fn full_throttling_surfaces_throttling_exception_after_sdk_retries() -> an
             .retry_config(retry)
             .build(),
     );
-    let err = appflow
-        .list_flows()
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(appflow.list_flows().send()).await;
     assert_eq!(err.code(), Some("ThrottlingException"));
     assert_eq!(err.message(), Some("Rate exceeded"));
-    let err = appflow
-        .start_flow()
-        .flow_name("any-flow")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(appflow.start_flow().flow_name("any-flow").send()).await;
     assert_eq!(err.code(), Some("ThrottlingException"));
-    let err = profiles
-        .get_domain()
-        .domain_name(DOMAIN)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(profiles.get_domain().domain_name(DOMAIN).send()).await;
     assert!(err.is_throttling_exception(), "{err:?}");
     assert_eq!(err.message(), Some("Rate exceeded"));
 
@@ -893,28 +810,20 @@ async fn full_throttling_surfaces_throttling_exception_after_sdk_retries() -> an
 #[tokio::test]
 async fn customer_profiles_operations_round_trip_through_the_sdk() -> anyhow::Result<()> {
     let env = env_with(quiet_config()).await?;
-    env.profile_and_domain().await?;
     let p = &env.profiles;
 
     let d = p.get_domain().domain_name(DOMAIN).send().await?;
     assert_eq!(d.domain_name(), DOMAIN);
     assert_eq!(d.default_expiration_days(), Some(365));
-    let err = p
-        .create_domain()
-        .domain_name(DOMAIN)
-        .default_expiration_days(1)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        p.create_domain()
+            .domain_name(DOMAIN)
+            .default_expiration_days(1)
+            .send(),
+    )
+    .await;
     assert!(err.is_bad_request_exception(), "{err:?}");
-    let err = p
-        .get_domain()
-        .domain_name("nope")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(p.get_domain().domain_name("nope").send()).await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
     assert!(err.message().unwrap_or_default().contains("nope"));
 
@@ -927,15 +836,14 @@ async fn customer_profiles_operations_round_trip_through_the_sdk() -> anyhow::Re
         .send()
         .await?;
     assert_eq!(ot.object_type_name(), "Account");
-    let err = p
-        .put_profile_object_type()
-        .domain_name("nope")
-        .object_type_name("Account")
-        .description("x")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        p.put_profile_object_type()
+            .domain_name("nope")
+            .object_type_name("Account")
+            .description("x")
+            .send(),
+    )
+    .await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
 
     // PutIntegration with a FlowDefinition creates the scheduled flow and returns its ARN.
@@ -1042,9 +950,7 @@ async fn customer_profiles_operations_round_trip_through_the_sdk() -> anyhow::Re
     );
 
     // PutIntegration with the Uri of an existing flow links it.
-    batch_flow(&env.appflow, "fp-wf1-other", ms(2024, 1, 1), ms(2024, 1, 2))
-        .send()
-        .await?;
+    create_batch_flow(&env, "fp-wf1-other", ms(2024, 1, 1), ms(2024, 1, 2)).await?;
     let other = "arn:aws:appflow:us-east-1:123456789012:flow/fp-wf1-other";
     p.put_integration()
         .domain_name(DOMAIN)
@@ -1052,15 +958,14 @@ async fn customer_profiles_operations_round_trip_through_the_sdk() -> anyhow::Re
         .object_type_name("Account")
         .send()
         .await?;
-    let err = p
-        .put_integration()
-        .domain_name(DOMAIN)
-        .uri("arn:aws:appflow:us-east-1:123456789012:flow/missing")
-        .object_type_name("Account")
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(
+        p.put_integration()
+            .domain_name(DOMAIN)
+            .uri("arn:aws:appflow:us-east-1:123456789012:flow/missing")
+            .object_type_name("Account")
+            .send(),
+    )
+    .await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
 
     let list = p.list_integrations().domain_name(DOMAIN).send().await?;
@@ -1075,23 +980,9 @@ async fn customer_profiles_operations_round_trip_through_the_sdk() -> anyhow::Re
         .send()
         .await?;
     assert!(!del.message().is_empty());
-    let err = p
-        .get_integration()
-        .domain_name(DOMAIN)
-        .uri(&uri)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(p.get_integration().domain_name(DOMAIN).uri(&uri).send()).await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
-    let err = p
-        .delete_integration()
-        .domain_name(DOMAIN)
-        .uri(&uri)
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = service_error(p.delete_integration().domain_name(DOMAIN).uri(&uri).send()).await;
     assert!(err.is_resource_not_found_exception(), "{err:?}");
     env.sim.shutdown().await;
     Ok(())
@@ -1107,15 +998,11 @@ async fn scheduled_flow_pulls_contiguous_windows_and_deactivates_after_failures(
     let mut config = quiet_config();
     config.tick_ms = 50;
     let env = env_with(config).await?;
-    env.profile_and_domain().await?;
     env.set_faults(&FaultPlan {
         run_failures: vec![RunFailure {
-            flow_suffix: "-live".into(),
-            attempts: vec![],
             from_attempt: Some(4),
             to_attempt: Some(5),
-            message: "Rate exceeded".into(),
-            partial_fraction: 0.0,
+            ..failing_runs("-live", vec![], "Rate exceeded")
         }],
         run_duration_ms: flowpilot_sim::DurationRange { min: 10, max: 20 },
         ..FaultPlan::default()
@@ -1206,19 +1093,15 @@ async fn scheduled_flow_pulls_contiguous_windows_and_deactivates_after_failures(
         runs[0]["incremental_to"].as_str().unwrap_or_default()
     );
     assert_eq!(froms[3], froms[4]);
-    let ledger = env
-        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
-        .await?;
+    let ledger = ledger_summary(&env).await?;
     let expected = source_count(&env, "2024-06-01T00:00:00Z", "2024-06-04T00:00:00Z").await?;
     assert_eq!(ledger["distinct_records"].as_u64(), Some(expected));
     assert_eq!(expected, 150);
-    let events = env.admin("events").await?;
-    let deact = events["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["detail-type"] == "AppFlow Scheduled Flow Deactivated")
-        .context("deactivation event")?;
+    let deact = find_event(&env, |e| {
+        e["detail-type"] == "AppFlow Scheduled Flow Deactivated"
+    })
+    .await?
+    .context("deactivation event")?;
     assert_eq!(deact["detail"]["flow-name"], "fp-wf2-live");
     assert_eq!(
         runs_max(&env).await?,
@@ -1344,42 +1227,14 @@ async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::
     config.events.access_key_id = Some(support::ACCESS_KEY_ID.into());
     config.events.secret_access_key = Some(support::SECRET_ACCESS_KEY.into());
     config.faults.run_duration_ms = flowpilot_sim::DurationRange { min: 50, max: 100 };
-    config.faults.run_failures = vec![RunFailure {
-        flow_suffix: "-b0001".into(),
-        attempts: vec![1],
-        from_attempt: None,
-        to_attempt: None,
-        message: "Rate exceeded".into(),
-        partial_fraction: 0.0,
-    }];
+    config.faults.run_failures = vec![failing_runs("-b0001", vec![1], "Rate exceeded")];
     let env = env_with(config).await?;
-    env.profile_and_domain().await?;
 
     let (lo, hi) = (ms(2023, 11, 1), ms(2024, 1, 1));
-    batch_flow(&env.appflow, "fp-e2e-b0000", lo, hi)
-        .send()
-        .await?;
-    batch_flow(&env.appflow, "fp-e2e-b0001", hi, ms(2024, 3, 1))
-        .send()
-        .await?;
-    let ok_id = env
-        .appflow
-        .start_flow()
-        .flow_name("fp-e2e-b0000")
-        .send()
-        .await?
-        .execution_id()
-        .context("id")?
-        .to_owned();
-    let bad_id = env
-        .appflow
-        .start_flow()
-        .flow_name("fp-e2e-b0001")
-        .send()
-        .await?
-        .execution_id()
-        .context("id")?
-        .to_owned();
+    create_batch_flow(&env, "fp-e2e-b0000", lo, hi).await?;
+    create_batch_flow(&env, "fp-e2e-b0001", hi, ms(2024, 3, 1)).await?;
+    let ok_id = start_run(&env, "fp-e2e-b0000").await?;
+    let bad_id = start_run(&env, "fp-e2e-b0001").await?;
 
     let has = |msgs: &[Value], id: &str| msgs.iter().any(|m| m["detail"]["execution-id"] == id);
     let msgs = support::drain_queue(
@@ -1425,9 +1280,7 @@ async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::
     let expected = source_count(&env, "2023-11-01T00:00:00Z", "2024-01-01T00:00:00Z").await?;
     assert_eq!(expected, 61 * 50);
     assert_eq!(processed, expected);
-    let ledger = env
-        .admin(&format!("ledger?domain={DOMAIN}&object_type=Account"))
-        .await?;
+    let ledger = ledger_summary(&env).await?;
     assert_eq!(ledger["distinct_records"].as_u64(), Some(expected));
     assert_eq!(ledger["records_written"].as_u64(), Some(expected));
 
@@ -1437,6 +1290,39 @@ async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::
         .context("failed report")?;
     assert_eq!(bad["detail"]["status"], "Execution Failed");
     assert_eq!(bad["detail"]["error"], "Rate exceeded");
+
+    // The worker's own parser accepts both reports as they arrived from the queue (the
+    // simulator builds this JSON independently of the core's types).
+    let parsed = |m: &Value| flowpilot::core::event::parse_message(&m.to_string());
+    let Ok(Message::Workflow {
+        workflow_id,
+        input: Input::RunEnded(r),
+    }) = parsed(ok)
+    else {
+        panic!(
+            "the core parser did not accept the success report: {:?}",
+            parsed(ok)
+        );
+    };
+    assert_eq!(workflow_id.as_str(), "e2e");
+    assert_eq!(r.role, FlowRole::Batch(0));
+    assert!(r.succeeded);
+    assert_eq!(r.execution_id.as_deref(), Some(ok_id.as_str()));
+    assert_eq!(r.records_processed, Some(expected));
+    assert!(r.ended_at.is_some());
+    let Ok(Message::Workflow {
+        input: Input::RunEnded(r),
+        ..
+    }) = parsed(bad)
+    else {
+        panic!(
+            "the core parser did not accept the failure report: {:?}",
+            parsed(bad)
+        );
+    };
+    assert_eq!(r.role, FlowRole::Batch(1));
+    assert!(!r.succeeded);
+    assert_eq!(r.error.as_deref(), Some("Rate exceeded"));
     env.sim.shutdown().await;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use aws_sdk_dynamodb::types::KeySchemaElement;
 use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -86,6 +87,34 @@ fn flow_name_of(body: &Value) -> Option<&str> {
     body.pointer("/detail/flow-name").and_then(Value::as_str)
 }
 
+/// Every attribute of a queue.
+async fn all_attributes(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> anyhow::Result<HashMap<QueueAttributeName, String>> {
+    Ok(sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await?
+        .attributes
+        .unwrap_or_default())
+}
+
+/// A DynamoDB key schema as (attribute, key type) pairs.
+fn key_pairs(schema: &[KeySchemaElement]) -> Vec<(String, String)> {
+    schema
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_owned(),
+                k.key_type().as_str().to_owned(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn template_lints_without_errors_or_warnings() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(support::moto::ensure_venv())?;
@@ -110,15 +139,7 @@ fn template_lints_without_errors_or_warnings() -> anyhow::Result<()> {
 async fn template_deploys_into_moto_with_queues_table_bus_and_rules() -> anyhow::Result<()> {
     let d = deployed().await?;
 
-    let work = d
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&d.out.queue_url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
-        .await?
-        .attributes
-        .unwrap_or_default();
+    let work = all_attributes(&d.sqs, &d.out.queue_url).await?;
     assert_eq!(
         work.get(&QueueAttributeName::QueueArn),
         Some(&d.out.queue_arn)
@@ -132,15 +153,7 @@ async fn template_deploys_into_moto_with_queues_table_bus_and_rules() -> anyhow:
         work.get(&QueueAttributeName::RedrivePolicy)
             .context("work queue has no redrive policy")?,
     )?;
-    let dlq = d
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&d.out.dlq_url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
-        .await?
-        .attributes
-        .unwrap_or_default();
+    let dlq = all_attributes(&d.sqs, &d.out.dlq_url).await?;
     assert_eq!(
         redrive["deadLetterTargetArn"].as_str(),
         dlq.get(&QueueAttributeName::QueueArn).map(String::as_str)
@@ -160,32 +173,14 @@ async fn template_deploys_into_moto_with_queues_table_bus_and_rules() -> anyhow:
         .await?
         .table
         .context("no table description")?;
-    let keys: Vec<(String, String)> = table
-        .key_schema()
-        .iter()
-        .map(|k| {
-            (
-                k.attribute_name().to_owned(),
-                k.key_type().as_str().to_owned(),
-            )
-        })
-        .collect();
+    let keys = key_pairs(table.key_schema());
     assert_eq!(keys, [("pk".to_owned(), "HASH".to_owned())]);
     let gsi = table
         .global_secondary_indexes()
         .iter()
         .find(|i| i.index_name() == Some("active"))
         .context("table has no GSI `active`")?;
-    let gsi_keys: Vec<(String, String)> = gsi
-        .key_schema()
-        .iter()
-        .map(|k| {
-            (
-                k.attribute_name().to_owned(),
-                k.key_type().as_str().to_owned(),
-            )
-        })
-        .collect();
+    let gsi_keys = key_pairs(gsi.key_schema());
     assert_eq!(
         gsi_keys,
         [

@@ -113,6 +113,13 @@ impl Worker {
             .await?)
     }
 
+    /// The process id (for signals other than SIGKILL).
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .id()
+            .ok_or_else(|| anyhow!("worker {} already exited", self.label))
+    }
+
     /// Still running (not exited, not killed)?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -351,19 +358,42 @@ impl Env {
 
     /// Starts a worker with [`fast_worker_env`] plus `extra` (which wins).
     pub fn spawn_worker(&self, label: &str, extra: &[(&str, &str)]) -> anyhow::Result<Worker> {
+        let mut defaults = fast_worker_env();
+        // A panic message is all the test needs, not a backtrace.
+        defaults.push(("RUST_BACKTRACE".to_owned(), "0".to_owned()));
+        self.spawn_worker_process("reliability", label, defaults, extra)
+    }
+
+    /// Starts a worker with the production timings (none of [`fast_worker_env`]) plus `extra`
+    /// (which wins); its log is `worker-{name}-{label}-{port}.log` in the scratch directory.
+    pub fn spawn_default_worker(
+        &self,
+        label: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Worker> {
+        self.spawn_worker_process("worker", label, Vec::new(), extra)
+    }
+
+    /// A `flowpilot worker` with the stack's environment, then `defaults`, a loopback metrics
+    /// address and info logging, then `extra`.
+    fn spawn_worker_process(
+        &self,
+        log_prefix: &str,
+        label: &str,
+        defaults: Vec<(String, String)>,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Worker> {
         let log = super::scratch_dir().join(format!(
-            "reliability-{}-{label}-{}.log",
+            "{log_prefix}-{}-{label}-{}.log",
             self.name, self.moto.port
         ));
         let file = std::fs::File::create(&log)?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowpilot"));
         cmd.arg("worker")
             .envs(self.process_env())
-            .envs(fast_worker_env())
+            .envs(defaults)
             .env("FLOWPILOT_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,aws_config=warn,aws_smithy_runtime=warn")
-            // A panic message is all the test needs, not a backtrace.
-            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -381,13 +411,7 @@ impl Env {
 
     /// Runs the CLI to completion; fails unless it exits 0.
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_flowpilot"))
-            .args(args)
-            .envs(self.process_env())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await?;
+        let out = self.cli_output(args).await?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         ensure!(
             out.status.success(),
@@ -397,6 +421,17 @@ impl Env {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(stdout)
+    }
+
+    /// Runs the CLI to completion, whatever its exit status (for tests of refusals).
+    pub async fn cli_output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(Command::new(env!("CARGO_BIN_EXE_flowpilot"))
+            .args(args)
+            .envs(self.process_env())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await?)
     }
 
     /// `flowpilot workflow create`; returns the workflow id.
@@ -474,10 +509,34 @@ impl Env {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> anyhow::Result<LedgerCheck> {
+        let window = format!("&from={}&to={}", rfc3339(from), rfc3339(to));
+        self.ledger_vs_source(object_type, &window, from, to).await
+    }
+
+    /// Every write the ledger holds for `object_type`, whatever its time, vs the source's
+    /// records in `[from, to)`: unlike [`Env::ledger_check`], a record written from outside the
+    /// window counts too.
+    pub async fn ledger_check_all_writes(
+        &self,
+        object_type: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<LedgerCheck> {
+        self.ledger_vs_source(object_type, "", from, to).await
+    }
+
+    /// `ledger_query` narrows `/_sim/ledger` (`&from=..&to=..`, or nothing for all of it).
+    async fn ledger_vs_source(
+        &self,
+        object_type: &str,
+        ledger_query: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> anyhow::Result<LedgerCheck> {
         let (f, t) = (rfc3339(from), rfc3339(to));
         let ledger = self
             .sim_get(&format!(
-                "/_sim/ledger?domain={DOMAIN}&object_type={object_type}&from={f}&to={t}"
+                "/_sim/ledger?domain={DOMAIN}&object_type={object_type}{ledger_query}"
             ))
             .await?;
         let source = self
@@ -502,6 +561,11 @@ impl Env {
     /// Every run the simulator started (`/_sim/runs`).
     pub async fn runs(&self) -> anyhow::Result<Value> {
         self.sim_get("/_sim/runs").await
+    }
+
+    /// Every flow the simulator holds (`/_sim/flows`).
+    pub async fn flows(&self) -> anyhow::Result<Value> {
+        self.sim_get("/_sim/flows").await
     }
 
     /// Health events delivered so far (drained from the tap queue), appended to `seen`, until
@@ -695,6 +759,16 @@ pub fn health_counts(events: &[Value]) -> BTreeMap<String, usize> {
 
 pub fn count(counts: &BTreeMap<String, usize>, kind: &str) -> usize {
     counts.get(kind).copied().unwrap_or(0)
+}
+
+/// The flow of batch `index` (0-based) of workflow `id`.
+pub fn batch_flow(id: &WorkflowId, index: u32) -> String {
+    format!("fp-{id}-b{index:04}")
+}
+
+/// The continuous integration's flow of workflow `id`.
+pub fn live_flow(id: &WorkflowId) -> String {
+    format!("fp-{id}-live")
 }
 
 /// Runs of flow `name` in a `/_sim/runs` answer.

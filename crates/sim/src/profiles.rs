@@ -22,6 +22,12 @@ fn not_found(msg: impl Into<String>) -> ApiError {
     ApiError::profiles(ErrorKind::NotFound, msg)
 }
 
+fn integration_not_found(uri: &str, domain: &str) -> ApiError {
+    not_found(format!(
+        "Integration {uri} does not exist in domain {domain}"
+    ))
+}
+
 fn domain_mut<'a>(st: &'a mut St, name: &str) -> Result<&'a mut Domain, ApiError> {
     st.domains
         .get_mut(name)
@@ -276,11 +282,10 @@ pub async fn get_integration(
     let uri = req_str(S, &m, "Uri")?;
     let mut st = sim.state();
     let d = domain_mut(&mut st, &domain)?;
-    let i = d.integrations.get(uri).ok_or_else(|| {
-        not_found(format!(
-            "Integration {uri} does not exist in domain {domain}"
-        ))
-    })?;
+    let i = d
+        .integrations
+        .get(uri)
+        .ok_or_else(|| integration_not_found(uri, &domain))?;
     Ok(Json(integration_json(i)))
 }
 
@@ -293,11 +298,9 @@ pub async fn delete_integration(
     let uri = req_str(S, &m, "Uri")?;
     let mut st = sim.state();
     let d = domain_mut(&mut st, &domain)?;
-    d.integrations.remove(uri).ok_or_else(|| {
-        not_found(format!(
-            "Integration {uri} does not exist in domain {domain}"
-        ))
-    })?;
+    d.integrations
+        .remove(uri)
+        .ok_or_else(|| integration_not_found(uri, &domain))?;
     Ok(Json(
         json!({ "Message": format!("Integration {uri} deleted") }),
     ))

@@ -655,6 +655,10 @@ fn reconcile_starts_a_workflow_whose_start_command_was_lost() {
     assert_eq!(t.workflow.status, WorkflowStatus::Backfilling);
     assert!(kinds(&t).contains(&"publish Workflow Started".to_string()));
     // The late start command is then a duplicate.
-    let late = step(&t.workflow, Input::Start, t0() + grace + TimeDelta::seconds(2));
+    let late = step(
+        &t.workflow,
+        Input::Start,
+        t0() + grace + TimeDelta::seconds(2),
+    );
     assert!(late.is_noop(&t.workflow));
 }
