@@ -4,18 +4,15 @@ use aws_sdk_appflow::Client;
 use aws_sdk_appflow::types::{
     ConnectorOperator, ConnectorType, CustomerProfilesDestinationProperties, DataPullMode,
     DestinationConnectorProperties, DestinationFlowConfig, ExecutionRecord, ExecutionStatus,
-    IncrementalPullConfig, MarketoConnectorOperator, MarketoSourceProperties,
-    OperatorPropertiesKeys, S3ConnectorOperator, S3SourceProperties, SalesforceConnectorOperator,
-    SalesforceSourceProperties, ScheduledTriggerProperties, ServiceNowConnectorOperator,
-    ServiceNowSourceProperties, SourceConnectorProperties, SourceFlowConfig, Task, TaskType,
-    TriggerConfig, TriggerProperties, TriggerType, ZendeskConnectorOperator,
-    ZendeskSourceProperties,
+    MarketoConnectorOperator, OperatorPropertiesKeys, S3ConnectorOperator,
+    SalesforceConnectorOperator, ScheduledTriggerProperties, ServiceNowConnectorOperator, Task,
+    TaskType, TriggerConfig, TriggerProperties, TriggerType, ZendeskConnectorOperator,
 };
 use chrono::{DateTime, Utc};
 use flowpilot_core::effect::{EffectError, FlowDefinition, Trigger};
 use flowpilot_core::ids::FlowRole;
 use flowpilot_core::input::RunReport;
-use flowpilot_core::spec::{Connector, SourceObject};
+use flowpilot_core::spec::Connector;
 
 use super::tasks::{self, Kind, Op, Prop, TaskSpec};
 use super::{build_error, effect_error, error_code};
@@ -249,59 +246,7 @@ fn trigger_config(trigger: &Trigger) -> Result<TriggerConfig, EffectError> {
     }
 }
 
-fn source_flow_config(flow: &FlowDefinition) -> Result<SourceFlowConfig, EffectError> {
-    let props = SourceConnectorProperties::builder();
-    let props = match (&flow.source, flow.connector) {
-        (SourceObject::S3 { bucket, prefix }, _) => props.s3(S3SourceProperties::builder()
-            .bucket_name(bucket)
-            .set_bucket_prefix(prefix.clone())
-            .build()
-            .map_err(build_error)?),
-        (SourceObject::Object { name }, Connector::Salesforce) => props.salesforce(
-            SalesforceSourceProperties::builder()
-                .object(name)
-                .build()
-                .map_err(build_error)?,
-        ),
-        (SourceObject::Object { name }, Connector::Marketo) => props.marketo(
-            MarketoSourceProperties::builder()
-                .object(name)
-                .build()
-                .map_err(build_error)?,
-        ),
-        (SourceObject::Object { name }, Connector::Servicenow) => props.service_now(
-            ServiceNowSourceProperties::builder()
-                .object(name)
-                .build()
-                .map_err(build_error)?,
-        ),
-        (SourceObject::Object { name }, Connector::Zendesk) => props.zendesk(
-            ZendeskSourceProperties::builder()
-                .object(name)
-                .build()
-                .map_err(build_error)?,
-        ),
-        (SourceObject::Object { .. }, Connector::S3) => {
-            return Err(EffectError {
-                code: "InvalidRequest".to_owned(),
-                message: "an S3 source needs a bucket, not an object name".to_owned(),
-                permanent: true,
-            });
-        }
-    };
-    let mut builder = SourceFlowConfig::builder()
-        .connector_type(ConnectorType::from(flow.connector.appflow_type()))
-        .connector_profile_name(&flow.connector_profile)
-        .source_connector_properties(props.build());
-    if let (Trigger::Scheduled { .. }, Some(field)) = (&flow.trigger, &flow.timestamp_field) {
-        builder = builder.incremental_pull_config(
-            IncrementalPullConfig::builder()
-                .datetime_type_field_name(field)
-                .build(),
-        );
-    }
-    builder.build().map_err(build_error)
-}
+super::source_flow_config_fn!(aws_sdk_appflow, ConnectorType);
 
 fn destination(flow: &FlowDefinition) -> Result<DestinationFlowConfig, EffectError> {
     let cp = CustomerProfilesDestinationProperties::builder()
