@@ -5,85 +5,15 @@
 //!   CancelFlowExecutions.
 //! - [`profiles`]: Customer Profiles PutIntegration / DeleteIntegration.
 //! - [`health`]: the EventBridge health publisher.
+//! - `flow_parts`: the flow-definition builders AppFlow and Customer Profiles share.
 //! - [`queue`]: the SQS work queue (receive, delete, visibility, delayed commands).
 //!
 //! Endpoints, region and credentials come only from the SDK's standard chain
 //! (`AWS_ENDPOINT_URL*`, `AWS_REGION`, credentials providers). Throttling and 5xx answers are
 //! retried by the SDK's standard retry strategy; nothing here adds a second retry loop.
 
-/// AppFlow's CreateFlow and Customer Profiles' PutIntegration model a flow's source
-/// identically (only the wire casing differs), but each SDK crate has its own types: one body,
-/// expanded once per crate as `source_flow_config(flow)`.
-macro_rules! source_flow_config_fn {
-    ($sdk:ident, $connector_type:ident) => {
-        fn source_flow_config(
-            flow: &flowpilot_core::effect::FlowDefinition,
-        ) -> Result<$sdk::types::SourceFlowConfig, flowpilot_core::effect::EffectError> {
-            use flowpilot_core::effect::{EffectError, Trigger};
-            use flowpilot_core::spec::{Connector, SourceObject};
-            use $crate::aws::build_error;
-            use $sdk::types as t;
-
-            let props = t::SourceConnectorProperties::builder();
-            let props = match (&flow.source, flow.connector) {
-                (SourceObject::S3 { bucket, prefix }, _) => {
-                    props.s3(t::S3SourceProperties::builder()
-                        .bucket_name(bucket)
-                        .set_bucket_prefix(prefix.clone())
-                        .build()
-                        .map_err(build_error)?)
-                }
-                (SourceObject::Object { name }, Connector::Salesforce) => props.salesforce(
-                    t::SalesforceSourceProperties::builder()
-                        .object(name)
-                        .build()
-                        .map_err(build_error)?,
-                ),
-                (SourceObject::Object { name }, Connector::Marketo) => props.marketo(
-                    t::MarketoSourceProperties::builder()
-                        .object(name)
-                        .build()
-                        .map_err(build_error)?,
-                ),
-                (SourceObject::Object { name }, Connector::Servicenow) => props.service_now(
-                    t::ServiceNowSourceProperties::builder()
-                        .object(name)
-                        .build()
-                        .map_err(build_error)?,
-                ),
-                (SourceObject::Object { name }, Connector::Zendesk) => props.zendesk(
-                    t::ZendeskSourceProperties::builder()
-                        .object(name)
-                        .build()
-                        .map_err(build_error)?,
-                ),
-                (SourceObject::Object { .. }, Connector::S3) => {
-                    return Err(EffectError {
-                        code: "InvalidRequest".to_owned(),
-                        message: "an S3 source needs a bucket, not an object name".to_owned(),
-                        permanent: true,
-                    });
-                }
-            };
-            let mut builder = t::SourceFlowConfig::builder()
-                .connector_type(t::$connector_type::from(flow.connector.appflow_type()))
-                .connector_profile_name(&flow.connector_profile)
-                .source_connector_properties(props.build());
-            if let (Trigger::Scheduled { .. }, Some(field)) = (&flow.trigger, &flow.timestamp_field)
-            {
-                builder = builder.incremental_pull_config(
-                    t::IncrementalPullConfig::builder()
-                        .datetime_type_field_name(field)
-                        .build(),
-                );
-            }
-            builder.build().map_err(build_error)
-        }
-    };
-}
-pub(crate) use source_flow_config_fn;
-
 pub mod appflow;
+mod flow_parts;
 pub mod health;
 pub mod profiles;
 pub mod queue;

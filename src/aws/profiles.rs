@@ -5,16 +5,13 @@
 
 use aws_sdk_customerprofiles::Client;
 use aws_sdk_customerprofiles::types::{
-    ConnectorOperator, DataPullMode, FlowDefinition as CpFlowDefinition, MarketoConnectorOperator,
-    OperatorPropertiesKeys, S3ConnectorOperator, SalesforceConnectorOperator,
-    ScheduledTriggerProperties, ServiceNowConnectorOperator, Task, TaskType, TriggerConfig,
-    TriggerProperties, TriggerType, ZendeskConnectorOperator,
+    DataPullMode, FlowDefinition as CpFlowDefinition, ScheduledTriggerProperties, TriggerConfig,
+    TriggerProperties, TriggerType,
 };
 use flowpilot_core::effect::{EffectError, FlowDefinition, Trigger};
-use flowpilot_core::spec::Connector;
 
 use super::appflow::to_smithy;
-use super::tasks::{self, Kind, Op, Prop, TaskSpec};
+use super::tasks;
 use super::{build_error, effect_error, error_code};
 
 #[derive(Clone, Debug)]
@@ -121,62 +118,4 @@ fn trigger_config(trigger: &Trigger) -> Result<TriggerConfig, EffectError> {
     }
 }
 
-super::source_flow_config_fn!(aws_sdk_customerprofiles, SourceConnectorType);
-
-fn connector_operator(connector: Connector, op: Op) -> ConnectorOperator {
-    let b = ConnectorOperator::builder();
-    match connector {
-        Connector::Salesforce => b.salesforce(match op {
-            Op::Projection => SalesforceConnectorOperator::Projection,
-            Op::NoOp => SalesforceConnectorOperator::NoOp,
-            Op::Between => SalesforceConnectorOperator::Between,
-            Op::GreaterThan => SalesforceConnectorOperator::GreaterThan,
-        }),
-        Connector::Marketo => b.marketo(match op {
-            Op::Projection => MarketoConnectorOperator::Projection,
-            Op::NoOp => MarketoConnectorOperator::NoOp,
-            Op::Between => MarketoConnectorOperator::Between,
-            Op::GreaterThan => MarketoConnectorOperator::GreaterThan,
-        }),
-        Connector::Servicenow => b.service_now(match op {
-            Op::Projection => ServiceNowConnectorOperator::Projection,
-            Op::NoOp => ServiceNowConnectorOperator::NoOp,
-            Op::Between => ServiceNowConnectorOperator::Between,
-            Op::GreaterThan => ServiceNowConnectorOperator::GreaterThan,
-        }),
-        Connector::Zendesk => b.zendesk(match op {
-            Op::Projection => ZendeskConnectorOperator::Projection,
-            Op::NoOp => ZendeskConnectorOperator::NoOp,
-            // Zendesk only filters with GREATER_THAN.
-            Op::Between | Op::GreaterThan => ZendeskConnectorOperator::GreaterThan,
-        }),
-        Connector::S3 => b.s3(match op {
-            Op::Projection => S3ConnectorOperator::Projection,
-            Op::NoOp => S3ConnectorOperator::NoOp,
-            Op::Between => S3ConnectorOperator::Between,
-            Op::GreaterThan => S3ConnectorOperator::GreaterThan,
-        }),
-    }
-    .build()
-}
-
-fn task(connector: Connector, spec: &TaskSpec) -> Result<Task, EffectError> {
-    let mut b = Task::builder()
-        .set_source_fields(Some(spec.source_fields.clone()))
-        .connector_operator(connector_operator(connector, spec.op))
-        .task_type(match spec.kind {
-            Kind::Filter => TaskType::Filter,
-            Kind::Map => TaskType::Map,
-        })
-        .set_destination_field(spec.destination_field.clone());
-    for (key, value) in &spec.properties {
-        let key = match key {
-            Prop::DataType => OperatorPropertiesKeys::DataType,
-            Prop::LowerBound => OperatorPropertiesKeys::LowerBound,
-            Prop::UpperBound => OperatorPropertiesKeys::UpperBound,
-            Prop::Value => OperatorPropertiesKeys::Value,
-        };
-        b = b.task_properties(key, value);
-    }
-    b.build().map_err(build_error)
-}
+super::flow_parts::flow_parts!(aws_sdk_customerprofiles, SourceConnectorType);
