@@ -224,31 +224,29 @@ impl Demo {
             .flowpilot_json(&["workflow", "status", &id, "--json"])
             .await?;
         let (from, to) = window_of(&wf)?;
-        let source: Value = http
-            .get(format!("{sim}/_sim/source"))
-            .query(&[
+        let source = get_json(
+            &http,
+            &format!("{sim}/_sim/source"),
+            &[
                 ("connector_profile", PROFILE),
                 ("object", OBJECT),
                 ("from", &from),
                 ("to", &to),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
-        let ledger: Value = http
-            .get(format!("{sim}/_sim/ledger"))
-            // Only the backfill's window: the live integration keeps adding newer records.
-            .query(&[
+            ],
+        )
+        .await?;
+        // Only the backfill's window: the live integration keeps adding newer records.
+        let ledger = get_json(
+            &http,
+            &format!("{sim}/_sim/ledger"),
+            &[
                 ("domain", DOMAIN),
                 ("object_type", OBJECT),
                 ("from", &from),
                 ("to", &to),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
+            ],
+        )
+        .await?;
         let expected = source["records"].as_u64().context("source count missing")?;
         let distinct = ledger["distinct_records"]
             .as_u64()
@@ -394,25 +392,13 @@ impl Demo {
     /// Health events the health-tap queue (a rule on the health bus) received.
     async fn health_events(&self) -> anyhow::Result<Vec<Value>> {
         let url = self.var("FLOWPILOT_HEALTH_TAP_URL")?.to_string();
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(self.var("AWS_ENDPOINT_URL")?)
-            .region(aws_config::Region::new(self.var("AWS_REGION")?.to_string()))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                self.var("AWS_ACCESS_KEY_ID")?,
-                self.var("AWS_SECRET_ACCESS_KEY")?,
-                None,
-                None,
-                "flowpilot-demo",
-            ))
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https(),
-            )
-            .load()
-            .await;
+        let config = crate::aws::local_sdk_config(
+            self.var("AWS_ENDPOINT_URL")?,
+            self.var("AWS_REGION")?,
+            self.var("AWS_ACCESS_KEY_ID")?,
+            self.var("AWS_SECRET_ACCESS_KEY")?,
+        )
+        .await;
         let sqs = aws_sdk_sqs::Client::new(&config);
         let mut events = Vec::new();
         // The tap is fed synchronously by PutEvents, so two empty receives mean it is drained.
@@ -457,6 +443,22 @@ impl Demo {
             .map(String::as_str)
             .with_context(|| format!("the stack's env file has no {name}"))
     }
+}
+
+/// GET a simulator admin endpoint and parse its JSON answer.
+async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    query: &[(&str, &str)],
+) -> anyhow::Result<Value> {
+    Ok(http
+        .get(url)
+        .query(query)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 fn step(what: &str) {

@@ -28,14 +28,42 @@ use flowpilot_core::effect::EffectError;
 
 use crate::metrics::{Metrics, RequestCounter};
 
-/// The SDK configuration every client uses: the standard provider chain plus an explicit
-/// rustls (ring) HTTPS client, because the SDK crates are built without a default TLS stack.
-pub async fn sdk_config() -> SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
+/// The HTTPS client every SDK client uses: rustls with ring, because the SDK crates are built
+/// without a default TLS stack.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+        .build_https()
+}
+
+/// The SDK configuration of the worker and the CLI: the standard provider chain (endpoints,
+/// region, credentials) plus [`https_client`].
+pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(https_client())
+        .load()
+        .await
+}
+
+/// An SDK configuration for the local stack (the demo, the tests): every service at
+/// `endpoint_url`, static credentials from the stack's env file, [`https_client`].
+pub async fn local_sdk_config(
+    endpoint_url: &str,
+    region: &str,
+    access_key_id: &str,
+    secret_access_key: &str,
+) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_owned()))
+        .endpoint_url(endpoint_url)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "flowpilot-local-stack",
+        ))
+        .http_client(https_client())
         .load()
         .await
 }

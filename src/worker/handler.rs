@@ -125,14 +125,7 @@ impl<S: Store, X: Shell> Handler<S, X> {
         {
             let remaining = (*due_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             if remaining >= Duration::from_secs(1) {
-                let cmd = CommandMessage {
-                    command: "retry_due".to_owned(),
-                    workflow_id: Some(id.clone()),
-                    batch: Some(*batch),
-                    attempt: Some(*attempt),
-                    due_at: Some(*due_at),
-                    reason: None,
-                };
+                let cmd = CommandMessage::retry_due(id, *batch, *attempt, *due_at);
                 self.shell
                     .send_command(&cmd, remaining)
                     .await
@@ -154,12 +147,8 @@ impl<S: Store, X: Shell> Handler<S, X> {
                 Ok(None) => return Ok(Handled::Done),
                 Ok(Some(error)) => {
                     let cmd = CommandMessage {
-                        command: "reconcile".to_owned(),
-                        workflow_id: Some(id.clone()),
-                        batch: None,
-                        attempt: None,
-                        due_at: None,
                         reason: Some(format!("drain outbox after {}", error.code)),
+                        ..CommandMessage::for_workflow("reconcile", id)
                     };
                     self.shell
                         .send_command(&cmd, RECONCILE_DELAY)

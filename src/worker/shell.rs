@@ -89,7 +89,7 @@ impl AwsShell {
         }
     }
 
-    async fn run_one(&self, effect: &Effect) -> Step {
+    async fn run_one(&self, wf: &Workflow, effect: &Effect) -> Step {
         let key = effect.key.as_str();
         let done = || Outcome::Done {
             key: key.to_owned(),
@@ -161,48 +161,32 @@ impl AwsShell {
                 let r = self.profiles.delete_integration(domain, uri).await;
                 self.step("delete_integration", key, r, |()| done())
             }
-            EffectKind::Publish { event } => {
-                let r = self
-                    .health
-                    .publish(std::slice::from_ref(event))
-                    .await
-                    .pop()
-                    .unwrap_or(Ok(()));
-                self.step("publish", key, r, |()| done())
+            EffectKind::Publish { .. } => {
+                let mut steps = self.publish_run(&[effect]).await;
+                steps.pop().unwrap_or(Step::Outcome(done()))
             }
-            EffectKind::ScheduleRetry { .. } => {
-                // Needs the workflow id: handled in `execute`.
-                Step::Outcome(done())
+            EffectKind::ScheduleRetry {
+                batch,
+                attempt,
+                due_at,
+            } => {
+                let cmd = CommandMessage::retry_due(&wf.id, *batch, *attempt, *due_at);
+                self.schedule_retry(key, &cmd).await
             }
         }
     }
 
-    async fn schedule_retry(&self, wf: &Workflow, effect: &Effect) -> Step {
-        let EffectKind::ScheduleRetry {
-            batch,
-            attempt,
-            due_at,
-        } = &effect.kind
-        else {
-            return Step::Outcome(Outcome::Done {
-                key: effect.key.clone(),
-            });
-        };
-        let delay = (*due_at - Utc::now())
-            .to_std()
+    /// Sends a `retry_due` command delayed until its `due_at` (SQS allows at most 15 minutes;
+    /// the handler re-delays one that arrives early).
+    async fn schedule_retry(&self, key: &str, cmd: &CommandMessage) -> Step {
+        let delay = cmd
+            .due_at
+            .and_then(|due| (due - Utc::now()).to_std().ok())
             .unwrap_or(Duration::ZERO)
             .min(MAX_DELAY);
-        let cmd = CommandMessage {
-            command: "retry_due".to_owned(),
-            workflow_id: Some(wf.id.clone()),
-            batch: Some(*batch),
-            attempt: Some(*attempt),
-            due_at: Some(*due_at),
-            reason: None,
-        };
         let r = self
             .queue
-            .send_command(&cmd, delay)
+            .send_command(cmd, delay)
             .await
             .map(|_message_id| ())
             .map_err(|e| EffectError {
@@ -213,8 +197,8 @@ impl AwsShell {
         if r.is_ok() {
             self.metrics.inc(metrics::RETRIES_SCHEDULED);
         }
-        self.step("schedule_retry", &effect.key, r, |()| Outcome::Done {
-            key: effect.key.clone(),
+        self.step("schedule_retry", key, r, |()| Outcome::Done {
+            key: key.to_owned(),
         })
     }
 
@@ -251,10 +235,8 @@ impl Shell for AwsShell {
                     .take_while(|e| matches!(e.kind, EffectKind::Publish { .. }))
                     .collect();
                 self.publish_run(&run).await
-            } else if matches!(effects[i].kind, EffectKind::ScheduleRetry { .. }) {
-                vec![self.schedule_retry(wf, &effects[i]).await]
             } else {
-                vec![self.run_one(&effects[i]).await]
+                vec![self.run_one(wf, &effects[i]).await]
             };
             for step in steps {
                 match step {

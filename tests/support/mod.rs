@@ -27,9 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_sqs::config::Credentials;
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_config::SdkConfig;
 
 pub use moto::{Moto, StackOutputs, deploy_stack};
 pub use queue::{drain_available, drain_queue};
@@ -84,22 +82,7 @@ pub fn aws_env(moto_url: &str, sim_url: &str) -> Vec<(String, String)> {
 /// AppFlow / Customer Profiles clients), with dummy static credentials, us-east-1 and the
 /// rustls+ring HTTP client the project uses.
 pub async fn sdk_config(endpoint_url: &str) -> SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint_url)
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "flowpilot-tests",
-        ))
-        .http_client(http_client)
-        .load()
-        .await
+    flowpilot::aws::local_sdk_config(endpoint_url, REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY).await
 }
 
 /// Calls `check` until it yields `Some(value)`, at most until `timeout` has passed.

@@ -79,6 +79,21 @@ impl CommandMessage {
             reason: None,
         }
     }
+
+    /// The delayed command that starts `attempt + 1` of `batch` once `due_at` has passed.
+    pub fn retry_due(
+        workflow_id: &WorkflowId,
+        batch: u32,
+        attempt: u32,
+        due_at: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            batch: Some(batch),
+            attempt: Some(attempt),
+            due_at: Some(due_at),
+            ..Self::for_workflow("retry_due", workflow_id)
+        }
+    }
 }
 
 /// Parses one SQS message body.
