@@ -11,6 +11,7 @@ use flowpilot_core::effect::{EffectError, FlowDefinition, Trigger};
 use flowpilot_core::ids::FlowRole;
 use flowpilot_core::input::RunReport;
 
+use super::flow_parts::{source_flow_config, task};
 use super::tasks;
 use super::{build_error, effect_error, error_code};
 
@@ -30,8 +31,9 @@ impl AppFlow {
     }
 
     /// CreateFlow. `ConflictException` means a flow with our deterministic name already
-    /// exists, i.e. an earlier attempt of this very effect created it: success.
-    pub async fn create_flow(&self, flow: &FlowDefinition) -> Result<(), EffectError> {
+    /// exists, i.e. an earlier attempt of this very effect created it: success. Returns the
+    /// flow's ARN when AppFlow answered with it (not on a conflict).
+    pub async fn create_flow(&self, flow: &FlowDefinition) -> Result<Option<String>, EffectError> {
         let mut req = self
             .client
             .create_flow()
@@ -52,10 +54,27 @@ impl AppFlow {
             req = req.tags(k, v);
         }
         match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ConflictException") => Ok(()),
+            Ok(out) => Ok(out.flow_arn),
+            Err(e) if error_code(&e) == Some("ConflictException") => Ok(None),
             Err(e) => Err(effect_error(&e)),
         }
+    }
+
+    /// The ARN of an existing flow (DescribeFlow), for linking a flow created by an earlier
+    /// attempt whose CreateFlow answer this process did not see.
+    pub async fn flow_arn(&self, flow_name: &str) -> Result<String, EffectError> {
+        let out = self
+            .client
+            .describe_flow()
+            .flow_name(flow_name)
+            .send()
+            .await
+            .map_err(|e| effect_error(&e))?;
+        out.flow_arn.ok_or_else(|| EffectError {
+            code: "InvalidResponse".to_owned(),
+            message: format!("DescribeFlow for `{flow_name}` answered without a flowArn"),
+            permanent: false,
+        })
     }
 
     /// StartFlow with the effect's client token: the same token never launches a second run.
@@ -243,7 +262,6 @@ fn trigger_config(trigger: &Trigger) -> Result<TriggerConfig, EffectError> {
     }
 }
 
-super::flow_parts::flow_parts!(aws_sdk_appflow, ConnectorType);
 
 fn destination(flow: &FlowDefinition) -> Result<DestinationFlowConfig, EffectError> {
     let cp = CustomerProfilesDestinationProperties::builder()

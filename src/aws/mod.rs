@@ -1,11 +1,11 @@
 //! AWS plumbing: SDK configuration, the service clients, and mapping SDK errors to the
 //! core's [`EffectError`].
 //!
-//! - [`appflow`]: CreateFlow / StartFlow / DeleteFlow / DescribeFlowExecutionRecords /
-//!   CancelFlowExecutions.
-//! - [`profiles`]: Customer Profiles PutIntegration / DeleteIntegration.
+//! - [`appflow`]: CreateFlow / StartFlow / DeleteFlow / DescribeFlow /
+//!   DescribeFlowExecutionRecords / CancelFlowExecutions.
+//! - [`profiles`]: Customer Profiles PutIntegration (linking the live flow) / DeleteIntegration.
 //! - [`health`]: the EventBridge health publisher.
-//! - `flow_parts`: the flow-definition builders AppFlow and Customer Profiles share.
+//! - `flow_parts`: builders of a flow definition's source and tasks.
 //! - [`queue`]: the SQS work queue (receive, delete, visibility, delayed commands).
 //!
 //! Endpoints, region and credentials come only from the SDK's standard chain

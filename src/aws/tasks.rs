@@ -1,6 +1,5 @@
-//! The task list of a flow, independent of which SDK sends it. AppFlow's CreateFlow (camelCase)
-//! and Customer Profiles' PutIntegration `FlowDefinition` (PascalCase) take the same tasks with
-//! different Rust types; both adapters convert this neutral form.
+//! The task list of a flow in an SDK-neutral form (kept apart from the SDK types so the list
+//! itself can be unit-tested); `flow_parts::task` converts it for CreateFlow.
 //!
 //! Tasks: a PROJECTION Filter of every field, one NO_OP Map per field (destination = same
 //! name), and the window Filter (`BETWEEN` with epoch-ms `LOWER_BOUND`/`UPPER_BOUND` and

@@ -5,6 +5,7 @@
 //! client tokens, "already exists"/"already gone" treated as success), so executing an outbox
 //! twice after a crash is harmless.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +90,14 @@ impl AwsShell {
         }
     }
 
-    async fn run_one(&self, wf: &Workflow, effect: &Effect) -> Step {
+    /// `arns`: flow ARNs that CreateFlow answered earlier in this execution, so linking the
+    /// live flow right after creating it needs no DescribeFlow.
+    async fn run_one(
+        &self,
+        wf: &Workflow,
+        effect: &Effect,
+        arns: &mut HashMap<String, String>,
+    ) -> Step {
         let key = effect.key.as_str();
         let done = || Outcome::Done {
             key: key.to_owned(),
@@ -97,7 +105,10 @@ impl AwsShell {
         match &effect.kind {
             EffectKind::CreateFlow { flow } => {
                 let r = self.appflow.create_flow(flow).await;
-                self.step("create_flow", key, r, |()| done())
+                if let Ok(Some(arn)) = &r {
+                    arns.insert(flow.name.clone(), arn.clone());
+                }
+                self.step("create_flow", key, r, |_| done())
             }
             EffectKind::StartFlow {
                 flow_name,
@@ -144,13 +155,22 @@ impl AwsShell {
             EffectKind::PutIntegration {
                 domain,
                 object_type,
-                flow,
+                flow_name,
                 generation,
             } => {
-                let r = self
-                    .profiles
-                    .put_integration(domain, object_type, flow)
-                    .await;
+                let r = match arns.get(flow_name) {
+                    Some(arn) => Ok(arn.clone()),
+                    // Created by an earlier attempt (or the answer was a conflict): ask AppFlow.
+                    None => self.appflow.flow_arn(flow_name).await,
+                };
+                let r = match r {
+                    Ok(arn) => {
+                        self.profiles
+                            .put_integration(domain, object_type, &arn)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 self.step("put_integration", key, r, |uri| Outcome::Linked {
                     key: key.to_owned(),
                     generation: *generation,
@@ -227,6 +247,7 @@ impl AwsShell {
 impl Shell for AwsShell {
     async fn execute(&self, wf: &Workflow, effects: &[Effect]) -> Executed {
         let mut executed = Executed::default();
+        let mut arns = HashMap::new();
         let mut i = 0;
         while i < effects.len() {
             let steps = if matches!(effects[i].kind, EffectKind::Publish { .. }) {
@@ -236,7 +257,7 @@ impl Shell for AwsShell {
                     .collect();
                 self.publish_run(&run).await
             } else {
-                vec![self.run_one(wf, &effects[i]).await]
+                vec![self.run_one(wf, &effects[i], &mut arns).await]
             };
             for step in steps {
                 match step {

@@ -46,12 +46,13 @@ pub enum EffectKind {
         attempt: u32,
         execution_id: Option<String>,
     },
-    /// Customer Profiles PutIntegration with a scheduled, incremental FlowDefinition
-    /// (creates the live flow); the shell reports the URI as [`Outcome::Linked`].
+    /// Customer Profiles PutIntegration linking the live flow, which the preceding `CreateFlow`
+    /// of the same generation created (tagged, so the worker role may create and run it), by
+    /// its ARN (`Uri`). The shell reports the integration URI as [`Outcome::Linked`].
     PutIntegration {
         domain: String,
         object_type: String,
-        flow: FlowDefinition,
+        flow_name: String,
         generation: u32,
     },
     /// Customer Profiles DeleteIntegration. Not found means already gone: fine.
@@ -95,7 +96,7 @@ pub enum FilterTask {
     },
 }
 
-/// Everything needed to create one AppFlow flow (or a PutIntegration FlowDefinition).
+/// Everything needed to create one AppFlow flow (a batch flow or the live flow).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowDefinition {
     pub name: String,

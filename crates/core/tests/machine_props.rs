@@ -247,12 +247,23 @@ impl World {
                     );
                 }
                 EffectKind::PutIntegration {
-                    flow, generation, ..
+                    flow_name,
+                    generation,
+                    ..
                 } => {
                     assert!(
                         self.put_generations.insert(*generation),
                         "generation {generation} linked twice"
                     );
+                    // The flow it links is created by the same transition, just before.
+                    let created_first = t.effects.iter().take_while(|x| x.key != e.key).any(|x| {
+                        matches!(&x.kind, EffectKind::CreateFlow { flow }
+                            if flow.name == *flow_name
+                                && matches!(flow.trigger, Trigger::Scheduled { .. }))
+                    });
+                    assert!(created_first, "generation {generation} links a flow it did not create");
+                }
+                EffectKind::CreateFlow { flow } if e.key.starts_with("live/") => {
                     let Trigger::Scheduled {
                         first_execution_from,
                         ..
@@ -265,7 +276,7 @@ impl World {
                     } else {
                         next.spec.from
                     };
-                    if *generation == 1 {
+                    if e.key.starts_with("live/g1/") {
                         assert_eq!(first_execution_from, base);
                     } else {
                         assert!(first_execution_from >= base);

@@ -35,7 +35,8 @@ fn link_from(cx: &Ctx) -> DateTime<Utc> {
         .unwrap_or(base)
 }
 
-/// Issues PutIntegration for a new generation, removing the previous integration and flow.
+/// Creates and links the live flow of a new generation, removing the previous integration and
+/// flow first.
 /// Status becomes Rebuilding once the integration has ever been linked, else Linking.
 pub(super) fn begin_link(cx: &mut Ctx) {
     let from = link_from(cx);
@@ -73,16 +74,26 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     if g > 1 {
         cx.effect(
             format!("live/g{g}/delete-flow"),
-            EffectKind::DeleteFlow { flow_name: name },
+            EffectKind::DeleteFlow {
+                flow_name: name.clone(),
+            },
         );
     }
+    // flowpilot creates the live flow itself (tagged like every flow it owns) and links it by
+    // ARN, rather than letting PutIntegration create it from a FlowDefinition: that path makes
+    // Customer Profiles call appflow:CreateFlow with the caller's permissions and no request
+    // tags, which the worker role's tag-conditioned statements refuse (README, "IAM").
     let flow = live_flow(cx, from, g);
+    cx.effect(
+        format!("live/g{g}/create"),
+        EffectKind::CreateFlow { flow },
+    );
     cx.effect(
         format!("live/g{g}/put"),
         EffectKind::PutIntegration {
             domain: cx.wf.spec.domain.clone(),
             object_type: cx.wf.spec.object_type.clone(),
-            flow,
+            flow_name: name,
             generation: g,
         },
     );
@@ -151,8 +162,9 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
     cx.publish(d);
 }
 
-/// PutIntegration failed after the shell's retries. Permanent: the workflow fails (redrive
-/// retries the link). Transient: recorded; the reconciler issues a new generation.
+/// Creating the live flow or PutIntegration failed after the shell's retries. Permanent: the
+/// workflow fails (redrive retries the link). Transient: recorded; the reconciler issues a new
+/// generation.
 pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
     let linking = matches!(
         cx.wf.status,
@@ -166,8 +178,8 @@ pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
     }
     let err = ErrorInfo {
         message: format!(
-            "PutIntegration for domain `{}` object type `{}`: {}: {}",
-            cx.wf.spec.domain, cx.wf.spec.object_type, error.code, error.message
+            "linking the continuous integration (flow `{}`, domain `{}`, object type `{}`): {}: {}",
+            live.flow_name, cx.wf.spec.domain, cx.wf.spec.object_type, error.code, error.message
         ),
         transient: !error.permanent,
     };

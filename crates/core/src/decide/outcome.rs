@@ -73,6 +73,12 @@ fn started(cx: &mut Ctx, index: u32, attempt: u32, id: String) {
 
 fn failed(cx: &mut Ctx, key: &str, kind: EffectKind, error: &EffectError) {
     match kind {
+        // Creating the live flow is the first half of linking: its failure is the link's.
+        EffectKind::CreateFlow { .. } if live_key(key).is_some() => {
+            if let Some(generation) = live_key(key) {
+                live::link_failed(cx, generation, error);
+            }
+        }
         EffectKind::CreateFlow { .. }
         | EffectKind::StartFlow {
             role: FlowRole::Batch(_),
@@ -123,6 +129,11 @@ fn batch_key(key: &str) -> Option<(u32, u32)> {
     Some((index, attempt))
 }
 
+/// `live/g{generation}/...` → generation.
+fn live_key(key: &str) -> Option<u32> {
+    key.strip_prefix("live/g")?.split('/').next()?.parse().ok()
+}
+
 /// The AWS error plus what the operator should do about it.
 fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &EffectError) -> String {
     let spec = &cx.wf.spec;
@@ -162,5 +173,7 @@ mod tests {
     fn batch_keys_parse() {
         assert_eq!(super::batch_key("b12/a3/start"), Some((12, 3)));
         assert_eq!(super::batch_key("live/g1/put"), None);
+        assert_eq!(super::live_key("live/g12/create"), Some(12));
+        assert_eq!(super::live_key("b1/a1/create"), None);
     }
 }

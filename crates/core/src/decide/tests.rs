@@ -54,6 +54,16 @@ fn kinds(t: &Transition) -> Vec<String> {
         .collect()
 }
 
+/// The live flow definition created by generation `g` in this transition.
+fn live_create(t: &Transition, g: u32) -> crate::effect::FlowDefinition {
+    let key = format!("live/g{g}/create");
+    let e = t.effects.iter().find(|e| e.key == key).unwrap();
+    let EffectKind::CreateFlow { flow } = &e.kind else {
+        panic!("{key} is not a CreateFlow")
+    };
+    flow.clone()
+}
+
 fn report(i: u32, exec: &str, ok: bool, error: Option<&str>) -> Input {
     Input::RunEnded(RunReport {
         flow_name: crate::ids::flow_name(&WorkflowId::new("acme").unwrap(), FlowRole::Batch(i)),
@@ -308,13 +318,15 @@ fn all_batches_done_links_from_to_then_live() {
     assert_eq!(t.workflow.status, WorkflowStatus::Linking);
     let put = t.effects.iter().find(|e| e.key == "live/g1/put").unwrap();
     let EffectKind::PutIntegration {
-        flow,
+        flow_name,
         generation: 1,
         ..
     } = &put.kind
     else {
         panic!()
     };
+    assert_eq!(flow_name, "fp-acme-live");
+    let flow = live_create(&t, 1);
     let Trigger::Scheduled {
         first_execution_from,
         expression,
@@ -349,11 +361,13 @@ fn short_range_links_directly_from_from() {
     let t = step(&w, Input::Start, t0());
     assert_eq!(
         kinds(&t),
-        ["put_integration live/g1/put", "publish Workflow Started"]
+        [
+            "create_flow live/g1/create",
+            "put_integration live/g1/put",
+            "publish Workflow Started"
+        ]
     );
-    let EffectKind::PutIntegration { flow, .. } = &t.effects[0].kind else {
-        panic!()
-    };
+    let flow = live_create(&t, 1);
     let Trigger::Scheduled {
         first_execution_from,
         ..
@@ -501,12 +515,11 @@ fn live_degrades_recovers_and_rebuilds_from_the_last_good_pull() {
         [
             "delete_integration live/g2/delete-integration",
             "delete_flow live/g2/delete-flow",
+            "create_flow live/g2/create",
             "put_integration live/g2/put"
         ]
     );
-    let EffectKind::PutIntegration { flow, .. } = &t.effects[2].kind else {
-        panic!()
-    };
+    let flow = live_create(&t, 2);
     let Trigger::Scheduled {
         first_execution_from,
         ..
@@ -616,9 +629,32 @@ fn permanent_link_failure_fails_and_redrive_relinks_with_a_new_generation() {
         kinds(&t),
         [
             "delete_flow live/g2/delete-flow",
+            "create_flow live/g2/create",
             "put_integration live/g2/put"
         ]
     );
+}
+
+#[test]
+fn permanent_live_create_failure_fails_the_workflow_naming_the_flow() {
+    let w = wf(|s| s.from = Some("2025-12-01".into()));
+    let w = step(&w, Input::Start, t0()).workflow;
+    let err = EffectError {
+        code: "AccessDeniedException".into(),
+        message: "not authorized to perform: appflow:CreateFlow".into(),
+        permanent: true,
+    };
+    let t = step(
+        &w,
+        Input::Applied(vec![Outcome::Failed {
+            key: "live/g1/create".into(),
+            error: err,
+        }]),
+        t0(),
+    );
+    assert_eq!(t.workflow.status, WorkflowStatus::Failed);
+    let msg = &t.workflow.last_error.as_ref().unwrap().message;
+    assert!(msg.contains("fp-acme-live") && msg.contains("appflow:CreateFlow"), "{msg}");
 }
 
 #[test]
@@ -632,10 +668,15 @@ fn transient_link_failure_is_reissued_by_reconcile() {
     };
     let w = step(
         &w,
-        Input::Applied(vec![Outcome::Failed {
-            key: "live/g1/put".into(),
-            error: err,
-        }]),
+        Input::Applied(vec![
+            Outcome::Done {
+                key: "live/g1/create".into(),
+            },
+            Outcome::Failed {
+                key: "live/g1/put".into(),
+                error: err,
+            },
+        ]),
         t0(),
     )
     .workflow;
