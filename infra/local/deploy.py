@@ -1,17 +1,33 @@
 #!/usr/bin/env python3
 """Deploy infra/flowpilot.yaml into a local moto server and print the stack outputs as JSON.
 
-Used by `infra/local/stack up` and by the Rust test harness (tests/support). Runs with the
+Used by `infra/local/stack up` and by the Rust test harness (tests/e2e). Runs with the
 project virtualenv's interpreter (infra/local/.venv/bin/python), which has boto3.
 
 With --health-tap it also creates the observation queue `flowpilot-health-tap` and a rule
 on the health bus that copies every `source: flowpilot` event into it (moto enforces no
 queue policies, so none is needed), and adds its URL to the output as `HealthTapUrl`.
+
+With --state-dir DIR it also sets up the identities of the local account, the way AWS
+convention has them, and writes into DIR:
+- `iam.json`: the identity document the simulator enforces IAM with (POST /_sim/iam): the
+  policies and trust policies of every role the stack created, read back from moto, plus
+  the local operator role and two base identities below;
+- `aws-config` / `aws-credentials` (for AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE) with
+  the profiles `flowpilot-admin` (an IAM user allowed everything: the account
+  administrator), `flowpilot-worker` (the deployed worker task role, assumed through STS the
+  way ECS assumes it: the source identity `flowpilot-ecs-agent` stands for the service
+  principal ecs-tasks.amazonaws.com, so the role's real trust policy is evaluated) and
+  `flowpilot-operator` (a local role with the stack's OperatorPolicy attached, assumed by the
+  administrator: what a person running the CLI holds).
 """
 
 import argparse
+import ast
 import json
 import os
+import secrets
+import string
 import sys
 import time
 
@@ -32,6 +48,8 @@ def parse_args():
     p.add_argument("--domain", default="demo")
     p.add_argument("--desired-count", default="0", help="ECS worker replicas (local workers run as processes)")
     p.add_argument("--health-tap", action="store_true", help="also create the health tap queue and rule")
+    p.add_argument("--template", default=TEMPLATE, help="template to deploy (YAML or JSON; default infra/flowpilot.yaml)")
+    p.add_argument("--state-dir", help="write iam.json, aws-config and aws-credentials here")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for CREATE_COMPLETE")
     return p.parse_args()
 
@@ -48,7 +66,7 @@ def client(name, endpoint):
 
 def deploy(args):
     cfn = client("cloudformation", args.endpoint)
-    with open(TEMPLATE, encoding="utf-8") as f:
+    with open(args.template, encoding="utf-8") as f:
         body = f.read()
     params = {
         "NamePrefix": args.name_prefix,
@@ -117,23 +135,148 @@ def health_tap(args, outputs):
     return url
 
 
+ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+
+def fake_key(prefix):
+    alphabet = string.ascii_uppercase + string.digits
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def fake_secret():
+    return secrets.token_urlsafe(30)[:40]
+
+
+def policy_document(doc):
+    """moto answers inline policies created by CloudFormation as the Python repr of the
+    document (single quotes), the others as JSON or a decoded dict: accept all three."""
+    if isinstance(doc, str):
+        try:
+            return json.loads(doc)
+        except json.JSONDecodeError:
+            return ast.literal_eval(doc)
+    return doc
+
+
+def role_doc(iam, name):
+    """A role as the simulator evaluates it: trust policy, inline and attached policies."""
+    role = iam.get_role(RoleName=name)["Role"]
+    policies = []
+    for pname in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=name, PolicyName=pname)["PolicyDocument"]
+        policies.append({"name": pname, "document": policy_document(doc)})
+    for attached in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+        pol = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
+        version = iam.get_policy_version(PolicyArn=pol["Arn"], VersionId=pol["DefaultVersionId"])
+        policies.append({"name": attached["PolicyName"], "document": policy_document(version["PolicyVersion"]["Document"])})
+    return {
+        "arn": role["Arn"],
+        "trust_policy": policy_document(role["AssumeRolePolicyDocument"]),
+        "policies": policies,
+        "max_session_seconds": role.get("MaxSessionDuration", 3600),
+    }
+
+
+def identities(args, outputs):
+    """Creates the local identities (see the module doc) and writes the three files."""
+    iam = client("iam", args.endpoint)
+    cfn = client("cloudformation", args.endpoint)
+    admin_name = f"{args.name_prefix}-local-admin"
+    admin = iam.create_user(UserName=admin_name)["User"]
+    iam.put_user_policy(UserName=admin_name, PolicyName="administrator", PolicyDocument=json.dumps(ADMIN_POLICY))
+    key = iam.create_access_key(UserName=admin_name)["AccessKey"]
+    operator_name = f"{args.name_prefix}-local-operator"
+    trust_account = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}],
+    }
+    iam.create_role(RoleName=operator_name, AssumeRolePolicyDocument=json.dumps(trust_account))
+    iam.attach_role_policy(RoleName=operator_name, PolicyArn=outputs["OperatorPolicyArn"])
+
+    resources = cfn.list_stack_resources(StackName=args.stack_name)["StackResourceSummaries"]
+    role_names = [r["PhysicalResourceId"] for r in resources if r["ResourceType"] == "AWS::IAM::Role"]
+    roles = [role_doc(iam, n.rsplit("/", 1)[-1]) for n in role_names]
+    roles.append(role_doc(iam, operator_name))
+    ecs_key, ecs_secret = fake_key("AKIA"), fake_secret()
+    doc = {
+        "account_id": ACCOUNT,
+        "users": [{
+            "arn": admin["Arn"],
+            "access_key_id": key["AccessKeyId"],
+            "secret_access_key": key["SecretAccessKey"],
+            "policies": [{"name": "administrator", "document": ADMIN_POLICY}],
+        }],
+        "services": [{"service": "ecs-tasks.amazonaws.com", "access_key_id": ecs_key, "secret_access_key": ecs_secret}],
+        "roles": roles,
+    }
+    operator_arn = iam.get_role(RoleName=operator_name)["Role"]["Arn"]
+    os.makedirs(args.state_dir, exist_ok=True)
+    paths = {
+        "IamFile": os.path.join(args.state_dir, "iam.json"),
+        "AwsConfigFile": os.path.join(args.state_dir, "aws-config"),
+        "AwsCredentialsFile": os.path.join(args.state_dir, "aws-credentials"),
+    }
+    write_private(paths["IamFile"], json.dumps(doc, indent=2) + "\n")
+    write_private(paths["AwsConfigFile"], f"""# Written by infra/local/deploy.py for the local stack (AWS_CONFIG_FILE).
+[profile flowpilot-admin]
+region = {REGION}
+
+[profile flowpilot-ecs-agent]
+region = {REGION}
+
+[profile flowpilot-worker]
+role_arn = {outputs["WorkerRoleArn"]}
+source_profile = flowpilot-ecs-agent
+role_session_name = flowpilot-worker-local
+region = {REGION}
+
+[profile flowpilot-operator]
+role_arn = {operator_arn}
+source_profile = flowpilot-admin
+role_session_name = flowpilot-operator-local
+region = {REGION}
+""")
+    write_private(paths["AwsCredentialsFile"], f"""# Written by infra/local/deploy.py for the local stack (AWS_SHARED_CREDENTIALS_FILE).
+[flowpilot-admin]
+aws_access_key_id = {key["AccessKeyId"]}
+aws_secret_access_key = {key["SecretAccessKey"]}
+
+[flowpilot-ecs-agent]
+aws_access_key_id = {ecs_key}
+aws_secret_access_key = {ecs_secret}
+""")
+    paths["OperatorRoleArn"] = operator_arn
+    paths["AdminAccessKeyId"] = key["AccessKeyId"]
+    return paths
+
+
+def write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+REQUIRED_OUTPUTS = (
+    "QueueUrl", "QueueArn", "DlqUrl", "DeliveryDlqUrl", "TableName", "HealthBusName", "HealthBusArn",
+    "AlertTopicArn", "WorkerRoleArn", "OperatorPolicyArn",
+)
+
+
 def main():
     args = parse_args()
     outputs = deploy(args)
-    missing = [
-        k
-        for k in ("QueueUrl", "QueueArn", "DlqUrl", "TableName", "HealthBusName", "HealthBusArn", "AlertTopicArn", "AppFlowRoleArn")
-        if k not in outputs
-    ]
+    missing = [k for k in REQUIRED_OUTPUTS if k not in outputs]
     if missing:
         sys.exit(f"stack outputs missing: {', '.join(missing)} (got {sorted(outputs)})")
     strip_unsupported_targets(args, outputs)
     # CloudFormation in moto reports AWS-style queue URLs; hand out the ones of this endpoint.
     sqs = client("sqs", args.endpoint)
-    for key in ("QueueUrl", "DlqUrl"):
+    for key in ("QueueUrl", "DlqUrl", "DeliveryDlqUrl"):
         outputs[key] = sqs.get_queue_url(QueueName=outputs[key].rstrip("/").rsplit("/", 1)[-1])["QueueUrl"]
     if args.health_tap:
         outputs["HealthTapUrl"] = health_tap(args, outputs)
+    if args.state_dir:
+        outputs.update(identities(args, outputs))
     json.dump(outputs, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
 
