@@ -11,7 +11,7 @@
 //! `FLOWPILOT_BENCH_RUN_MS` (simulated run duration, default 400).
 
 #[allow(unused_imports)] // the benchmark uses part of the test harness
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/e2e/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

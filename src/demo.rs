@@ -104,7 +104,11 @@ impl Demo {
         self.stack(&["up"]).await?;
         self.env = read_env_file(&self.state_dir.join("env"))?;
         let sim = self.var("FLOWPILOT_SIM_URL")?.to_string();
-        println!("  simulator {sim}, moto {}", self.var("AWS_ENDPOINT_URL")?);
+        println!(
+            "  simulator {sim}, moto {}",
+            self.var("FLOWPILOT_MOTO_URL")?
+        );
+        self.say_iam_is_enforced(&sim).await?;
 
         step(
             "Creating the demo domain `demo` and the Salesforce connector profile `demo-salesforce`",
@@ -366,10 +370,27 @@ impl Demo {
         Ok(())
     }
 
+    /// Checks with the simulator that it enforces IAM with the deployed identities, and says so.
+    async fn say_iam_is_enforced(&self, sim: &str) -> anyhow::Result<()> {
+        let iam = get_json(&reqwest::Client::new(), &format!("{sim}/_sim/iam"), &[]).await?;
+        if iam["enforce"] != Value::Bool(true) || iam["roles"].as_array().is_none_or(Vec::is_empty)
+        {
+            bail!("the simulator does not enforce IAM with the deployed roles: {iam}");
+        }
+        println!(
+            "  IAM enforced on every AWS call: the worker runs as the deployed role flowpilot-worker, \
+             the CLI as a role holding the stack's OperatorPolicy (profiles in {})",
+            self.var("AWS_CONFIG_FILE")?
+        );
+        Ok(())
+    }
+
+    /// Runs the CLI as an operator would: with the operator profile's role.
     async fn flowpilot(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.exe)
             .args(args)
             .envs(&self.env)
+            .env("AWS_PROFILE", "flowpilot-operator")
             .stdin(Stdio::null())
             .output()
             .await?;
@@ -392,11 +413,13 @@ impl Demo {
     /// Health events the health-tap queue (a rule on the health bus) received.
     async fn health_events(&self) -> anyhow::Result<Vec<Value>> {
         let url = self.var("FLOWPILOT_HEALTH_TAP_URL")?.to_string();
+        // The tap is a local instrument living in moto itself, not part of the deployed
+        // system: the demo reads it there directly, as an observer.
         let config = crate::aws::local_sdk_config(
-            self.var("AWS_ENDPOINT_URL")?,
+            self.var("FLOWPILOT_MOTO_URL")?,
             self.var("AWS_REGION")?,
-            self.var("AWS_ACCESS_KEY_ID")?,
-            self.var("AWS_SECRET_ACCESS_KEY")?,
+            "local-observer",
+            "local-observer",
         )
         .await;
         let sqs = aws_sdk_sqs::Client::new(&config);

@@ -262,7 +262,6 @@ fn trigger_config(trigger: &Trigger) -> Result<TriggerConfig, EffectError> {
     }
 }
 
-
 fn destination(flow: &FlowDefinition) -> Result<DestinationFlowConfig, EffectError> {
     let cp = CustomerProfilesDestinationProperties::builder()
         .domain_name(&flow.domain)

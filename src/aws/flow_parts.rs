@@ -4,20 +4,18 @@
 pub(super) fn source_flow_config(
     flow: &flowpilot_core::effect::FlowDefinition,
 ) -> Result<aws_sdk_appflow::types::SourceFlowConfig, flowpilot_core::effect::EffectError> {
-    use flowpilot_core::effect::{EffectError, Trigger};
-    use flowpilot_core::spec::{Connector, SourceObject};
     use crate::aws::build_error;
     use aws_sdk_appflow::types as t;
+    use flowpilot_core::effect::{EffectError, Trigger};
+    use flowpilot_core::spec::{Connector, SourceObject};
 
     let props = t::SourceConnectorProperties::builder();
     let props = match (&flow.source, flow.connector) {
-        (SourceObject::S3 { bucket, prefix }, _) => {
-            props.s3(t::S3SourceProperties::builder()
-                .bucket_name(bucket)
-                .set_bucket_prefix(prefix.clone())
-                .build()
-                .map_err(build_error)?)
-        }
+        (SourceObject::S3 { bucket, prefix }, _) => props.s3(t::S3SourceProperties::builder()
+            .bucket_name(bucket)
+            .set_bucket_prefix(prefix.clone())
+            .build()
+            .map_err(build_error)?),
         (SourceObject::Object { name }, Connector::Salesforce) => props.salesforce(
             t::SalesforceSourceProperties::builder()
                 .object(name)
@@ -54,8 +52,7 @@ pub(super) fn source_flow_config(
         .connector_type(t::ConnectorType::from(flow.connector.appflow_type()))
         .connector_profile_name(&flow.connector_profile)
         .source_connector_properties(props.build());
-    if let (Trigger::Scheduled { .. }, Some(field)) = (&flow.trigger, &flow.timestamp_field)
-    {
+    if let (Trigger::Scheduled { .. }, Some(field)) = (&flow.trigger, &flow.timestamp_field) {
         builder = builder.incremental_pull_config(
             t::IncrementalPullConfig::builder()
                 .datetime_type_field_name(field)
@@ -69,9 +66,9 @@ fn connector_operator(
     connector: flowpilot_core::spec::Connector,
     op: crate::aws::tasks::Op,
 ) -> aws_sdk_appflow::types::ConnectorOperator {
-    use flowpilot_core::spec::Connector;
     use crate::aws::tasks::Op;
     use aws_sdk_appflow::types as t;
+    use flowpilot_core::spec::Connector;
 
     let b = t::ConnectorOperator::builder();
     match connector {

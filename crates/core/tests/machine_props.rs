@@ -261,7 +261,10 @@ impl World {
                             if flow.name == *flow_name
                                 && matches!(flow.trigger, Trigger::Scheduled { .. }))
                     });
-                    assert!(created_first, "generation {generation} links a flow it did not create");
+                    assert!(
+                        created_first,
+                        "generation {generation} links a flow it did not create"
+                    );
                 }
                 EffectKind::CreateFlow { flow } if e.key.starts_with("live/") => {
                     let Trigger::Scheduled {

@@ -84,10 +84,7 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     // Customer Profiles call appflow:CreateFlow with the caller's permissions and no request
     // tags, which the worker role's tag-conditioned statements refuse (README, "IAM").
     let flow = live_flow(cx, from, g);
-    cx.effect(
-        format!("live/g{g}/create"),
-        EffectKind::CreateFlow { flow },
-    );
+    cx.effect(format!("live/g{g}/create"), EffectKind::CreateFlow { flow });
     cx.effect(
         format!("live/g{g}/put"),
         EffectKind::PutIntegration {

@@ -654,7 +654,10 @@ fn permanent_live_create_failure_fails_the_workflow_naming_the_flow() {
     );
     assert_eq!(t.workflow.status, WorkflowStatus::Failed);
     let msg = &t.workflow.last_error.as_ref().unwrap().message;
-    assert!(msg.contains("fp-acme-live") && msg.contains("appflow:CreateFlow"), "{msg}");
+    assert!(
+        msg.contains("fp-acme-live") && msg.contains("appflow:CreateFlow"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! One isolated end-to-end stack per test: a private moto server with the flowpilot template
-//! deployed, an in-process AppFlow + Customer Profiles simulator, and helpers to run real
-//! `flowpilot` processes (workers, CLI) against both and to read what happened (state table,
-//! simulator ledger / runs / events, health events, worker metrics).
+//! deployed, an in-process AppFlow + Customer Profiles simulator enforcing IAM with the
+//! deployed roles' policies (and fronting moto), and helpers to run real `flowpilot`
+//! processes against them — workers as the worker task role, the CLI as the operator role —
+//! and to read what happened (state table, simulator ledger / runs / events, health events,
+//! worker metrics).
 //!
 //! Everything waits with deadlines ([`super::poll_until`]); nothing sleeps to synchronise.
 
@@ -21,10 +23,12 @@ use flowpilot_sim::{EventsConfig, FaultPlan, SimConfig, SimHandle, SourceConfig}
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use super::{Moto, StackOutputs};
+use super::{ADMIN_PROFILE, Moto, OPERATOR_PROFILE, StackOutputs, WORKER_PROFILE};
 
+/// The domain key deploy.py passes as `DomainKmsKeyArn`: the worker role may have AppFlow
+/// create grants on this key only.
 pub const KMS_ARN: &str =
-    "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555";
+    "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000";
 pub const DOMAIN: &str = "demo";
 pub const OBJECT_TYPE: &str = "Account";
 pub const PROFILE: &str = "sf-test";
@@ -284,6 +288,7 @@ impl Env {
         })
         .await?;
         let sim_url = sim.url();
+        load_identities(&sim_url, &stack).await?;
         let sdk = super::sdk_config(&moto.url).await;
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table);
         let env = Env {
@@ -302,14 +307,20 @@ impl Env {
         Ok(env)
     }
 
+    /// SDK configuration holding `profile`'s identity, every service at the simulator.
+    pub async fn sdk_as(&self, profile: &str) -> SdkConfig {
+        super::profile_sdk_config(&self.sim_url, &self.stack.identities, profile).await
+    }
+
     /// The operator's connector profile, Customer Profiles domain and object types, in the
-    /// simulator.
+    /// simulator, created by the account administrator.
     async fn create_domain(&self, object_types: &[String]) -> anyhow::Result<()> {
         use aws_sdk_appflow::types::{
             ConnectionMode, ConnectorProfileConfig, ConnectorProfileProperties, ConnectorType,
             SalesforceConnectorProfileProperties,
         };
-        let appflow = aws_sdk_appflow::Client::new(&super::sdk_config(&self.sim_url).await);
+        let admin = self.sdk_as(ADMIN_PROFILE).await;
+        let appflow = aws_sdk_appflow::Client::new(&admin);
         let salesforce = SalesforceConnectorProfileProperties::builder()
             .instance_url("https://example.my.salesforce.com")
             .build();
@@ -330,7 +341,7 @@ impl Env {
             .send()
             .await
             .context("CreateConnectorProfile in the simulator")?;
-        let cp = aws_sdk_customerprofiles::Client::new(&super::sdk_config(&self.sim_url).await);
+        let cp = aws_sdk_customerprofiles::Client::new(&admin);
         cp.create_domain()
             .domain_name(DOMAIN)
             .default_expiration_days(366)
@@ -350,8 +361,9 @@ impl Env {
         Ok(())
     }
 
-    pub fn process_env(&self) -> Vec<(String, String)> {
-        let mut env = super::aws_env(&self.moto.url, &self.sim_url);
+    /// Environment of a flowpilot process holding `profile`'s identity.
+    pub fn process_env(&self, profile: &str) -> Vec<(String, String)> {
+        let mut env = super::aws_env(&self.sim_url, &self.stack.identities, profile);
         env.extend(self.stack.flowpilot_env());
         env
     }
@@ -390,7 +402,7 @@ impl Env {
         let file = std::fs::File::create(&log)?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowpilot"));
         cmd.arg("worker")
-            .envs(self.process_env())
+            .envs(self.process_env(WORKER_PROFILE))
             .envs(defaults)
             .env("FLOWPILOT_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,aws_config=warn,aws_smithy_runtime=warn")
@@ -427,7 +439,7 @@ impl Env {
     pub async fn cli_output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         Ok(Command::new(env!("CARGO_BIN_EXE_flowpilot"))
             .args(args)
-            .envs(self.process_env())
+            .envs(self.process_env(OPERATOR_PROFILE))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -683,7 +695,7 @@ impl Env {
             for args in chunk {
                 let child = Command::new(env!("CARGO_BIN_EXE_flowpilot"))
                     .args(args.to_cli())
-                    .envs(self.process_env())
+                    .envs(self.process_env(OPERATOR_PROFILE))
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -710,6 +722,19 @@ impl Env {
             sim.shutdown().await;
         }
     }
+}
+
+/// Hands the deployed identities to the simulator (`POST /_sim/iam`): from then on it
+/// authorises every call against the deployed roles' policies.
+pub async fn load_identities(sim_url: &str, stack: &StackOutputs) -> anyhow::Result<()> {
+    reqwest::Client::new()
+        .post(format!("{sim_url}/_sim/iam"))
+        .json(&stack.iam_document()?)
+        .send()
+        .await?
+        .error_for_status()
+        .context("POST /_sim/iam")?;
+    Ok(())
 }
 
 /// [`super::poll_until`] with a chosen interval: calls `check` until it yields `Some`, failing

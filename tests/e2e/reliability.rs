@@ -9,12 +9,15 @@
 //! `RELIABILITY|scenario|ok|missing=N|dup=N|secs=S`, that `scripts/reliability-report` turns
 //! into a table.
 
-#[allow(unused_imports)] // each test binary uses part of the harness
-mod support;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::support::chaos::{self, WorkerPool, secs};
+use crate::support::e2e::{
+    self, Env, LedgerCheck, OBJECT_TYPE, POLL, SimSetup, WorkflowArgs, batch_flow, count,
+    health_counts, live_flow, poll_every, runs_of,
+};
+use crate::support::fuzz;
 use anyhow::{Context as _, anyhow, ensure};
 use chrono::{DateTime, Utc};
 use flowpilot::core::ids::WorkflowId;
@@ -22,12 +25,6 @@ use flowpilot::core::model::{BatchStatus, Workflow, WorkflowStatus};
 use flowpilot::store::Store as _;
 use flowpilot_sim::{DurationRange, FaultPlan};
 use serde_json::{Value, json};
-use support::chaos::{self, WorkerPool, secs};
-use support::e2e::{
-    self, Env, LedgerCheck, OBJECT_TYPE, POLL, SimSetup, WorkflowArgs, batch_flow, count,
-    health_counts, live_flow, poll_every, runs_of,
-};
-use support::fuzz;
 
 /// What a scenario reports for the results table.
 struct Outcome {
@@ -817,7 +814,8 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
         })
         .await?;
         // Old integrations and flows were deleted: one integration, one active live flow.
-        let cp = aws_sdk_customerprofiles::Client::new(&support::sdk_config(&env.sim_url).await);
+        let cp =
+            aws_sdk_customerprofiles::Client::new(&env.sdk_as(crate::support::ADMIN_PROFILE).await);
         let listed = cp
             .list_integrations()
             .domain_name(e2e::DOMAIN)

@@ -4,22 +4,19 @@
 //! AppFlow + Customer Profiles simulator, and real `flowpilot` processes (worker, CLI) talking
 //! to both through the real AWS SDK clients. Waits are polls with deadlines.
 
-#[allow(unused_imports)] // each test binary uses part of the harness
-mod support;
-
 use std::time::Duration;
 
+use crate::support::chaos::failing_runs;
+use crate::support::e2e::{
+    self, DOMAIN, Env, OBJECT_TYPE, SimSetup, WorkflowArgs, batch_flow, count, health_counts,
+    runs_of,
+};
 use anyhow::{Context as _, anyhow, bail, ensure};
 use chrono::{DateTime, Utc};
 use flowpilot::core::ids::WorkflowId;
 use flowpilot::core::model::{Workflow, WorkflowStatus};
 use flowpilot_sim::{DurationRange, FaultPlan};
 use serde_json::Value;
-use support::chaos::failing_runs;
-use support::e2e::{
-    self, DOMAIN, Env, OBJECT_TYPE, SimSetup, WorkflowArgs, batch_flow, count, health_counts,
-    runs_of,
-};
 use tokio::process::Command;
 
 const FROM: &str = "2024-01-01T00:00:00Z";
@@ -116,7 +113,7 @@ async fn salesforce_two_years_completes_in_twelve_batches_and_goes_live() -> any
         .live
         .as_ref()
         .ok_or_else(|| anyhow!("no live integration"))?;
-    let appflow = aws_sdk_appflow::Client::new(&support::sdk_config(&env.sim_url).await);
+    let appflow = aws_sdk_appflow::Client::new(&env.sdk_as(crate::support::ADMIN_PROFILE).await);
     let flow = appflow
         .describe_flow()
         .flow_name(&live.flow_name)
@@ -138,7 +135,8 @@ async fn salesforce_two_years_completes_in_twelve_batches_and_goes_live() -> any
         first.secs() == expected.timestamp(),
         "firstExecutionFrom {first:?}"
     );
-    let cp = aws_sdk_customerprofiles::Client::new(&support::sdk_config(&env.sim_url).await);
+    let cp =
+        aws_sdk_customerprofiles::Client::new(&env.sdk_as(crate::support::ADMIN_PROFILE).await);
     let uri = live
         .uri
         .clone()
@@ -381,7 +379,7 @@ async fn poison_messages_go_to_the_dlq_and_are_logged_once() -> anyhow::Result<(
         ids.push(out.message_id.unwrap_or_default());
     }
     // Both reach the DLQ (SQS redrives after 5 receives)...
-    let dlq = support::poll_until(Duration::from_secs(90), || async {
+    let dlq = crate::support::poll_until(Duration::from_secs(90), || async {
         let out = sqs
             .receive_message()
             .queue_url(&env.stack.dlq_url)

@@ -6,32 +6,29 @@
 //! bus delivered is then validated with the `jsonschema` package of the project's virtualenv
 //! (a real JSON Schema 2020-12 validator), and a deliberately broken copy must be rejected.
 
-#[allow(unused_imports)] // each test binary uses part of the harness
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::chaos::{failing_runs, short_runs};
+use crate::support::e2e::{Env, SimSetup, WorkflowArgs};
 use anyhow::{Context as _, ensure};
 use flowpilot::core::health::HealthKind;
 use flowpilot::core::model::WorkflowStatus;
 use flowpilot_sim::{DurationRange, FaultPlan};
 use serde_json::Value;
-use support::chaos::{failing_runs, short_runs};
-use support::e2e::{Env, SimSetup, WorkflowArgs};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Validates `events` against the schemas; returns (exit success, validator output).
 async fn validate(events: &[Value]) -> anyhow::Result<(bool, String)> {
-    let dir = support::scratch_dir().join(format!("schemas-{}", std::process::id()));
+    let dir = crate::support::scratch_dir().join(format!("schemas-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join(format!("events-{}.json", fastrand::u64(..)));
     std::fs::write(&file, serde_json::to_vec(events)?)?;
-    let out = tokio::process::Command::new(support::venv_bin("python"))
+    let out = tokio::process::Command::new(crate::support::venv_bin("python"))
         .arg("-c")
         .arg(VALIDATOR)
-        .arg(support::repo_root().join("infra/schemas"))
+        .arg(crate::support::repo_root().join("infra/schemas"))
         .arg(&file)
         .output()
         .await
@@ -80,7 +77,7 @@ fn has(kind: HealthKind) -> impl Fn(&[Value]) -> bool {
 #[test]
 fn there_is_one_schema_per_health_event_type() {
     for kind in HealthKind::ALL {
-        let path = support::repo_root()
+        let path = crate::support::repo_root()
             .join("infra/schemas")
             .join(format!("{}.json", kind.slug()));
         let schema: Value = serde_json::from_slice(

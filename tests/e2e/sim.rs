@@ -4,12 +4,12 @@
 //! AppFlow run report → EventBridge (moto) → SQS.
 
 // Each test binary uses part of the harness.
-#[allow(unused_imports)]
-mod support;
 
 use std::future::Future;
 use std::time::Duration;
 
+use crate::support::chaos::failing_runs;
+use crate::support::poll_until;
 use anyhow::{Context as _, ensure};
 use aws_sdk_appflow::error::ProvideErrorMetadata;
 use aws_sdk_appflow::operation::create_flow::builders::CreateFlowFluentBuilder;
@@ -22,8 +22,6 @@ use flowpilot::core::ids::FlowRole;
 use flowpilot::core::input::Input;
 use flowpilot_sim::{FaultPlan, RunFailure, SimConfig, SimHandle};
 use serde_json::{Value, json};
-use support::chaos::failing_runs;
-use support::poll_until;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PROFILE: &str = "sf-prod";
@@ -46,7 +44,7 @@ fn quiet_config() -> SimConfig {
 /// A simulator with `config`, holding the connector profile [`PROFILE`] and domain [`DOMAIN`].
 async fn env_with(config: SimConfig) -> anyhow::Result<Env> {
     let sim = flowpilot_sim::start(config).await?;
-    let sdk = support::sdk_config(&sim.url()).await;
+    let sdk = crate::support::sdk_config(&sim.url()).await;
     let env = Env {
         appflow: aws_sdk_appflow::Client::new(&sdk),
         profiles: aws_sdk_customerprofiles::Client::new(&sdk),
@@ -776,7 +774,7 @@ async fn full_throttling_surfaces_throttling_exception_after_sdk_retries() -> an
     let mut config = quiet_config();
     config.faults.throttle_rate = 1.0;
     let sim = flowpilot_sim::start(config).await?;
-    let sdk = support::sdk_config(&sim.url()).await;
+    let sdk = crate::support::sdk_config(&sim.url()).await;
     let retry = aws_config::retry::RetryConfig::standard()
         .with_max_attempts(2)
         .with_initial_backoff(Duration::from_millis(10))
@@ -1178,8 +1176,8 @@ async fn requests_without_authorization_and_non_loopback_binds_are_refused() -> 
 /// moto EventBridge rule, and the ledger holds exactly the source's records of that window.
 #[tokio::test]
 async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::Result<()> {
-    let moto = support::Moto::start().await?;
-    let moto_sdk = support::sdk_config(&moto.url).await;
+    let moto = crate::support::Moto::start().await?;
+    let moto_sdk = crate::support::sdk_config(&moto.url).await;
     let sqs = aws_sdk_sqs::Client::new(&moto_sdk);
     let events = aws_sdk_eventbridge::Client::new(&moto_sdk);
     let queue_url = sqs
@@ -1224,8 +1222,8 @@ async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::
 
     let mut config = SimConfig::default();
     config.events.endpoint_url = Some(moto.url.clone());
-    config.events.access_key_id = Some(support::ACCESS_KEY_ID.into());
-    config.events.secret_access_key = Some(support::SECRET_ACCESS_KEY.into());
+    config.events.access_key_id = Some(crate::support::ACCESS_KEY_ID.into());
+    config.events.secret_access_key = Some(crate::support::SECRET_ACCESS_KEY.into());
     config.faults.run_duration_ms = flowpilot_sim::DurationRange { min: 50, max: 100 };
     config.faults.run_failures = vec![failing_runs("-b0001", vec![1], "Rate exceeded")];
     let env = env_with(config).await?;
@@ -1237,7 +1235,7 @@ async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::
     let bad_id = start_run(&env, "fp-e2e-b0001").await?;
 
     let has = |msgs: &[Value], id: &str| msgs.iter().any(|m| m["detail"]["execution-id"] == id);
-    let msgs = support::drain_queue(
+    let msgs = crate::support::drain_queue(
         &sqs,
         &queue_url,
         |m| has(m, &ok_id) && has(m, &bad_id),

@@ -161,19 +161,36 @@ pub async fn ensure_venv() -> anyhow::Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
+/// The local identities deploy.py set up for one deployment (see its module doc).
+#[derive(Debug, Clone)]
+pub struct Identities {
+    /// The identity document the simulator enforces IAM with (`POST /_sim/iam`).
+    pub iam_file: PathBuf,
+    /// `AWS_CONFIG_FILE`: profiles flowpilot-admin, flowpilot-worker, flowpilot-operator.
+    pub config_file: PathBuf,
+    /// `AWS_SHARED_CREDENTIALS_FILE`: the base keys of the admin and the ECS stand-in.
+    pub credentials_file: PathBuf,
+    pub operator_role_arn: String,
+    /// The administrator's access key id (the simulator resolves callers by key).
+    pub admin_key_id: String,
+}
+
 /// Outputs of the flowpilot stack deployed into moto. Queue URLs are moto's own.
 #[derive(Debug, Clone)]
 pub struct StackOutputs {
     pub queue_url: String,
     pub queue_arn: String,
     pub dlq_url: String,
+    pub delivery_dlq_url: String,
     pub table: String,
     pub health_bus: String,
     pub health_bus_arn: String,
     /// Observation queue receiving every `source: flowpilot` event of the health bus.
     pub health_tap_url: String,
     pub alert_topic_arn: String,
-    pub appflow_role_arn: String,
+    pub worker_role_arn: String,
+    pub operator_policy_arn: String,
+    pub identities: Identities,
 }
 
 impl StackOutputs {
@@ -190,18 +207,58 @@ impl StackOutputs {
         .map(|(k, v)| (k.to_owned(), v.clone()))
         .collect()
     }
+
+    /// The identity document, for `POST /_sim/iam`.
+    pub fn iam_document(&self) -> anyhow::Result<Value> {
+        let text = std::fs::read_to_string(&self.identities.iam_file)
+            .with_context(|| format!("reading {}", self.identities.iam_file.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
 }
 
-/// Deploys `infra/flowpilot.yaml` into `moto` with `infra/local/deploy.py` (stack
-/// `flowpilot`, name prefix `flowpilot`, domain `demo`), creates the health tap queue and
-/// rule, and returns the outputs.
+/// How to deploy: which template, under which names, where the identity files go.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// A template file (YAML or JSON); `None` is infra/flowpilot.yaml.
+    pub template: Option<PathBuf>,
+    pub stack_name: String,
+    /// Prefix of every named resource, so several stacks can share one moto.
+    pub name_prefix: String,
+    /// Where deploy.py writes iam.json and the profile files.
+    pub state_dir: PathBuf,
+}
+
+impl DeployOptions {
+    /// infra/flowpilot.yaml as stack `flowpilot`, files in a fresh scratch directory.
+    pub fn standard(moto: &Moto) -> Self {
+        Self {
+            template: None,
+            stack_name: "flowpilot".to_owned(),
+            name_prefix: "flowpilot".to_owned(),
+            state_dir: scratch_dir().join(format!("identities-{}", moto.port)),
+        }
+    }
+}
+
+/// Deploys `infra/flowpilot.yaml` into `moto` ([`DeployOptions::standard`]), creates the health
+/// tap queue and rule and the local identities, and returns the outputs.
 pub async fn deploy_stack(moto: &Moto) -> anyhow::Result<StackOutputs> {
-    let run = Command::new(venv_bin("python"))
-        .arg(infra_local().join("deploy.py"))
+    deploy_with(moto, &DeployOptions::standard(moto)).await
+}
+
+/// [`deploy_stack`] with chosen options.
+pub async fn deploy_with(moto: &Moto, opts: &DeployOptions) -> anyhow::Result<StackOutputs> {
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.arg(infra_local().join("deploy.py"))
         .args(["--endpoint", &moto.url, "--health-tap"])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+        .args(["--stack-name", &opts.stack_name])
+        .args(["--name-prefix", &opts.name_prefix])
+        .arg("--state-dir")
+        .arg(&opts.state_dir);
+    if let Some(t) = &opts.template {
+        cmd.arg("--template").arg(t);
+    }
+    let run = cmd.stdin(Stdio::null()).kill_on_drop(true).output();
     let out = tokio::time::timeout(DEPLOY_TIMEOUT, run)
         .await
         .map_err(|_| anyhow!("deploy.py took over {DEPLOY_TIMEOUT:?}"))?
@@ -227,11 +284,44 @@ pub async fn deploy_stack(moto: &Moto) -> anyhow::Result<StackOutputs> {
         queue_url: get("QueueUrl")?,
         queue_arn: get("QueueArn")?,
         dlq_url: get("DlqUrl")?,
+        delivery_dlq_url: get("DeliveryDlqUrl")?,
         table: get("TableName")?,
         health_bus: get("HealthBusName")?,
         health_bus_arn: get("HealthBusArn")?,
         health_tap_url: get("HealthTapUrl")?,
         alert_topic_arn: get("AlertTopicArn")?,
-        appflow_role_arn: get("AppFlowRoleArn")?,
+        worker_role_arn: get("WorkerRoleArn")?,
+        operator_policy_arn: get("OperatorPolicyArn")?,
+        identities: Identities {
+            iam_file: PathBuf::from(get("IamFile")?),
+            config_file: PathBuf::from(get("AwsConfigFile")?),
+            credentials_file: PathBuf::from(get("AwsCredentialsFile")?),
+            operator_role_arn: get("OperatorRoleArn")?,
+            admin_key_id: get("AdminAccessKeyId")?,
+        },
     })
+}
+
+/// infra/flowpilot.yaml (or `path`) as JSON, short-form tags in long form, decoded by
+/// cfn-lint's own loader (`infra/local/template-json`).
+pub async fn template_json(path: Option<&std::path::Path>) -> anyhow::Result<Value> {
+    ensure_venv().await?;
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.arg(infra_local().join("template-json"));
+    if let Some(p) = path {
+        cmd.arg(p);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running infra/local/template-json")?;
+    if !out.status.success() {
+        bail!(
+            "template-json failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

@@ -2,20 +2,18 @@
 //! working routing (default-bus rules → work queue, health bus → health tap), and the
 //! local stack script starts and stops cleanly.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::{Moto, StackOutputs, deploy_stack, drain_available, drain_queue, sdk_config};
 use anyhow::{Context as _, bail, ensure};
 use aws_sdk_dynamodb::types::KeySchemaElement;
 use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
-use support::{Moto, StackOutputs, deploy_stack, drain_available, drain_queue, sdk_config};
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -117,9 +115,11 @@ fn key_pairs(schema: &[KeySchemaElement]) -> Vec<(String, String)> {
 
 #[test]
 fn template_lints_without_errors_or_warnings() -> anyhow::Result<()> {
-    tokio::runtime::Runtime::new()?.block_on(support::moto::ensure_venv())?;
-    let template = support::repo_root().join("infra").join("flowpilot.yaml");
-    let out = std::process::Command::new(support::venv_bin("cfn-lint"))
+    tokio::runtime::Runtime::new()?.block_on(crate::support::moto::ensure_venv())?;
+    let template = crate::support::repo_root()
+        .join("infra")
+        .join("flowpilot.yaml");
+    let out = std::process::Command::new(crate::support::venv_bin("cfn-lint"))
         .arg(&template)
         .stdin(Stdio::null())
         .output()
@@ -224,7 +224,28 @@ async fn template_deploys_into_moto_with_queues_table_bus_and_rules() -> anyhow:
         "alert rule missing on the health bus: {names:?}"
     );
     assert!(d.out.alert_topic_arn.starts_with("arn:aws:sns:"));
-    assert!(d.out.appflow_role_arn.starts_with("arn:aws:iam::"));
+    assert!(d.out.worker_role_arn.ends_with(":role/flowpilot-worker"));
+    assert!(
+        d.out
+            .operator_policy_arn
+            .ends_with(":policy/flowpilot-operator")
+    );
+    // Rule deliveries that fail end up in the delivery DLQ instead of vanishing.
+    let delivery_dlq = all_attributes(&d.sqs, &d.out.delivery_dlq_url).await?;
+    let delivery_dlq_arn = delivery_dlq
+        .get(&QueueAttributeName::QueueArn)
+        .context("delivery DLQ has no ARN")?;
+    for rule in ["flowpilot-appflow-runs", "flowpilot-commands"] {
+        let targets = d.events.list_targets_by_rule().rule(rule).send().await?;
+        for t in targets.targets() {
+            assert_eq!(
+                t.dead_letter_config().and_then(|c| c.arn()),
+                Some(delivery_dlq_arn.as_str()),
+                "dead-letter queue of {rule}"
+            );
+            ensure!(t.retry_policy().is_some(), "{rule} has no retry policy");
+        }
+    }
     Ok(())
 }
 
@@ -297,24 +318,6 @@ async fn appflow_run_reports_of_flowpilot_flows_reach_the_work_queue_and_others_
 }
 
 #[tokio::test]
-async fn command_events_reach_the_work_queue() -> anyhow::Result<()> {
-    let d = deployed().await?;
-    put_event(
-        &d.events,
-        "default",
-        "flowpilot.command",
-        "Reconcile",
-        json!({"command": "reconcile"}),
-    )
-    .await?;
-    let bodies = drain_queue(&d.sqs, &d.out.queue_url, |got| !got.is_empty(), WAIT).await?;
-    assert_eq!(bodies[0]["source"], "flowpilot.command");
-    assert_eq!(bodies[0]["detail-type"], "Reconcile");
-    assert_eq!(bodies[0]["detail"]["command"], "reconcile");
-    Ok(())
-}
-
-#[tokio::test]
 async fn health_events_reach_the_health_tap_and_not_the_work_queue() -> anyhow::Result<()> {
     let d = deployed().await?;
     put_event(
@@ -339,25 +342,6 @@ async fn health_events_reach_the_health_tap_and_not_the_work_queue() -> anyhow::
 
 // ------------------------------------------------------------------ infra/local/stack
 
-/// `flowpilot` when it has a `sim` subcommand; otherwise the stand-in
-/// `tests/support/fake-sim`, so the script's process handling is still covered.
-async fn sim_binary() -> anyhow::Result<(PathBuf, bool)> {
-    let real = PathBuf::from(env!("CARGO_BIN_EXE_flowpilot"));
-    let help = Command::new(&real)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await?;
-    let text = String::from_utf8_lossy(&help.stdout) + String::from_utf8_lossy(&help.stderr);
-    if text.split_whitespace().any(|w| w == "sim") {
-        Ok((real, true))
-    } else {
-        eprintln!("flowpilot has no `sim` subcommand yet: using tests/support/fake-sim");
-        Ok((support::repo_root().join("tests/support/fake-sim"), false))
-    }
-}
-
 /// Runs `infra/local/stack` with a private state directory; `down` on drop, so a failing
 /// test leaves no process behind.
 struct LocalStack {
@@ -367,7 +351,7 @@ struct LocalStack {
 
 impl LocalStack {
     fn command(&self, sub: &str) -> std::process::Command {
-        let mut cmd = std::process::Command::new(support::infra_local().join("stack"));
+        let mut cmd = std::process::Command::new(crate::support::infra_local().join("stack"));
         cmd.arg(sub)
             .env("FLOWPILOT_STATE_DIR", &self.state)
             .env("FLOWPILOT_BIN", &self.bin)
@@ -427,10 +411,9 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn stack_script_up_and_down_twice_leaves_no_process_running() -> anyhow::Result<()> {
-    let (bin, real_sim) = sim_binary().await?;
     let stack = LocalStack {
-        state: support::scratch_dir().join(format!("stack-test-{}", std::process::id())),
-        bin,
+        state: crate::support::scratch_dir().join(format!("stack-test-{}", std::process::id())),
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_flowpilot")),
     };
     let _ = std::fs::remove_dir_all(&stack.state);
     // Safe when nothing runs.
@@ -448,8 +431,10 @@ async fn stack_script_up_and_down_twice_leaves_no_process_running() -> anyhow::R
             "AWS_ENDPOINT_URL_APPFLOW",
             "AWS_ENDPOINT_URL_CUSTOMER_PROFILES",
             "AWS_REGION",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_PROFILE",
+            "FLOWPILOT_MOTO_URL",
             "FLOWPILOT_QUEUE_URL",
             "FLOWPILOT_DLQ_URL",
             "FLOWPILOT_TABLE",
@@ -462,20 +447,61 @@ async fn stack_script_up_and_down_twice_leaves_no_process_running() -> anyhow::R
                 "{key} missing in env file: {env:?}"
             );
         }
-        ensure!(env["AWS_ENDPOINT_URL"].starts_with("http://127.0.0.1:"));
         ensure!(env["FLOWPILOT_SIM_URL"].starts_with("http://127.0.0.1:"));
+        ensure!(env["FLOWPILOT_MOTO_URL"].starts_with("http://127.0.0.1:"));
+        // Every AWS call goes through the simulator, which enforces IAM.
+        assert_eq!(env["AWS_ENDPOINT_URL"], env["FLOWPILOT_SIM_URL"]);
         assert_eq!(env["AWS_ENDPOINT_URL_APPFLOW"], env["FLOWPILOT_SIM_URL"]);
+        assert_eq!(env["AWS_PROFILE"], crate::support::WORKER_PROFILE);
+        ensure!(
+            !env.contains_key("AWS_ACCESS_KEY_ID"),
+            "static keys would override the profile"
+        );
 
-        // The deployed stack answers at the advertised endpoint.
-        let conf = sdk_config(&env["AWS_ENDPOINT_URL"]).await;
-        let sqs = aws_sdk_sqs::Client::new(&conf);
-        sqs.get_queue_attributes()
+        // The worker profile may receive from the work queue, and nothing more of it.
+        let ids = crate::support::Identities {
+            iam_file: stack.state.join("iam.json"),
+            config_file: PathBuf::from(&env["AWS_CONFIG_FILE"]),
+            credentials_file: PathBuf::from(&env["AWS_SHARED_CREDENTIALS_FILE"]),
+            operator_role_arn: String::new(),
+            admin_key_id: String::new(),
+        };
+        let worker = crate::support::profile_sdk_config(
+            &env["AWS_ENDPOINT_URL"],
+            &ids,
+            crate::support::WORKER_PROFILE,
+        )
+        .await;
+        let sqs = aws_sdk_sqs::Client::new(&worker);
+        sqs.receive_message()
+            .queue_url(&env["FLOWPILOT_QUEUE_URL"])
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .context("the worker profile receiving from the local stack's work queue")?;
+        let denied = sqs
+            .get_queue_attributes()
             .queue_url(&env["FLOWPILOT_QUEUE_URL"])
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
-            .await
-            .context("work queue of the local stack")?;
-        sqs.get_queue_attributes()
+            .await;
+        let code = denied
+            .as_ref()
+            .err()
+            .and_then(|e| e.as_service_error())
+            .and_then(|e| {
+                use aws_sdk_sqs::error::ProvideErrorMetadata as _;
+                e.code().map(str::to_owned)
+            });
+        ensure!(
+            code.as_deref()
+                .is_some_and(|c| c.starts_with("AccessDenied")),
+            "GetQueueAttributes is not in the worker role, yet answered {denied:?}"
+        );
+        // The health tap is a test instrument in moto itself.
+        let conf = sdk_config(&env["FLOWPILOT_MOTO_URL"]).await;
+        aws_sdk_sqs::Client::new(&conf)
+            .get_queue_attributes()
             .queue_url(&env["FLOWPILOT_HEALTH_TAP_URL"])
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
@@ -489,9 +515,7 @@ async fn stack_script_up_and_down_twice_leaves_no_process_running() -> anyhow::R
             stack.run("env").await?,
             std::fs::read_to_string(stack.state.join("env"))?
         );
-        if real_sim {
-            stack.run("demo-setup").await?;
-        }
+        stack.run("demo-setup").await?;
 
         stack.run("down").await?;
         ensure!(

@@ -1,0 +1,333 @@
+//! Least privilege, proven against the deployed template: the template is deployed once as it
+//! is and once per statement of the worker role's policy with that statement removed; each
+//! time the worker's real adapters run the operations a workflow needs, with the deployed
+//! worker role's credentials, through the IAM-enforcing simulator. As it is, everything is
+//! allowed; without a statement, a named operation fails with AccessDenied naming the action
+//! — so no statement is unnecessary and none is missing.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use chrono::{TimeDelta, Utc};
+use flowpilot::aws::Clients;
+use flowpilot::aws::appflow::AppFlow;
+use flowpilot::aws::health::HealthPublisher;
+use flowpilot::aws::profiles::Profiles;
+use flowpilot::aws::queue::Queue;
+use flowpilot::core::decide::{Policy, decide};
+use flowpilot::core::effect::{EffectKind, FlowDefinition};
+use flowpilot::core::event::CommandMessage;
+use flowpilot::core::ids::WorkflowId;
+use flowpilot::core::input::Input;
+use flowpilot::core::model::Workflow;
+use flowpilot::core::spec::SpecInput;
+use flowpilot::metrics::Metrics;
+use flowpilot::store::Store as _;
+use flowpilot::store::dynamo::DynamoStore;
+use flowpilot_sim::{EventsConfig, SimConfig};
+use serde_json::Value;
+
+use crate::support::e2e::{DOMAIN, KMS_ARN, OBJECT_TYPE, PROFILE, load_identities};
+use crate::support::moto::template_json;
+use crate::support::{
+    ADMIN_PROFILE, DeployOptions, Moto, StackOutputs, WORKER_PROFILE, deploy_with,
+    profile_sdk_config,
+};
+
+/// What the worker does, in the order a workflow does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    CreateBatchFlow,
+    StartBatchFlow,
+    LinkLiveFlow,
+    SaveWorkflow,
+    LoadWorkflow,
+    ListActive,
+    SendCommand,
+    Receive,
+    PublishHealth,
+}
+
+/// Each statement of the worker role, the operation that needs it, and the IAM action the
+/// denial must name.
+const STATEMENTS: &[(&str, Op, &str)] = &[
+    ("WorkQueue", Op::SendCommand, "sqs:SendMessage"),
+    ("StateTable", Op::SaveWorkflow, "dynamodb:PutItem"),
+    ("PublishHealth", Op::PublishHealth, "events:PutEvents"),
+    (
+        "CreateManagedFlows",
+        Op::CreateBatchFlow,
+        "appflow:CreateFlow",
+    ),
+    (
+        "UseConnectorProfiles",
+        Op::CreateBatchFlow,
+        "appflow:UseConnectorProfile",
+    ),
+    ("RunManagedFlows", Op::StartBatchFlow, "appflow:StartFlow"),
+    (
+        "LinkIntegrations",
+        Op::LinkLiveFlow,
+        "profile:PutIntegration",
+    ),
+    ("DomainKeyForFlows", Op::CreateBatchFlow, "kms:CreateGrant"),
+];
+
+fn spec(from: &str, to: &str) -> anyhow::Result<flowpilot::core::spec::WorkflowSpec> {
+    SpecInput {
+        domain: Some(DOMAIN.into()),
+        object_type: Some(OBJECT_TYPE.into()),
+        connector: Some("salesforce".into()),
+        connector_profile: Some(PROFILE.into()),
+        object: Some("Account".into()),
+        from: Some(from.into()),
+        to: Some(to.into()),
+        bulk_threshold: Some("P1D".into()),
+        kms_arn: Some(KMS_ARN.into()),
+        ..SpecInput::default()
+    }
+    .validate(Utc::now())
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// The first create-flow definition `decide` asks for when `wf` starts.
+fn created_flow(
+    wf: &Workflow,
+) -> anyhow::Result<(FlowDefinition, Vec<flowpilot::core::health::HealthEvent>)> {
+    let t = decide(wf, Input::Start, Utc::now(), &Policy::default());
+    let flow = t
+        .effects
+        .iter()
+        .find_map(|e| match &e.kind {
+            EffectKind::CreateFlow { flow } => Some(flow.clone()),
+            _ => None,
+        })
+        .context("starting a workflow creates a flow")?;
+    let events = t
+        .effects
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EffectKind::Publish { event } => Some(event.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok((flow, events))
+}
+
+/// Runs every operation as the deployed worker role; the first failure, if any, with its text.
+async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result<(), (Op, String)> {
+    let fail = |op: Op| move |e: &dyn std::fmt::Display| (op, e.to_string());
+    let sdk = profile_sdk_config(sim_url, &stack.identities, WORKER_PROFILE).await;
+    let clients = Clients::new(&sdk, &Metrics::new());
+    let appflow = AppFlow::new(clients.appflow.clone());
+    let profiles = Profiles::new(clients.profiles.clone());
+    let store = DynamoStore::new(clients.dynamodb.clone(), &stack.table);
+    let queue = Queue::new(clients.sqs.clone(), &stack.queue_url);
+    let health = HealthPublisher::new(clients.events.clone(), &stack.health_bus);
+
+    let id = WorkflowId::new(format!("iam-{tag}")).map_err(|e| fail(Op::SaveWorkflow)(&e))?;
+    let bulk = Workflow::new(
+        id.clone(),
+        spec("2024-01-01", "2024-05-01").map_err(|e| fail(Op::SaveWorkflow)(&e))?,
+        Utc::now(),
+    );
+    let (batch_flow, events) = created_flow(&bulk).map_err(|e| fail(Op::CreateBatchFlow)(&e))?;
+    appflow
+        .create_flow(&batch_flow)
+        .await
+        .map_err(|e| fail(Op::CreateBatchFlow)(&e.message))?;
+    appflow
+        .start_flow(&batch_flow.name, &format!("{id}:0:1"))
+        .await
+        .map_err(|e| fail(Op::StartBatchFlow)(&e.message))?;
+
+    let recent = (Utc::now() - TimeDelta::days(10))
+        .format("%Y-%m-%d")
+        .to_string();
+    let live_id =
+        WorkflowId::new(format!("iam-{tag}-live")).map_err(|e| fail(Op::LinkLiveFlow)(&e))?;
+    let short = Workflow::new(
+        live_id,
+        spec(&recent, "2099-01-01").map_err(|e| fail(Op::LinkLiveFlow)(&e))?,
+        Utc::now(),
+    );
+    let (live_flow, _) = created_flow(&short).map_err(|e| fail(Op::LinkLiveFlow)(&e))?;
+    let arn = appflow
+        .create_flow(&live_flow)
+        .await
+        .map_err(|e| fail(Op::LinkLiveFlow)(&e.message))?
+        .ok_or((Op::LinkLiveFlow, "CreateFlow answered no ARN".to_owned()))?;
+    profiles
+        .put_integration(DOMAIN, OBJECT_TYPE, &arn)
+        .await
+        .map_err(|e| fail(Op::LinkLiveFlow)(&e.message))?;
+
+    store
+        .create(&bulk)
+        .await
+        .map_err(|e| fail(Op::SaveWorkflow)(&e))?;
+    store
+        .load(&id)
+        .await
+        .map_err(|e| fail(Op::LoadWorkflow)(&e))?;
+    store
+        .list_active()
+        .await
+        .map_err(|e| fail(Op::ListActive)(&e))?;
+    queue
+        .send_command(
+            &CommandMessage::for_workflow("reconcile", &id),
+            Duration::ZERO,
+        )
+        .await
+        .map_err(|e| fail(Op::SendCommand)(&e))?;
+    queue
+        .receive(1, Duration::ZERO, Duration::from_secs(30))
+        .await
+        .map_err(|e| fail(Op::Receive)(&e))?;
+    for r in health.publish(&events).await {
+        r.map_err(|e| fail(Op::PublishHealth)(&e.message))?;
+    }
+    Ok(())
+}
+
+/// The worker role's statements in the template, by Sid.
+fn worker_sids(template: &Value) -> anyhow::Result<Vec<String>> {
+    template["Resources"]["WorkerTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_array()
+        .context("WorkerTaskRole has no inline policy statements")?
+        .iter()
+        .map(|s| s["Sid"].as_str().map(str::to_owned).context("a statement without Sid"))
+        .collect()
+}
+
+fn without_statement(template: &Value, sid: &str) -> anyhow::Result<Value> {
+    let mut t = template.clone();
+    let statements = t["Resources"]["WorkerTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_array_mut()
+        .context("statements")?;
+    let before = statements.len();
+    statements.retain(|s| s["Sid"] != sid);
+    ensure!(
+        statements.len() + 1 == before,
+        "statement {sid} not found exactly once"
+    );
+    Ok(t)
+}
+
+/// The connector profile, domain and object type the operations use, made by the admin.
+async fn admin_setup(sim_url: &str, stack: &StackOutputs) -> anyhow::Result<()> {
+    let admin = profile_sdk_config(sim_url, &stack.identities, ADMIN_PROFILE).await;
+    use aws_sdk_appflow::types::{
+        ConnectionMode, ConnectorProfileConfig, ConnectorProfileProperties, ConnectorType,
+        SalesforceConnectorProfileProperties,
+    };
+    aws_sdk_appflow::Client::new(&admin)
+        .create_connector_profile()
+        .connector_profile_name(PROFILE)
+        .connector_type(ConnectorType::Salesforce)
+        .connection_mode(ConnectionMode::Public)
+        .connector_profile_config(
+            ConnectorProfileConfig::builder()
+                .connector_profile_properties(
+                    ConnectorProfileProperties::builder()
+                        .salesforce(
+                            SalesforceConnectorProfileProperties::builder()
+                                .instance_url("https://example.my.salesforce.com")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .context("CreateConnectorProfile as admin")?;
+    let cp = aws_sdk_customerprofiles::Client::new(&admin);
+    cp.create_domain()
+        .domain_name(DOMAIN)
+        .default_expiration_days(366)
+        .default_encryption_key(KMS_ARN)
+        .send()
+        .await
+        .context("CreateDomain as admin")?;
+    cp.put_profile_object_type()
+        .domain_name(DOMAIN)
+        .object_type_name(OBJECT_TYPE)
+        .description("Salesforce accounts")
+        .send()
+        .await
+        .context("PutProfileObjectType as admin")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_worker_role_statement_is_needed_by_a_named_operation() -> anyhow::Result<()> {
+    let template = template_json(None).await?;
+    let mut sids = worker_sids(&template)?;
+    sids.sort();
+    let mut covered: Vec<String> = STATEMENTS.iter().map(|(s, ..)| (*s).to_owned()).collect();
+    covered.sort();
+    ensure!(
+        sids == covered,
+        "the worker role's statements {sids:?} and the operations table {covered:?} differ: \
+         give every statement a named operation (or remove it)"
+    );
+
+    let moto = Moto::start().await?;
+    let sim = flowpilot_sim::start(SimConfig {
+        events: EventsConfig {
+            disabled: false,
+            endpoint_url: Some(moto.url.clone()),
+            access_key_id: Some(crate::support::ACCESS_KEY_ID.to_owned()),
+            secret_access_key: Some(crate::support::SECRET_ACCESS_KEY.to_owned()),
+        },
+        ..SimConfig::default()
+    })
+    .await?;
+    let sim_url = sim.url();
+    let scratch = crate::support::scratch_dir().join(format!("iam-mutations-{}", moto.port));
+    std::fs::create_dir_all(&scratch)?;
+
+    let deploy = |name: String, json: Value| {
+        let (moto, scratch) = (&moto, &scratch);
+        async move {
+            let path = scratch.join(format!("{name}.json"));
+            std::fs::write(&path, serde_json::to_vec_pretty(&json)?)?;
+            let mut opts = DeployOptions::standard(moto);
+            opts.template = Some(path);
+            opts.stack_name = name.clone();
+            opts.name_prefix = name.clone();
+            opts.state_dir = scratch.join(&name);
+            deploy_with(moto, &opts).await
+        }
+    };
+
+    let control = deploy("control".to_owned(), template.clone()).await?;
+    load_identities(&sim_url, &control).await?;
+    admin_setup(&sim_url, &control).await?;
+    if let Err((op, e)) = run_as_worker(&sim_url, &control, "control").await {
+        bail!("with the template as it is, {op:?} failed: {e}");
+    }
+
+    let mut report = Vec::new();
+    for (n, (sid, op, action)) in STATEMENTS.iter().enumerate() {
+        let name = format!("m{n}");
+        let stack = deploy(name.clone(), without_statement(&template, sid)?).await?;
+        load_identities(&sim_url, &stack).await?;
+        let outcome = run_as_worker(&sim_url, &stack, &name).await;
+        let Err((failed_op, text)) = outcome else {
+            bail!("without statement {sid} every operation still succeeded: it is unnecessary");
+        };
+        ensure!(
+            failed_op == *op && text.contains(action) && text.contains("not authorized"),
+            "without {sid}: expected {op:?} to be denied naming {action}, got {failed_op:?}: {text}"
+        );
+        report.push(format!("{sid:<22} → {failed_op:?} denied ({action})"));
+    }
+    println!("{}", report.join("\n"));
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! Every end-to-end test in one binary, so the AWS SDK is linked once (zero2prod's layout):
+//! `support` is the harness, each other module one area.
+//!
+//! The world these tests run in is as strict as AWS where it matters: moto (SQS, EventBridge,
+//! DynamoDB, CloudFormation) with `infra/flowpilot.yaml` deployed, and flowpilot's AppFlow +
+//! Customer Profiles simulator, which also serves STS and enforces IAM on every call — its
+//! own services' and, as a front, moto's — against the policies of the roles that deploying
+//! the template created. Worker and CLI processes hold those roles' credentials.
+//!
+//! - [`cli_plan`]: `flowpilot workflow plan` (no AWS).
+//! - [`contracts`]: what the template produces (schedules, rules, policies) fed through the
+//!   real parser and the policy evaluator.
+//! - [`iam`]: one deployment per statement of the worker role, that statement removed.
+//! - [`sim`]: the simulator's wire conformance and IAM enforcement, through the real SDK clients.
+//! - [`stack`]: the template deployed into moto, and the local stack script.
+//! - [`worker`], [`reliability`], [`schemas`]: the worker end to end, under faults, and the
+//!   health events it emits against their JSON Schemas.
+
+mod support;
+
+mod cli_plan;
+mod contracts;
+mod iam;
+mod reliability;
+mod schemas;
+mod sim;
+mod stack;
+mod worker;
