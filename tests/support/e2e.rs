@@ -280,6 +280,12 @@ impl Env {
                 access_key_id: Some(super::ACCESS_KEY_ID.to_owned()),
                 secret_access_key: Some(super::SECRET_ACCESS_KEY.to_owned()),
             },
+            // IAM is enforced; until these tests sign as the deployed roles, the dummy key
+            // every process uses is an administrator.
+            iam: flowpilot_sim::IamConfig {
+                identities: Some(super::admin_identities(super::ACCESS_KEY_ID)),
+                ..flowpilot_sim::IamConfig::default()
+            },
             ..SimConfig::default()
         })
         .await?;

@@ -7,8 +7,9 @@
 //!   and CLI processes, and readers for the ledger, runs, health events and metrics.
 //! - [`chaos`]: fault plans and `kill -9` / restart of worker processes at random moments.
 //! - [`fuzz`]: poison message bodies (random, truncated, nested, huge, wrongly typed).
-//! - this module: paths, [`poll_until`], [`aws_env`] for spawned processes and
-//!   [`sdk_config`] for in-process SDK clients.
+//! - this module: paths, [`poll_until`], [`aws_env`] for spawned processes,
+//!   [`sdk_config`] / [`sdk_config_with`] for in-process SDK clients and
+//!   [`admin_identities`] (an identity document for the simulator's IAM).
 //!
 //! Everything listens on 127.0.0.1 only, every wait has a deadline, and every process a
 //! helper starts is killed when its handle drops.
@@ -83,6 +84,47 @@ pub fn aws_env(moto_url: &str, sim_url: &str) -> Vec<(String, String)> {
 /// rustls+ring HTTP client the project uses.
 pub async fn sdk_config(endpoint_url: &str) -> SdkConfig {
     flowpilot::aws::local_sdk_config(endpoint_url, REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY).await
+}
+
+/// SDK configuration like [`sdk_config`], but signing with `credentials` (an identity
+/// document's user, or an `AssumeRoleProvider` for STS sessions).
+pub async fn sdk_config_with(
+    endpoint_url: &str,
+    credentials: impl aws_sdk_sqs::config::ProvideCredentials + 'static,
+) -> SdkConfig {
+    sdk_config(endpoint_url)
+        .await
+        .into_builder()
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            credentials,
+        ))
+        .build()
+}
+
+/// Static credentials (as an identity document's user has).
+pub fn static_credentials(access_key_id: &str, secret: &str) -> aws_sdk_sqs::config::Credentials {
+    aws_sdk_sqs::config::Credentials::new(access_key_id, secret, None, None, "flowpilot-tests")
+}
+
+/// The simulator's account (its default `account_id`).
+pub const ACCOUNT_ID: &str = "123456789012";
+
+/// An identity document for the simulator with one administrator (`Allow * on *`), user
+/// `flowpilot-admin`, signing with `access_key_id` and [`SECRET_ACCESS_KEY`].
+pub fn admin_identities(access_key_id: &str) -> flowpilot_sim::IdentityDocument {
+    let doc = serde_json::json!({
+        "account_id": ACCOUNT_ID,
+        "users": [{
+            "arn": format!("arn:aws:iam::{ACCOUNT_ID}:user/flowpilot-admin"),
+            "access_key_id": access_key_id,
+            "secret_access_key": SECRET_ACCESS_KEY,
+            "policies": [{ "name": "admin", "document": {
+                "Version": "2012-10-17",
+                "Statement": [{ "Effect": "Allow", "Action": "*", "Resource": "*" }] } }]
+        }]
+    });
+    // A fixed literal that deserializes by construction; a failure is a bug in this file.
+    serde_json::from_value(doc).expect("the admin identity document is well-formed")
 }
 
 /// Calls `check` until it yields `Some(value)`, at most until `timeout` has passed.
