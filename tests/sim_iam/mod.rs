@@ -372,6 +372,8 @@ async fn front_enforces_iam_for_sqs_dynamodb_and_eventbridge() -> anyhow::Result
     deny.push(json!({ "Effect": "Deny", "Action": ["sqs:SendMessage", "dynamodb:PutItem", "events:PutEvents"], "Resource": "*" }));
     let mut config = quiet_config();
     config.iam.upstream_url = Some(moto.url.clone());
+    // The fault plan is for AppFlow / Customer Profiles only: STS and the front ignore it.
+    config.faults.throttle_rate = 1.0;
     config.iam.identities = Some(identities(vec![
         role("front-ok", Value::from(allow(&queue, &table, &bus))),
         role(
@@ -385,6 +387,20 @@ async fn front_enforces_iam_for_sqs_dynamodb_and_eventbridge() -> anyhow::Result
         role("front-deny", Value::from(deny)),
     ]));
     let sim = flowpilot_sim::start(config).await?;
+    let throttled = reqwest::Client::new()
+        .post(format!("{}/list-flows", sim.url()))
+        .header(
+            "authorization",
+            format!("AWS4-HMAC-SHA256 Credential={ADMIN_KEY}/20240101/us-east-1/appflow/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(
+        throttled.status().as_u16(),
+        429,
+        "the plan is active for AppFlow"
+    );
 
     let item = || {
         [("pk".to_owned(), AttributeValue::S("wf-1".into()))]
