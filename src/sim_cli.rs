@@ -32,6 +32,14 @@ pub struct SimArgs {
     /// Do not publish AppFlow run reports to EventBridge.
     #[arg(long)]
     pub no_events: bool,
+    /// Load this IAM identity document (JSON: users, services, roles and their policies) at
+    /// start; `POST /_sim/iam` replaces it later.
+    #[arg(long, value_name = "FILE")]
+    pub iam: Option<PathBuf>,
+    /// Turn IAM enforcement off for experiments: every signed request is allowed (STS still
+    /// mints keys). Never use it in tests, the demo or the benchmark.
+    #[arg(long)]
+    pub no_iam: bool,
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<SimConfig> {
@@ -67,6 +75,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     if args.no_events {
         config.events.disabled = true;
+    }
+    if let Some(path) = &args.iam {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading IAM identity document {}", path.display()))?;
+        let doc = serde_json::from_str(&text)
+            .with_context(|| format!("parsing IAM identity document {}", path.display()))?;
+        config.iam.identities = Some(doc);
+    }
+    if args.no_iam {
+        config.iam.enforce = false;
     }
     let handle = flowpilot_sim::start(config).await?;
     {

@@ -11,11 +11,10 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::Utc;
 use flowpilot::core::event::{CommandMessage, Message, command_envelope, parse_message};
 use flowpilot::core::ids::WorkflowId;
-use iam_rs::Decision;
 use serde_json::{Value, json};
 
 use crate::support::moto::template_json;
-use crate::support::policy::{Caller, decide};
+use crate::support::policy::{Caller, Decision, Kind, decide};
 use crate::support::template::Template;
 use crate::support::{DeployOptions, Moto, deploy_with, drain_available, sdk_config};
 
@@ -275,6 +274,7 @@ async fn resource_policies_let_every_rule_deliver_to_its_targets_and_dead_letter
                 let policy = policy_of(&t, &dest)?;
                 let d = decide(
                     &policy,
+                    Kind::Resource,
                     Caller::Service("events.amazonaws.com"),
                     action,
                     &dest,
@@ -316,6 +316,7 @@ async fn alert_topic_key_lets_eventbridge_and_cloudwatch_publish() -> anyhow::Re
         for action in ["kms:GenerateDataKey", "kms:Decrypt"] {
             let d = decide(
                 &policy,
+                Kind::Resource,
                 Caller::Service(service),
                 action,
                 &key_arn,
@@ -348,6 +349,7 @@ async fn schedulers_may_put_their_events_on_their_target_bus() -> anyhow::Result
         let trust = t.resolve(&role_res["Properties"]["AssumeRolePolicyDocument"])?;
         let d = decide(
             &trust,
+            Kind::Trust,
             Caller::Service("scheduler.amazonaws.com"),
             "sts:AssumeRole",
             &role,
@@ -363,11 +365,18 @@ async fn schedulers_may_put_their_events_on_their_target_bus() -> anyhow::Result
             .iter()
             .map(|p| {
                 let doc = t.resolve(&p["PolicyDocument"])?;
-                decide(&doc, Caller::Aws(&role), "events:PutEvents", &bus, &[])
+                decide(
+                    &doc,
+                    Kind::Identity,
+                    Caller::Aws(&role),
+                    "events:PutEvents",
+                    &bus,
+                    &[],
+                )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         ensure!(
-            allowed.contains(&Decision::Allow) && !allowed.contains(&Decision::Deny),
+            allowed.contains(&Decision::Allow) && !allowed.contains(&Decision::ExplicitDeny),
             "{name}: its role may not PutEvents on {bus}"
         );
     }

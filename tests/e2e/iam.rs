@@ -60,6 +60,11 @@ const STATEMENTS: &[(&str, Op, &str)] = &[
         "appflow:CreateFlow",
     ),
     (
+        "TagManagedFlows",
+        Op::CreateBatchFlow,
+        "appflow:TagResource",
+    ),
+    (
         "UseConnectorProfiles",
         Op::CreateBatchFlow,
         "appflow:UseConnectorProfile",

@@ -1,9 +1,11 @@
 //! The AppFlow + Customer Profiles simulator, driven through the real `aws-sdk-appflow` and
 //! `aws-sdk-customerprofiles` clients: wire conformance (operations and modelled errors),
-//! idempotency, runs and the ledger, scheduled flows, faults, and the end-to-end path
-//! AppFlow run report → EventBridge (moto) → SQS.
+//! idempotency, runs and the ledger, scheduled flows, faults, the end-to-end path
+//! AppFlow run report → EventBridge (moto) → SQS, and IAM ([`iam`]). IAM is enforced
+//! in every simulator here: the clients sign as an administrator unless a test assumes a role.
 
-// Each test binary uses part of the harness.
+/// IAM: restricted roles through STS, the SQS / DynamoDB / EventBridge front, trust policies.
+mod iam;
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,6 +28,8 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(20);
 const PROFILE: &str = "sf-prod";
 const DOMAIN: &str = "acme";
+/// The administrator of every simulator here (IAM is enforced; `Allow *` on `*`).
+const ADMIN_KEY: &str = "AKIAFLOWPILOTADMIN01";
 
 struct Env {
     appflow: aws_sdk_appflow::Client,
@@ -36,6 +40,7 @@ struct Env {
 
 fn quiet_config() -> SimConfig {
     let mut c = SimConfig::default();
+    c.iam.identities = Some(crate::support::admin_identities(ADMIN_KEY));
     c.events.disabled = true;
     c.faults.run_duration_ms = flowpilot_sim::DurationRange { min: 20, max: 60 };
     c
@@ -44,7 +49,7 @@ fn quiet_config() -> SimConfig {
 /// A simulator with `config`, holding the connector profile [`PROFILE`] and domain [`DOMAIN`].
 async fn env_with(config: SimConfig) -> anyhow::Result<Env> {
     let sim = flowpilot_sim::start(config).await?;
-    let sdk = crate::support::sdk_config(&sim.url()).await;
+    let sdk = admin_sdk(&sim.url()).await;
     let env = Env {
         appflow: aws_sdk_appflow::Client::new(&sdk),
         profiles: aws_sdk_customerprofiles::Client::new(&sdk),
@@ -53,6 +58,15 @@ async fn env_with(config: SimConfig) -> anyhow::Result<Env> {
     };
     env.profile_and_domain().await?;
     Ok(env)
+}
+
+/// SDK configuration signing as the administrator of [`quiet_config`]'s identity document.
+async fn admin_sdk(url: &str) -> aws_config::SdkConfig {
+    crate::support::sdk_config_with(
+        url,
+        crate::support::static_credentials(ADMIN_KEY, crate::support::SECRET_ACCESS_KEY),
+    )
+    .await
 }
 
 impl Env {
@@ -774,7 +788,7 @@ async fn full_throttling_surfaces_throttling_exception_after_sdk_retries() -> an
     let mut config = quiet_config();
     config.faults.throttle_rate = 1.0;
     let sim = flowpilot_sim::start(config).await?;
-    let sdk = crate::support::sdk_config(&sim.url()).await;
+    let sdk = admin_sdk(&sim.url()).await;
     let retry = aws_config::retry::RetryConfig::standard()
         .with_max_attempts(2)
         .with_initial_backoff(Duration::from_millis(10))
@@ -1148,10 +1162,10 @@ async fn requests_without_authorization_and_non_loopback_binds_are_refused() -> 
         resp.headers()
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok()),
-        Some("AccessDeniedException")
+        Some("MissingAuthenticationTokenException")
     );
     let body: Value = resp.json().await?;
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(body["message"], "Missing Authentication Token");
     sim.shutdown().await;
 
     let mut config = quiet_config();
@@ -1169,6 +1183,22 @@ async fn requests_without_authorization_and_non_loopback_binds_are_refused() -> 
         .err()
         .context("remote EventBridge must be refused")?;
     assert!(err.to_string().contains("loopback"), "{err}");
+
+    let mut config = quiet_config();
+    config.iam.upstream_url = Some("https://sqs.us-east-1.amazonaws.com".into());
+    let err = flowpilot_sim::start(config)
+        .await
+        .err()
+        .context("a remote upstream for the IAM front must be refused")?;
+    assert!(err.to_string().contains("loopback"), "{err}");
+    let mut config = quiet_config();
+    config.port = crate::support::moto::free_port()?;
+    config.iam.upstream_url = Some(format!("http://127.0.0.1:{}", config.port));
+    let err = flowpilot_sim::start(config)
+        .await
+        .err()
+        .context("the simulator as its own upstream must be refused")?;
+    assert!(err.to_string().contains("is the simulator itself"), "{err}");
     Ok(())
 }
 
@@ -1220,7 +1250,8 @@ async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::
         .send()
         .await?;
 
-    let mut config = SimConfig::default();
+    let mut config = quiet_config();
+    config.events.disabled = false;
     config.events.endpoint_url = Some(moto.url.clone());
     config.events.access_key_id = Some(crate::support::ACCESS_KEY_ID.into());
     config.events.secret_access_key = Some(crate::support::SECRET_ACCESS_KEY.into());

@@ -76,8 +76,10 @@ fn batch_runs<'a>(runs: &'a Value, wf: &WorkflowId, batch: u32) -> Vec<&'a Value
 }
 
 /// Live; a failed or cancelled workflow will not get there, so stop waiting (with its state).
+/// Live with nothing left to do (the live flow started, events published), or stopped. Live
+/// alone is not enough: the transition to Live commits before its effects run.
 fn is_done(wf: &Workflow) -> bool {
-    wf.status == WorkflowStatus::Live || wf.status.is_terminal()
+    (wf.status == WorkflowStatus::Live && wf.outbox.is_empty()) || wf.status.is_terminal()
 }
 
 fn ensure_live(wf: &Workflow) -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::faults::FaultPlan;
+use crate::iam::IdentityDocument;
 use crate::runs::run_json;
 use crate::source::MsWindow;
 use crate::state::{Sim, State as St};
@@ -137,8 +138,24 @@ pub async fn put_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     Json(json!(plan)).into_response()
 }
 
-/// Forget every resource, run and ledger entry. Background tasks notice their flow or run is
-/// gone and stop on their own.
+pub async fn get_iam(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    Json(sim.iam.summary())
+}
+
+/// Replace the identity document (users, service stand-ins, roles and their policies).
+pub async fn put_iam(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let doc: IdentityDocument = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => return bad(format!("invalid identity document: {e}")),
+    };
+    if let Err(e) = sim.iam.load(doc) {
+        return bad(format!("invalid identity document: {e}"));
+    }
+    Json(sim.iam.summary()).into_response()
+}
+
+/// Forget every resource, run and ledger entry (identities and STS sessions describe the
+/// deployed stack and stay). Background tasks notice their flow or run is gone and stop.
 pub async fn reset(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let mut st = sim.state();
     for r in st.runs.values() {

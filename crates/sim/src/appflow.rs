@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use chrono::{Duration, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::access;
 use crate::error::{ApiError, ErrorKind, Service};
 use crate::flow::{Trigger, parse_spec};
+use crate::iam::{Caller, Check};
 use crate::runs;
 use crate::state::{
     ConnectorProfile, CreateToken, ExecStatus, Flow, FlowStatus, Sim, StartToken, State as St,
@@ -31,6 +33,20 @@ fn flow_not_found(name: &str) -> ApiError {
     not_found(format!("Flow {name} does not exist"))
 }
 
+/// Authorize `action` on flow `name` with its tags (if the flow exists) as resource tags. As
+/// in AWS, authorization comes first: a caller who may not act on a flow learns nothing about
+/// whether it exists.
+fn authorize_on_flow(
+    sim: &Sim,
+    caller: &Caller,
+    st: &St,
+    action: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let tags = st.flows.get(name).map(|f| &f.tags);
+    sim.authorize(S, caller, &[access::on_flow(sim, action, name, tags)])
+}
+
 fn expire_tokens(st: &mut St) {
     let cutoff = Utc::now() - Duration::hours(TOKEN_TTL_HOURS);
     st.create_tokens.retain(|_, t| t.at > cutoff);
@@ -48,7 +64,11 @@ fn opt_token(m: &Map<String, Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
-pub async fn create_connector_profile(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn create_connector_profile(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "connectorProfileName")?;
     let connector_type = req_str(S, &m, "connectorType")?;
@@ -62,6 +82,15 @@ pub async fn create_connector_profile(State(sim): State<Arc<Sim>>, body: Bytes) 
     {
         return Err(invalid(S, format!("invalid connectorProfileName {name:?}")));
     }
+    // No resource type in the SAR: `*`.
+    sim.authorize(
+        S,
+        &caller,
+        &[Check::unscoped(
+            "appflow:CreateConnectorProfile",
+            sim.profile_arn(name),
+        )],
+    )?;
     let mut st = sim.state();
     if st.profiles.contains_key(name) {
         return Err(ApiError::appflow(
@@ -88,7 +117,11 @@ pub async fn create_connector_profile(State(sim): State<Arc<Sim>>, body: Bytes) 
     Ok(Json(json!({ "connectorProfileArn": arn })))
 }
 
-pub async fn describe_connector_profiles(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn describe_connector_profiles(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let names: Option<Vec<String>> = m
         .get("connectorProfileNames")
@@ -100,6 +133,11 @@ pub async fn describe_connector_profiles(State(sim): State<Arc<Sim>>, body: Byte
                 .collect()
         });
     let ctype = opt_str(&m, "connectorType");
+    sim.authorize(
+        S,
+        &caller,
+        &[Check::new("appflow:DescribeConnectorProfiles", "*")],
+    )?;
     let st = sim.state();
     let items: Vec<Value> = st
         .profiles
@@ -230,10 +268,17 @@ pub fn create_flow_in(sim: &Sim, st: &mut St, m: &Map<String, Value>) -> Result<
     Ok(json!({ "flowArn": arn, "flowStatus": status.as_str() }))
 }
 
-pub async fn create_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn create_flow(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let mut m = wire::body(S, &body)?;
     let token = opt_token(&m)?;
     m.remove("clientToken");
+    let name = req_str(S, &m, "flowName")?.to_owned();
+    let tags = parse_tags(&m)?;
+    sim.authorize(S, &caller, &access::create_flow(&sim, &name, &m, &tags))?;
     let mut st = sim.state();
     expire_tokens(&mut st);
     if let Some(t) = &token
@@ -290,16 +335,27 @@ pub fn describe_flow_json(sim: &Sim, f: &Flow) -> Value {
     v
 }
 
-pub async fn describe_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn describe_flow(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "flowName")?;
     let st = sim.state();
+    authorize_on_flow(&sim, &caller, &st, "appflow:DescribeFlow", name)?;
     let f = st.flows.get(name).ok_or_else(|| flow_not_found(name))?;
     Ok(Json(describe_flow_json(&sim, f)))
 }
 
-pub async fn list_flows(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn list_flows(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
+    // The SAR prints `flow*` for ListFlows, but a list names no single flow: `*`.
+    sim.authorize(S, &caller, &[Check::new("appflow:ListFlows", "*")])?;
     let st = sim.state();
     let items: Vec<Value> = st
         .flows
@@ -336,11 +392,24 @@ pub async fn list_flows(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
     Ok(Json(out))
 }
 
-pub async fn update_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn update_flow(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "flowName")?;
     let spec = parse_spec(&m)?;
     let mut st = sim.state();
+    let mut checks = vec![access::on_flow(
+        &sim,
+        "appflow:UpdateFlow",
+        name,
+        st.flows.get(name).map(|f| &f.tags),
+    )];
+    // UNCONFIRMED dependent action (CloudFormation's update handler lists it).
+    checks.extend(access::use_profile(&sim, &m));
+    sim.authorize(S, &caller, &checks)?;
     if let Some(p) = &spec.source_profile
         && !st.profiles.contains_key(p)
     {
@@ -385,7 +454,11 @@ pub async fn update_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
     Ok(Json(json!({ "flowStatus": f.status.as_str() })))
 }
 
-pub async fn delete_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn delete_flow(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "flowName")?;
     let force = m
@@ -393,6 +466,7 @@ pub async fn delete_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let mut st = sim.state();
+    authorize_on_flow(&sim, &caller, &st, "appflow:DeleteFlow", name)?;
     let f = st.flows.get(name).ok_or_else(|| flow_not_found(name))?;
     if f.running > 0 && !force {
         return Err(ApiError::appflow(
@@ -407,12 +481,17 @@ pub async fn delete_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
     Ok(Json(json!({})))
 }
 
-pub async fn start_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn start_flow(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "flowName")?.to_owned();
     let token = opt_token(&m)?;
     let mut guard = sim.state();
     let st = &mut *guard;
+    authorize_on_flow(&sim, &caller, st, "appflow:StartFlow", &name)?;
     expire_tokens(st);
     let f = st
         .flows
@@ -456,10 +535,15 @@ pub async fn start_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
     Ok(Json(resp))
 }
 
-pub async fn stop_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn stop_flow(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "flowName")?;
     let mut st = sim.state();
+    authorize_on_flow(&sim, &caller, &st, "appflow:StopFlow", name)?;
     let f = st.flows.get_mut(name).ok_or_else(|| flow_not_found(name))?;
     if f.spec.trigger == Trigger::OnDemand {
         return Err(ApiError::appflow(
@@ -477,7 +561,11 @@ pub async fn stop_flow(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
     ))
 }
 
-pub async fn cancel_flow_executions(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn cancel_flow_executions(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "flowName")?;
     let ids: Option<Vec<String>> = match m.get("executionIds") {
@@ -492,16 +580,28 @@ pub async fn cancel_flow_executions(State(sim): State<Arc<Sim>>, body: Bytes) ->
     };
     let mut guard = sim.state();
     let st = &mut *guard;
+    authorize_on_flow(&sim, &caller, st, "appflow:CancelFlowExecutions", name)?;
     let f = st.flows.get(name).ok_or_else(|| flow_not_found(name))?;
     let uid = f.uid.clone();
     let invalid_ids = runs::cancel_runs(st, &uid, ids.as_deref());
     Ok(Json(json!({ "invalidExecutions": invalid_ids })))
 }
 
-pub async fn describe_flow_execution_records(State(sim): State<Arc<Sim>>, body: Bytes) -> Res {
+pub async fn describe_flow_execution_records(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Res {
     let m = wire::body(S, &body)?;
     let name = req_str(S, &m, "flowName")?;
     let st = sim.state();
+    authorize_on_flow(
+        &sim,
+        &caller,
+        &st,
+        "appflow:DescribeFlowExecutionRecords",
+        name,
+    )?;
     let f = st.flows.get(name).ok_or_else(|| flow_not_found(name))?;
     let mut records: Vec<(&String, Value)> = st
         .runs
@@ -562,8 +662,21 @@ fn find_tagged(st: &St, arn: &str) -> Result<Tagged, ApiError> {
     Err(not_found(format!("Resource {arn} does not exist")))
 }
 
-pub async fn list_tags(State(sim): State<Arc<Sim>>, Path(arn): Path<String>) -> Res {
+fn flow_tags_by_arn<'a>(st: &'a St, arn: &str) -> Option<&'a BTreeMap<String, String>> {
+    st.flows.values().find(|f| f.arn == arn).map(|f| &f.tags)
+}
+
+pub async fn list_tags(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    Path(arn): Path<String>,
+) -> Res {
     let st = sim.state();
+    let check = access::with_resource_tags(
+        Check::new("appflow:ListTagsForResource", &arn),
+        flow_tags_by_arn(&st, &arn),
+    );
+    sim.authorize(S, &caller, &[check])?;
     let tags = match find_tagged(&st, &arn)? {
         Tagged::Flow(n) => st.flows.get(&n).map(|f| json!(f.tags)).unwrap_or(json!({})),
         Tagged::Profile => json!({}),
@@ -573,6 +686,7 @@ pub async fn list_tags(State(sim): State<Arc<Sim>>, Path(arn): Path<String>) -> 
 
 pub async fn tag_resource(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path(arn): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -580,6 +694,11 @@ pub async fn tag_resource(
     req(S, &m, "tags")?;
     let tags = parse_tags(&m)?;
     let mut st = sim.state();
+    let check = access::with_resource_tags(
+        access::with_request_tags(Check::new("appflow:TagResource", &arn), &tags),
+        flow_tags_by_arn(&st, &arn),
+    );
+    sim.authorize(S, &caller, &[check])?;
     if let Tagged::Flow(n) = find_tagged(&st, &arn)?
         && let Some(f) = st.flows.get_mut(&n)
     {
@@ -593,6 +712,7 @@ pub async fn tag_resource(
 
 pub async fn untag_resource(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path(arn): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Res {
@@ -601,6 +721,14 @@ pub async fn untag_resource(
         return Err(invalid(S, "tagKeys is required"));
     }
     let mut st = sim.state();
+    let check = access::with_resource_tags(
+        Check::new("appflow:UntagResource", &arn).with(
+            "aws:TagKeys",
+            crate::iam::policy::CtxValue::List(keys.clone()),
+        ),
+        flow_tags_by_arn(&st, &arn),
+    );
+    sim.authorize(S, &caller, &[check])?;
     if let Tagged::Flow(n) = find_tagged(&st, &arn)?
         && let Some(f) = st.flows.get_mut(&n)
     {

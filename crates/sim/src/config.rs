@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::FaultPlan;
+use crate::iam::IamConfig;
 
 /// Everything the simulator needs to start. `SimConfig::default()` binds 127.0.0.1 on a free
 /// port and publishes events to the SDK-configured EventBridge endpoint.
@@ -29,6 +30,8 @@ pub struct SimConfig {
     pub source: SourceConfig,
     pub events: EventsConfig,
     pub faults: FaultPlan,
+    /// IAM enforcement, identities and the front's upstream.
+    pub iam: IamConfig,
 }
 
 impl Default for SimConfig {
@@ -44,6 +47,7 @@ impl Default for SimConfig {
             source: SourceConfig::default(),
             events: EventsConfig::default(),
             faults: FaultPlan::default(),
+            iam: IamConfig::default(),
         }
     }
 }

@@ -46,6 +46,10 @@ pub enum ErrorKind {
     Throttling,
     Internal,
     UnknownOperation,
+    /// Unknown access key or session token.
+    UnrecognizedClient,
+    ExpiredToken,
+    MissingAuthenticationToken,
 }
 
 impl ErrorKind {
@@ -54,7 +58,10 @@ impl ErrorKind {
             ErrorKind::Validation | ErrorKind::BadRequest | ErrorKind::UnsupportedOperation => {
                 StatusCode::BAD_REQUEST
             }
-            ErrorKind::AccessDenied => StatusCode::FORBIDDEN,
+            ErrorKind::AccessDenied
+            | ErrorKind::UnrecognizedClient
+            | ErrorKind::ExpiredToken
+            | ErrorKind::MissingAuthenticationToken => StatusCode::FORBIDDEN,
             ErrorKind::NotFound | ErrorKind::UnknownOperation => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Throttling => StatusCode::TOO_MANY_REQUESTS,
@@ -73,6 +80,9 @@ impl ErrorKind {
             ErrorKind::Throttling => "ThrottlingException",
             ErrorKind::Internal => "InternalServerException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
+            ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorKind::ExpiredToken => "ExpiredTokenException",
+            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
         }
     }
 }
@@ -106,6 +116,24 @@ impl ApiError {
             kind
         };
         Self::new(Service::Profiles, kind, message)
+    }
+}
+
+impl ApiError {
+    /// A request IAM refused, in this service's shape (403 AccessDeniedException).
+    pub fn denied(service: Service, denial: &crate::iam::Denial) -> Self {
+        Self::new(service, ErrorKind::AccessDenied, denial.to_string())
+    }
+
+    /// A request that could not be authenticated.
+    pub fn unauthenticated(service: Service, e: &crate::iam::AuthError) -> Self {
+        use crate::iam::AuthError;
+        let kind = match e {
+            AuthError::Missing => ErrorKind::MissingAuthenticationToken,
+            AuthError::Expired => ErrorKind::ExpiredToken,
+            AuthError::Invalid(_) | AuthError::NoIdentities => ErrorKind::UnrecognizedClient,
+        };
+        Self::new(service, kind, e.message())
     }
 }
 

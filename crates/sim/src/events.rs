@@ -89,6 +89,19 @@ pub fn is_loopback_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The explicit port of an `http(s)://host:port/...` URL.
+pub fn url_port(url: &str) -> Option<u16> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let port = match authority.rsplit_once(']') {
+        Some((_, p)) => p.strip_prefix(':')?,
+        None => authority.rsplit_once(':')?.1,
+    };
+    port.parse().ok()
+}
+
 /// Build the publisher; returns the sink and a future to run as a background task.
 pub async fn start_publisher(
     cfg: &SimConfig,
@@ -166,6 +179,13 @@ mod tests {
         assert!(!is_loopback_url("https://events.us-east-1.amazonaws.com"));
         assert!(!is_loopback_url("http://10.0.0.1:5000"));
         assert!(!is_loopback_url("127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn url_ports() {
+        assert_eq!(url_port("http://127.0.0.1:5000/x"), Some(5000));
+        assert_eq!(url_port("http://[::1]:8080"), Some(8080));
+        assert_eq!(url_port("http://localhost"), None);
     }
 
     #[test]

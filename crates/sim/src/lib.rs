@@ -3,9 +3,13 @@
 //! flows against deterministic synthetic sources, and keeps a ledger of every record written.
 //!
 //! Module map:
-//! - [`config`]   — `SimConfig` (bind, seed, tick, source shape, events, faults).
-//! - `server`     — the axum router: both services on one port, auth-presence and fault middleware.
+//! - [`config`]   — `SimConfig` (bind, seed, tick, source shape, events, faults, iam).
+//! - `server`     — the axum router: both services on one port, caller and fault middleware.
+//! - [`iam`]      — IAM: identities (`/_sim/iam`), policy evaluation (iam-rs), STS AssumeRole /
+//!   GetCallerIdentity, and the enforcing front that forwards SQS / DynamoDB / EventBridge
+//!   requests to moto (see its own module map).
 //! - `appflow`    — AppFlow operations (camelCase, error member `message`).
+//! - `access`     — what each AppFlow / Customer Profiles operation authorizes (IAM checks).
 //! - `profiles`   — Customer Profiles operations (PascalCase, error member `Message`).
 //! - `flow`       — the parsed view of a flow definition: trigger, source, destination, filter.
 //! - `runs`       — run lifecycle (timer, outcome, ledger writes), cancellation, scheduler.
@@ -13,15 +17,17 @@
 //! - [`ledger`]   — per domain/object type write counts, distinct ids, duplicates.
 //! - [`faults`]   — the fault plan: scripted run failures, throttling, 5xx, event loss/dupes.
 //! - `events`     — AppFlow run reports published to EventBridge with `PutEvents`.
-//! - `admin`      — `/_sim/` endpoints for tests (ledger, source, runs, flows, faults, reset).
+//! - `admin`      — `/_sim/` endpoints for tests (ledger, source, runs, flows, faults, iam, reset).
 //! - `state`, `wire`, [`error`] — shared state, restJson1 helpers, typed errors.
 
 pub mod config;
 pub mod error;
 pub mod faults;
+pub mod iam;
 pub mod ledger;
 pub mod source;
 
+mod access;
 mod admin;
 mod appflow;
 mod events;
@@ -38,6 +44,8 @@ use std::sync::Arc;
 pub use config::{EventsConfig, SimConfig, SourceConfig};
 pub use error::SimError;
 pub use faults::{DurationRange, FaultPlan, RunFailure};
+pub use iam::IamConfig;
+pub use iam::identity::{IdentityDocument, PolicyDoc, RoleDoc, ServiceDoc, UserDoc};
 
 use state::Sim;
 
@@ -70,6 +78,29 @@ impl SimHandle {
     }
 }
 
+/// Where the front forwards SQS / DynamoDB / EventBridge requests: `iam.upstream_url`, else
+/// the EventBridge endpoint run reports go to (moto), else none (the front then answers 502).
+/// Loopback only, and never the simulator itself (every request would loop).
+fn upstream_url(config: &SimConfig, own: SocketAddr) -> Result<Option<String>, SimError> {
+    let url = match &config.iam.upstream_url {
+        Some(u) if !events::is_loopback_url(u) => {
+            return Err(SimError::Config(format!(
+                "iam.upstream_url {u} is not a loopback http(s) URL"
+            )));
+        }
+        Some(u) => Some(u.clone()),
+        None => events::resolve_endpoint(config).ok(),
+    };
+    if let Some(u) = &url
+        && events::url_port(u) == Some(own.port())
+    {
+        return Err(SimError::Config(format!(
+            "the front's upstream {u} is the simulator itself ({own}): set iam.upstream_url (or events.endpoint_url) to moto's URL"
+        )));
+    }
+    Ok(url)
+}
+
 /// Start the simulator on a loopback address.
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     if !config.bind.is_loopback() {
@@ -91,7 +122,13 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         .local_addr()
         .map_err(|source| SimError::Bind { addr, source })?;
 
-    let sim = Sim::new(config, sink, shutdown);
+    let upstream = upstream_url(&config, addr)?;
+    let iam = iam::Iam::new(&config.iam, &config.region, &config.account_id, upstream)
+        .map_err(SimError::Config)?;
+    if !iam.enforce {
+        tracing::warn!("IAM enforcement is OFF (--no-iam): every signed request is allowed");
+    }
+    let sim = Sim::new(config, sink, iam, shutdown);
     if let Some(p) = publisher {
         sim.tasks.spawn(p);
     }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
+use crate::access::{self, PROFILES_GRANT_OPERATIONS, kms_grant, tag_map};
 use crate::appflow::create_flow_in;
 use crate::error::{ApiError, ErrorKind, Service};
+use crate::iam::{Caller, Check};
 use crate::state::{Domain, Integration, ObjectType, Sim, State as St};
 use crate::wire::{self, epoch, invalid, opt_str, req, req_str};
 
@@ -57,13 +59,47 @@ fn domain_json(d: &Domain, object_count: Option<u64>) -> Value {
     v
 }
 
+/// `action` on `arn` with the resource's tags, if it has any.
+fn on(action: &str, arn: String, tags: &BTreeMap<String, String>) -> Check {
+    access::with_resource_tags(Check::new(action, arn), Some(tags))
+}
+
+fn domain_tags(st: &St, domain: &str) -> BTreeMap<String, String> {
+    st.domains
+        .get(domain)
+        .map(|d| tag_map(d.request.get("Tags")))
+        .unwrap_or_default()
+}
+
+fn integration_tags(st: &St, domain: &str, uri: &str) -> BTreeMap<String, String> {
+    st.domains
+        .get(domain)
+        .and_then(|d| d.integrations.get(uri))
+        .map(|i| tag_map(i.tags.as_ref()))
+        .unwrap_or_default()
+}
+
 pub async fn create_domain(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Res {
     check_domain_name(&name)?;
     let m = wire::body(S, &body)?;
+    let tags = tag_map(m.get("Tags"));
+    let arn = sim.domain_arn(&name);
+    let mut checks = vec![access::with_request_tags(
+        Check::new("profile:CreateDomain", &arn),
+        &tags,
+    )];
+    if !tags.is_empty() {
+        checks.push(access::with_request_tags(
+            Check::new("profile:TagResource", &arn),
+            &tags,
+        ));
+    }
+    sim.authorize(S, &caller, &checks)?;
     let days = req(S, &m, "DefaultExpirationDays")?
         .as_u64()
         .filter(|d| (1..=1098).contains(d))
@@ -92,8 +128,18 @@ pub async fn create_domain(
     Ok(Json(out))
 }
 
-pub async fn get_domain(State(sim): State<Arc<Sim>>, Path(name): Path<String>) -> Res {
+pub async fn get_domain(
+    State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Res {
     let mut st = sim.state();
+    let check = on(
+        "profile:GetDomain",
+        sim.domain_arn(&name),
+        &domain_tags(&st, &name),
+    );
+    sim.authorize(S, &caller, &[check])?;
     let count = st.ledger.domain_object_count(&name);
     let d = domain_mut(&mut st, &name)?;
     Ok(Json(domain_json(d, Some(count))))
@@ -101,6 +147,7 @@ pub async fn get_domain(State(sim): State<Arc<Sim>>, Path(name): Path<String>) -
 
 pub async fn put_profile_object_type(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path((domain, type_name)): Path<(String, String)>,
     body: Bytes,
 ) -> Res {
@@ -122,6 +169,24 @@ pub async fn put_profile_object_type(
         ));
     }
     let mut st = sim.state();
+    // Both resource types are required by the SAR; request tags apply to the object type.
+    let tags = tag_map(m.get("Tags"));
+    let ot_arn = sim.object_type_arn(&domain, &type_name);
+    let mut checks = vec![
+        on(
+            "profile:PutProfileObjectType",
+            sim.domain_arn(&domain),
+            &domain_tags(&st, &domain),
+        ),
+        access::with_request_tags(Check::new("profile:PutProfileObjectType", &ot_arn), &tags),
+    ];
+    if !tags.is_empty() {
+        checks.push(access::with_request_tags(
+            Check::new("profile:TagResource", &ot_arn),
+            &tags,
+        ));
+    }
+    sim.authorize(S, &caller, &checks)?;
     let d = domain_mut(&mut st, &domain)?;
     let now = Utc::now();
     let created_at = d.object_types.get(&type_name).map_or(now, |o| o.created_at);
@@ -190,8 +255,74 @@ fn camel_case(v: &Value) -> Value {
     }
 }
 
+/// The checks PutIntegration makes: `profile:PutIntegration` on the domain and the
+/// integration (the Uri is a flow ARN, embedded in the integration ARN), `profile:TagResource`
+/// when Tags are given, and with a `FlowDefinition` what Customer Profiles does with the
+/// caller's permissions: AppFlow's CreateFlow (without tags: a FlowDefinition has none) and
+/// the grant on the flow's key via Customer Profiles (`kms:GrantOperations` = Decrypt).
+fn put_integration_checks(
+    sim: &Sim,
+    st: &St,
+    domain: &str,
+    uri: &str,
+    m: &Map<String, Value>,
+    flow: Option<&Map<String, Value>>,
+) -> Vec<Check> {
+    let tags = tag_map(m.get("Tags"));
+    let arn = sim.integration_arn(domain, uri);
+    let mut checks = vec![
+        on(
+            "profile:PutIntegration",
+            sim.domain_arn(domain),
+            &domain_tags(st, domain),
+        ),
+        access::with_request_tags(
+            access::with_resource_tags(
+                Check::new("profile:PutIntegration", &arn),
+                Some(&integration_tags(st, domain, uri)),
+            ),
+            &tags,
+        ),
+    ];
+    if !tags.is_empty() {
+        checks.push(access::with_request_tags(
+            Check::new("profile:TagResource", &arn),
+            &tags,
+        ));
+    }
+    if let Some(flow) = flow
+        && let Some(name) = flow.get("flowName").and_then(Value::as_str)
+    {
+        checks.extend(access::create_flow(sim, name, flow, &BTreeMap::new()));
+        if let Some(key) = flow.get("kmsArn").and_then(Value::as_str) {
+            checks.push(kms_grant(
+                key,
+                sim.kms_via("profile"),
+                &PROFILES_GRANT_OPERATIONS,
+            ));
+        }
+    }
+    checks
+}
+
+/// The CreateFlow request Customer Profiles makes for a FlowDefinition: camelCase members and
+/// a CustomerProfiles destination in this domain.
+fn flow_request(def: &Value, domain: &str, object_type_name: Option<&str>) -> Map<String, Value> {
+    let mut flow: Map<String, Value> = camel_case(def).as_object().cloned().unwrap_or_default();
+    let mut dest = json!({ "domainName": domain });
+    if let Some(t) = object_type_name {
+        dest["objectTypeName"] = Value::from(t);
+    }
+    flow.insert(
+        "destinationFlowConfigList".into(),
+        json!([{ "connectorType": "CustomerProfiles", "destinationConnectorProperties": { "CustomerProfiles": dest } }]),
+    );
+    flow
+}
+
 pub async fn put_integration(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path(domain): Path<String>,
     body: Bytes,
 ) -> Res {
@@ -201,41 +332,40 @@ pub async fn put_integration(
     if object_type_name.is_none() && object_type_names.is_none() {
         return Err(invalid(S, "ObjectTypeName or ObjectTypeNames is required"));
     }
+    let flow = m
+        .get("FlowDefinition")
+        .filter(|v| !v.is_null())
+        .map(|def| flow_request(def, &domain, object_type_name.as_deref()));
+    let uri = match (&flow, opt_str(&m, "Uri")) {
+        (Some(flow), _) => {
+            let name = req_str(Service::AppFlow, flow, "flowName")
+                .map_err(|e| invalid(S, format!("FlowDefinition: {}", e.message)))?;
+            sim.flow_arn(name)
+        }
+        (None, Some(uri)) => uri.to_owned(),
+        (None, None) => return Err(invalid(S, "Uri or FlowDefinition is required")),
+    };
     let mut guard = sim.state();
     let st = &mut *guard;
+    let checks = put_integration_checks(&sim, st, &domain, &uri, &m, flow.as_ref());
+    sim.authorize(S, &caller, &checks)?;
     domain_mut(st, &domain)?;
-    let uri = match (
-        m.get("FlowDefinition").filter(|v| !v.is_null()),
-        opt_str(&m, "Uri"),
-    ) {
-        (Some(def), _) => {
-            let def = camel_case(def);
-            let mut flow: Map<String, Value> = def.as_object().cloned().unwrap_or_default();
-            let mut dest = json!({ "domainName": domain });
-            if let Some(t) = &object_type_name {
-                dest["objectTypeName"] = Value::from(t.clone());
-            }
-            flow.insert(
-                "destinationFlowConfigList".into(),
-                json!([{ "connectorType": "CustomerProfiles", "destinationConnectorProperties": { "CustomerProfiles": dest } }]),
-            );
-            let name = req_str(Service::AppFlow, &flow, "flowName")
-                .map_err(|e| invalid(S, format!("FlowDefinition: {}", e.message)))?
-                .to_owned();
-            let existing = st.flows.get(&name).map(|f| {
-                (
-                    f.arn.clone(),
-                    f.spec.dest_domain.as_deref() == Some(domain.as_str()),
-                )
-            });
-            match existing {
-                // A retried PutIntegration for the flow it already created: update in place.
-                Some((arn, true)) => arn,
-                Some((_, false)) => {
+    match &flow {
+        Some(flow) => {
+            let name =
+                req_str(Service::AppFlow, flow, "flowName").map_err(|e| invalid(S, e.message))?;
+            match st
+                .flows
+                .get(name)
+                .map(|f| f.spec.dest_domain.as_deref() == Some(domain.as_str()))
+            {
+                // A retried PutIntegration for the flow it already created: keep it.
+                Some(true) => {}
+                Some(false) => {
                     return Err(invalid(S, format!("Flow {name} already exists")));
                 }
                 None => {
-                    let created = create_flow_in(&sim, st, &flow).map_err(|e| {
+                    create_flow_in(&sim, st, flow).map_err(|e| {
                         let kind = if e.kind == ErrorKind::NotFound {
                             ErrorKind::NotFound
                         } else {
@@ -243,18 +373,26 @@ pub async fn put_integration(
                         };
                         ApiError::profiles(kind, e.message)
                     })?;
-                    created["flowArn"].as_str().unwrap_or_default().to_owned()
                 }
             }
         }
-        (None, Some(uri)) => {
-            if uri.starts_with("arn:aws:appflow:") && !st.flows.values().any(|f| f.arn == uri) {
-                return Err(not_found(format!("Flow {uri} does not exist")));
+        None if uri.starts_with("arn:aws:appflow:") => {
+            let f = st
+                .flows
+                .values()
+                .find(|f| f.arn == uri)
+                .ok_or_else(|| not_found(format!("Flow {uri} does not exist")))?;
+            let into_domain = f.spec.dest_type.eq_ignore_ascii_case("CustomerProfiles")
+                && f.spec.dest_domain.as_deref() == Some(domain.as_str());
+            if !into_domain {
+                return Err(invalid(
+                    S,
+                    format!("Flow {uri} does not write to Customer Profiles domain {domain}"),
+                ));
             }
-            uri.to_owned()
         }
-        (None, None) => return Err(invalid(S, "Uri or FlowDefinition is required")),
-    };
+        None => {}
+    }
     let d = domain_mut(st, &domain)?;
     let now = Utc::now();
     let created_at = d.integrations.get(&uri).map_or(now, |i| i.created_at);
@@ -273,14 +411,29 @@ pub async fn put_integration(
     Ok(Json(out))
 }
 
+/// Get / Delete: the action on the domain and on the integration (both required by the SAR).
+fn integration_checks(sim: &Sim, st: &St, action: &str, domain: &str, uri: &str) -> [Check; 2] {
+    [
+        on(action, sim.domain_arn(domain), &domain_tags(st, domain)),
+        on(
+            action,
+            sim.integration_arn(domain, uri),
+            &integration_tags(st, domain, uri),
+        ),
+    ]
+}
+
 pub async fn get_integration(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path(domain): Path<String>,
     body: Bytes,
 ) -> Res {
     let m = wire::body(S, &body)?;
     let uri = req_str(S, &m, "Uri")?;
     let mut st = sim.state();
+    let checks = integration_checks(&sim, &st, "profile:GetIntegration", &domain, uri);
+    sim.authorize(S, &caller, &checks)?;
     let d = domain_mut(&mut st, &domain)?;
     let i = d
         .integrations
@@ -291,12 +444,15 @@ pub async fn get_integration(
 
 pub async fn delete_integration(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path(domain): Path<String>,
     body: Bytes,
 ) -> Res {
     let m = wire::body(S, &body)?;
     let uri = req_str(S, &m, "Uri")?;
     let mut st = sim.state();
+    let checks = integration_checks(&sim, &st, "profile:DeleteIntegration", &domain, uri);
+    sim.authorize(S, &caller, &checks)?;
     let d = domain_mut(&mut st, &domain)?;
     d.integrations
         .remove(uri)
@@ -308,6 +464,7 @@ pub async fn delete_integration(
 
 pub async fn list_integrations(
     State(sim): State<Arc<Sim>>,
+    Extension(caller): Extension<Caller>,
     Path(domain): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Res {
@@ -320,6 +477,12 @@ pub async fn list_integrations(
         .into_iter()
         .next();
     let mut st = sim.state();
+    let check = on(
+        "profile:ListIntegrations",
+        sim.domain_arn(&domain),
+        &domain_tags(&st, &domain),
+    );
+    sim.authorize(S, &caller, &[check])?;
     let d = domain_mut(&mut st, &domain)?;
     let items: Vec<Value> = d.integrations.values().map(integration_json).collect();
     let (page, next) = wire::page(S, &items, max.as_ref(), 100, token.as_deref())?;

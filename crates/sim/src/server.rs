@@ -1,4 +1,5 @@
-//! One axum router for both services plus `/_sim/`; auth presence and API faults as middleware.
+//! One axum router for both services plus `/_sim/`; IAM (gateway, caller) and API faults as
+//! middleware.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::routing::{get, post, put};
 
 use crate::error::{ApiError, ErrorKind, Service};
 use crate::state::Sim;
-use crate::{admin, appflow, profiles};
+use crate::{admin, appflow, iam, profiles};
 
 pub fn router(sim: Arc<Sim>) -> Router {
     let api = Router::new()
@@ -63,7 +64,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         )
         .fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(sim.clone(), api_faults))
-        .layer(middleware::from_fn(require_auth));
+        .layer(middleware::from_fn_with_state(sim.clone(), authenticate));
 
     let admin = Router::new()
         .route("/ledger", get(admin::ledger))
@@ -72,11 +73,15 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/flows", get(admin::flows))
         .route("/events", get(admin::events))
         .route("/faults", get(admin::get_faults).post(admin::put_faults))
+        .route("/iam", get(admin::get_iam).post(admin::put_iam))
         .route("/reset", post(admin::reset));
 
     Router::new()
         .nest("/_sim", admin)
         .merge(api)
+        // Outermost: STS and the SQS / DynamoDB / EventBridge front never reach the restJson
+        // routes (nor their fault plan).
+        .layer(middleware::from_fn_with_state(sim.clone(), iam::gateway))
         .with_state(sim)
 }
 
@@ -101,18 +106,16 @@ async fn unknown_operation(req: Request) -> Response {
     .into_response()
 }
 
-/// Signatures are not verified, but an unsigned request is a client misconfiguration worth
-/// surfacing the way AWS does (403).
-async fn require_auth(req: Request, next: Next) -> Response {
-    if req.headers().contains_key("authorization") {
-        return next.run(req).await;
+/// Resolve who signed the request (SigV4 signatures themselves are not verified) and hand it
+/// to the handlers, which authorize their own actions.
+async fn authenticate(State(sim): State<Arc<Sim>>, mut req: Request, next: Next) -> Response {
+    match sim.iam.resolve(req.headers()) {
+        Ok((caller, _)) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => ApiError::unauthenticated(service_of(req.uri().path()), &e).into_response(),
     }
-    ApiError::new(
-        service_of(req.uri().path()),
-        ErrorKind::AccessDenied,
-        "Missing Authentication Token: requests must carry a SigV4 Authorization header",
-    )
-    .into_response()
 }
 
 async fn api_faults(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {

@@ -14,6 +14,7 @@ use crate::config::SimConfig;
 use crate::events::EventSink;
 use crate::faults::FaultPlan;
 use crate::flow::FlowSpec;
+use crate::iam::Iam;
 use crate::ledger::Ledger;
 use crate::source::{MsWindow, Source};
 
@@ -25,6 +26,8 @@ pub struct Sim {
     /// Seeded so fault decisions and durations replay for a given seed.
     rng: Mutex<fastrand::Rng>,
     pub events: EventSink,
+    /// Identities, sessions and policy evaluation (survives `/_sim/reset`).
+    pub iam: Iam,
     /// Cancelled on shutdown; run timers and schedulers select on it.
     pub shutdown: CancellationToken,
     /// Every background task, so shutdown can wait for them to finish.
@@ -32,7 +35,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(config: SimConfig, events: EventSink, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        config: SimConfig,
+        events: EventSink,
+        iam: Iam,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let source = Source::new(&config.source, config.seed);
         let rng = fastrand::Rng::with_seed(config.seed);
         let faults = config.faults.clone();
@@ -43,6 +51,7 @@ impl Sim {
             faults: Mutex::new(faults),
             rng: Mutex::new(rng),
             events,
+            iam,
             shutdown,
             tasks: TaskTracker::new(),
         })

@@ -284,6 +284,8 @@ impl Env {
                 access_key_id: Some(super::ACCESS_KEY_ID.to_owned()),
                 secret_access_key: Some(super::SECRET_ACCESS_KEY.to_owned()),
             },
+            // IAM is enforced (the default) with the identities the deployment created,
+            // loaded just below.
             ..SimConfig::default()
         })
         .await?;

@@ -1,8 +1,10 @@
-//! Evaluating a policy document the way IAM does, with the `iam-rs` evaluator the simulator
-//! uses, for the contract tests' static checks of resource and key policies.
+//! Evaluating one policy document the way IAM does, with the simulator's own evaluator (the
+//! same code that enforces IAM in the local world), for the contract tests' static checks of
+//! trust, resource and key policies.
 
-use anyhow::{Context as _, anyhow};
-use iam_rs::{Arn, Context, ContextValue, Decision, IAMPolicy, IAMRequest, Principal, PrincipalId};
+use anyhow::anyhow;
+use flowpilot_sim::iam::policy::{Ctx, CtxValue, Policy, PolicySet, Request, Who};
+pub use flowpilot_sim::iam::policy::{Decision, Kind};
 use serde_json::Value;
 
 /// Who asks: an AWS service (`events.amazonaws.com`) or an AWS principal ARN.
@@ -14,24 +16,25 @@ pub enum Caller<'a> {
 /// The decision of `policy` for one request; `context` holds string condition keys.
 pub fn decide(
     policy: &Value,
+    kind: Kind,
     caller: Caller<'_>,
     action: &str,
     resource: &str,
     context: &[(&str, &str)],
 ) -> anyhow::Result<Decision> {
-    let policy = IAMPolicy::from_json(&policy.to_string())
-        .map_err(|e| anyhow!("not a policy document ({e:?}): {policy}"))?;
-    let principal = match caller {
-        Caller::Service(s) => Principal::Service(PrincipalId::String(s.to_owned())),
-        Caller::Aws(a) => Principal::Aws(PrincipalId::String(a.to_owned())),
+    let parsed = Policy::parse("under-test", policy, kind).map_err(|e| anyhow!("{e}"))?;
+    let who = match caller {
+        Caller::Service(s) => Who::Service(s.to_owned()),
+        Caller::Aws(a) => Who::Aws(a.to_owned()),
     };
-    let mut ctx = Context::new();
-    for (k, v) in context {
-        ctx.insert((*k).to_owned(), ContextValue::String((*v).to_owned()));
-    }
-    let resource = Arn::parse(resource).map_err(|e| anyhow!("bad ARN {resource}: {e:?}"))?;
-    let request = IAMRequest::new_with_context(principal, action, resource, ctx);
-    iam_rs::evaluate_policies(&[policy], &request)
-        .map_err(|e| anyhow!("{e:?}"))
-        .context("evaluating a policy")
+    let ctx: Ctx = context
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), CtxValue::Str((*v).to_owned())))
+        .collect();
+    Ok(PolicySet::new(vec![parsed]).evaluate(&Request {
+        principal: &who,
+        action,
+        resource,
+        context: &ctx,
+    }))
 }

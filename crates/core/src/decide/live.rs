@@ -108,8 +108,14 @@ fn live_flow(cx: &Ctx, from: DateTime<Utc>, generation: u32) -> FlowDefinition {
         trigger: Trigger::Scheduled {
             expression: spec.continuous.schedule.clone(),
             first_execution_from: from,
-            // AppFlow allows 1..=100; deactivating together with our degraded verdict.
-            deactivation_threshold: spec.continuous.degraded_threshold.clamp(1, 100),
+            // AppFlow allows 1..=100. Twice the degraded threshold: a degraded integration
+            // keeps running and may recover by itself; only a flow that kept failing well past
+            // the alert is deactivated by AppFlow (which flowpilot reports as degraded too).
+            deactivation_threshold: spec
+                .continuous
+                .degraded_threshold
+                .saturating_mul(2)
+                .clamp(1, 100),
         },
         connector: spec.connector,
         connector_profile: spec.connector_profile.clone(),
