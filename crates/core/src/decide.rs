@@ -188,7 +188,9 @@ impl Ctx<'_> {
         if self.effects.is_empty() && self.wf == *before {
             return Transition::unchanged(before);
         }
-        self.wf.version = before.version + 1;
+        // Only "differs from the stored version" matters to the conditional write, so a
+        // wrapped counter is still correct where an overflow would panic.
+        self.wf.version = before.version.wrapping_add(1);
         self.wf.updated_at = self.now;
         Transition {
             workflow: self.wf,

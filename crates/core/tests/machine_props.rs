@@ -10,7 +10,10 @@
 //! - PutIntegration once per link generation, generation 1 from `to` (or `from` without bulk);
 //! - each health event_id in at most one transition;
 //! - the outbox contract (minus applied keys, plus new effects; version + 1);
-//! - eventually failed, cancelled, live or degraded.
+//! - eventually failed, cancelled, live or degraded;
+//! - no panic and a persisted form that loads back, also for extreme specs: every validated
+//!   maximum over a ten-thousand-year range, retry policies stored before the bounds existed,
+//!   and a clock at the end of chrono's range.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +23,7 @@ use flowpilot_core::effect::{EffectError, EffectKind, Outcome, Trigger};
 use flowpilot_core::ids::{FlowRole, WorkflowId};
 use flowpilot_core::input::{Input, RunReport};
 use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
-use flowpilot_core::spec::SpecInput;
+use flowpilot_core::spec::{SpecInput, parse_timestamp};
 use proptest::prelude::*;
 
 /// splitmix64: the fake's own randomness, seeded by proptest.
@@ -65,6 +68,33 @@ fn arb_action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// Specs and clocks at the edges of what the core accepts (DESIGN.md §3: input must never make
+/// `decide` panic).
+#[derive(Clone, Copy, Debug, Default)]
+struct Extreme {
+    /// Every validated maximum: retry base and cap, retries, concurrency, degraded threshold,
+    /// batch size and bulk threshold, over years 0001-9999.
+    maxima: bool,
+    /// Retry base and cap of `u64::MAX` ms and `u32::MAX` retries, as a spec stored before the
+    /// bounds existed may hold (bypasses validation).
+    legacy_retry: bool,
+    /// `now` a day before chrono's last instant, so every `now + delay` would overflow.
+    far_future: bool,
+}
+
+fn arb_extreme() -> impl Strategy<Value = Extreme> {
+    prop_oneof![
+        85 => Just(Extreme::default()),
+        15 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(maxima, legacy_retry, far_future)| Extreme {
+                maxima,
+                legacy_retry,
+                far_future,
+            }
+        ),
+    ]
+}
+
 #[derive(Clone, Debug)]
 struct Case {
     batches: u32,
@@ -76,6 +106,7 @@ struct Case {
     actions: Vec<Action>,
     /// Cancel after this many actions (in some cases only, so most runs reach the end).
     cancel_at: Option<usize>,
+    extreme: Extreme,
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -88,9 +119,20 @@ fn arb_case() -> impl Strategy<Value = Case> {
         any::<u64>(),
         prop::collection::vec(arb_action(), 20..160),
         prop::option::weighted(0.15, 0usize..160),
+        arb_extreme(),
     )
         .prop_map(
-            |(batches, concurrency, max_retries, bulk, auto_rebuild, seed, actions, cancel_at)| {
+            |(
+                batches,
+                concurrency,
+                max_retries,
+                bulk,
+                auto_rebuild,
+                seed,
+                actions,
+                cancel_at,
+                extreme,
+            )| {
                 Case {
                     batches,
                     concurrency,
@@ -100,6 +142,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     seed,
                     actions,
                     cancel_at,
+                    extreme,
                 }
             },
         )
@@ -135,7 +178,7 @@ impl World {
     fn new(case: &Case) -> Self {
         let from = t0();
         let to = from + TimeDelta::days(30 * i64::from(case.batches));
-        let spec = SpecInput {
+        let mut input = SpecInput {
             domain: Some("acme".into()),
             object_type: Some("Account".into()),
             connector: Some("salesforce".into()),
@@ -152,13 +195,35 @@ impl World {
             auto_rebuild: Some(case.auto_rebuild),
             degraded_threshold: Some(2),
             ..Default::default()
+        };
+        let x = case.extreme;
+        if x.maxima {
+            // 100 windows of a century; bulk, as the range is longer than the threshold.
+            input.from = Some("0001-01-01".into());
+            input.to = Some("9999-12-31T23:59:59.999Z".into());
+            input.batch_size = Some("P100Y".into());
+            input.bulk_threshold = Some(if case.bulk { "PT1H" } else { "P100Y" }.into());
+            input.concurrency = Some(100);
+            input.max_retries = Some(20);
+            input.retry_base = Some("1h".into());
+            input.retry_cap = Some("24h".into());
+            input.degraded_threshold = Some(100);
         }
-        .validate(to)
-        .unwrap();
-        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, to);
+        let now = if x.far_future {
+            DateTime::<Utc>::MAX_UTC - TimeDelta::days(1)
+        } else {
+            to.max(input.to.as_deref().and_then(parse_timestamp).unwrap_or(to))
+        };
+        let mut spec = input.validate(now).unwrap();
+        if x.legacy_retry {
+            spec.retry.base_ms = u64::MAX;
+            spec.retry.cap_ms = u64::MAX;
+            spec.retry.max_retries = u32::MAX;
+        }
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
         Self {
             wf,
-            now: to,
+            now,
             rng: Rng(case.seed),
             policy: Policy::default(),
             pool: vec![Input::Start],
@@ -216,7 +281,7 @@ impl World {
             running <= k && in_flight <= k,
             "{in_flight} in flight, K = {k}"
         );
-        let max_starts = 1 + before.spec.retry.max_retries;
+        let max_starts = before.spec.retry.max_retries.saturating_add(1);
         for (b, prev) in next.batches.iter().zip(&before.batches) {
             assert!(
                 b.attempt - b.budget_base <= max_starts,
@@ -300,6 +365,14 @@ impl World {
         }
         self.wf = t.workflow;
         true
+    }
+
+    /// Moves the clock on, stopping at chrono's last instant.
+    fn advance(&mut self, by: TimeDelta) {
+        self.now = self
+            .now
+            .checked_add_signed(by)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
     }
 
     fn ever_succeeded_before(&self, before: &Workflow, i: u32) -> bool {
@@ -515,7 +588,23 @@ impl World {
                 }
                 self.feed(input);
             }
-            self.now += TimeDelta::minutes(2);
+            self.advance(TimeDelta::minutes(2));
+            // Nothing happens between now and the next retry timer but reconcile ticks:
+            // skipping there keeps day-long backoffs within the drain's bound.
+            let next_due = self
+                .pool
+                .iter()
+                .filter_map(|m| match m {
+                    Input::RetryDue { due_at, .. } => Some(*due_at),
+                    _ => None,
+                })
+                .min();
+            if let Some(due) = next_due
+                && due > self.now
+                && self.wf.outbox.is_empty()
+            {
+                self.now = due;
+            }
             self.feed(Input::Reconcile);
         }
         panic!(
@@ -547,7 +636,7 @@ proptest! {
                         }
                     }
                 }
-                Action::Advance(s) => w.now += TimeDelta::seconds(i64::from(*s)),
+                Action::Advance(s) => w.advance(TimeDelta::seconds(i64::from(*s))),
                 Action::Reconcile => { w.feed(Input::Reconcile); }
                 Action::Redrive => { w.feed(Input::Redrive); }
                 Action::Rebuild => { w.feed(Input::Rebuild { reason: None }); }
@@ -563,5 +652,9 @@ proptest! {
             prop_assert!(w.wf.batches.iter().all(|b| b.status == BatchStatus::Succeeded));
             prop_assert!(w.put_generations.contains(&1));
         }
+        // What the store writes reads back as the same workflow, whatever the extremes.
+        let stored = serde_json::to_string(&w.wf).unwrap();
+        let loaded: Workflow = serde_json::from_str(&stored).unwrap();
+        prop_assert_eq!(loaded, w.wf);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Ctx;
 use super::health::Draft;
@@ -73,7 +73,7 @@ pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
     let Some(b) = cx.wf.batches.get_mut(idx) else {
         return;
     };
-    b.attempt += 1;
+    b.attempt = b.attempt.saturating_add(1);
     b.status = BatchStatus::Running;
     b.execution_id = None;
     b.started_at = Some(now);
@@ -207,9 +207,14 @@ pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
     d.attempt = Some(attempt);
     d.flow_name = Some(name);
     d.error = Some(err.clone());
-    if err.transient && backfilling && starts_this_round < 1 + max_retries {
+    if err.transient && backfilling && starts_this_round < max_retries.saturating_add(1) {
         let delay = retry_delay(&cx.wf.spec.retry, &cx.wf.id, i, attempt);
-        let due = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+        // The delay is at most a day, so this saturates only within a day of chrono's last
+        // instant: "never" is the only due time left there.
+        let due = TimeDelta::from_std(delay)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let b = &mut cx.wf.batches[idx];
         b.status = BatchStatus::RetryWait;
         b.retry_at = Some(due);
@@ -268,7 +273,7 @@ pub(super) fn redrive(cx: &mut Ctx) {
     if cx.wf.status != WorkflowStatus::Failed {
         return;
     }
-    cx.wf.redrives += 1;
+    cx.wf.redrives = cx.wf.redrives.saturating_add(1);
     cx.wf.last_error = None;
     if cx.wf.bulk
         && cx

@@ -54,7 +54,7 @@ pub(super) fn begin_link(cx: &mut Ctx) {
         last_error: None,
         recent_execution_ids: Vec::new(),
     });
-    live.generation += 1;
+    live.generation = live.generation.saturating_add(1);
     live.first_execution_from = from;
     live.consecutive_failures = 0;
     let g = live.generation;
@@ -235,8 +235,11 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
         live.recent_execution_ids.drain(..excess);
     }
     if report.succeeded {
-        live.runs_succeeded += 1;
-        live.records += report.records_processed.unwrap_or(0);
+        live.runs_succeeded = live.runs_succeeded.saturating_add(1);
+        // Counts come from AppFlow's events: any u64 can arrive.
+        live.records = live
+            .records
+            .saturating_add(report.records_processed.unwrap_or(0));
         live.consecutive_failures = 0;
         live.last_error = None;
         if let Some(end) = report.pull_end {
@@ -259,8 +262,8 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
             transient: crate::classify::classify(&message).is_transient(),
             message,
         };
-        live.runs_failed += 1;
-        live.consecutive_failures += 1;
+        live.runs_failed = live.runs_failed.saturating_add(1);
+        live.consecutive_failures = live.consecutive_failures.saturating_add(1);
         live.last_error = Some(err.clone());
         if live.consecutive_failures >= threshold {
             degrade(cx, err);
@@ -321,7 +324,8 @@ pub(super) fn rebuild(cx: &mut Ctx) {
     };
     if allowed {
         if cx.wf.status == WorkflowStatus::Failed {
-            cx.wf.redrives += 1; // a new round: a later failure gets a new event id
+            // A new round: a later failure gets a new event id.
+            cx.wf.redrives = cx.wf.redrives.saturating_add(1);
             cx.wf.last_error = None;
         }
         begin_link(cx);

@@ -706,3 +706,45 @@ fn reconcile_starts_a_workflow_whose_start_command_was_lost() {
     );
     assert!(late.is_noop(&t.workflow));
 }
+
+#[test]
+fn a_legacy_unbounded_retry_policy_retries_within_a_day() {
+    // Validation once accepted any retry delay; such specs are still stored.
+    let mut w = four(|_| {});
+    w.spec.retry = crate::spec::RetryPolicy {
+        max_retries: u32::MAX,
+        base_ms: u64::MAX,
+        cap_ms: u64::MAX,
+    };
+    let w = step(&w, Input::Start, t0()).workflow;
+    let t = step(&w, report(0, "a", false, Some("Rate exceeded")), t0());
+    let b = &t.workflow.batches[0];
+    assert_eq!(b.status, BatchStatus::RetryWait);
+    assert!(b.retry_at.unwrap() <= t0() + TimeDelta::hours(24), "{b:?}");
+}
+
+#[test]
+fn a_retry_due_past_the_end_of_time_saturates_instead_of_panicking() {
+    let now = DateTime::<Utc>::MAX_UTC - TimeDelta::milliseconds(1);
+    let w = Workflow::new(WorkflowId::new("acme").unwrap(), spec_with(|_| {}), now);
+    let w = step(&w, Input::Start, now).workflow;
+    let t = step(&w, report(0, "a", false, Some("Rate exceeded")), now);
+    let b = &t.workflow.batches[0];
+    assert_eq!(b.status, BatchStatus::RetryWait);
+    assert_eq!(b.retry_at, Some(DateTime::<Utc>::MAX_UTC));
+}
+
+#[test]
+fn absurd_record_counts_saturate() {
+    let w = step(&four(|s| s.concurrency = Some(4)), Input::Start, t0()).workflow;
+    let huge = |i: u32| match report(i, &format!("x{i}"), true, None) {
+        Input::RunEnded(mut r) => {
+            r.records_processed = Some(u64::MAX);
+            Input::RunEnded(r)
+        }
+        other => other,
+    };
+    let w = step(&w, huge(0), t0()).workflow;
+    let t = step(&w, huge(1), t0());
+    assert_eq!(events(&t)[0].detail.progress.records, u64::MAX);
+}
