@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome};
-use flowpilot_core::event::CommandMessage;
+use flowpilot_core::command::Command;
+use flowpilot_core::effect::{Effect, EffectError, EffectKey, EffectKind, Outcome};
 use flowpilot_core::health::HealthEvent;
 use flowpilot_core::model::Workflow;
 
@@ -29,7 +29,7 @@ pub struct Executed {
     pub outcomes: Vec<Outcome>,
     /// The effect execution stopped at, with its transient error; it and everything after it
     /// stay in the outbox.
-    pub stopped: Option<(String, EffectError)>,
+    pub stopped: Option<(EffectKey, EffectError)>,
 }
 
 pub trait Shell: Send + Sync + 'static {
@@ -39,7 +39,7 @@ pub trait Shell: Send + Sync + 'static {
     /// Sends a command to the work queue after `delay` (at most 15 minutes).
     fn send_command(
         &self,
-        cmd: &CommandMessage,
+        cmd: &Command,
         delay: Duration,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
@@ -72,7 +72,7 @@ impl AwsShell {
     fn step<T>(
         &self,
         kind: &'static str,
-        key: &str,
+        key: &EffectKey,
         result: Result<T, EffectError>,
         ok: impl FnOnce(T) -> Outcome,
     ) -> Step {
@@ -80,9 +80,9 @@ impl AwsShell {
         match result {
             Ok(v) => Step::Outcome(ok(v)),
             Err(error) if error.permanent => {
-                tracing::warn!(effect = kind, key, code = %error.code, error = %error.message, "effect failed permanently");
+                tracing::warn!(effect = kind, %key, code = %error.code, error = %error.message, "effect failed permanently");
                 Step::Outcome(Outcome::Failed {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     error,
                 })
             }
@@ -98,10 +98,8 @@ impl AwsShell {
         effect: &Effect,
         arns: &mut HashMap<String, String>,
     ) -> Step {
-        let key = effect.key.as_str();
-        let done = || Outcome::Done {
-            key: key.to_owned(),
-        };
+        let key = &effect.key;
+        let done = || Outcome::Done { key: key.clone() };
         match &effect.kind {
             EffectKind::CreateFlow { flow } => {
                 let r = self.appflow.create_flow(flow).await;
@@ -118,7 +116,7 @@ impl AwsShell {
             } => {
                 let r = self.appflow.start_flow(flow_name, client_token).await;
                 self.step("start_flow", key, r, |execution_id| Outcome::Started {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     role: *role,
                     attempt: *attempt,
                     execution_id,
@@ -146,7 +144,7 @@ impl AwsShell {
                     .describe_run(flow_name, *role, execution_id.as_deref())
                     .await;
                 self.step("describe_run", key, r, |run| Outcome::Described {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     role: *role,
                     attempt: *attempt,
                     run,
@@ -172,7 +170,7 @@ impl AwsShell {
                     Err(e) => Err(e),
                 };
                 self.step("put_integration", key, r, |uri| Outcome::Linked {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     generation: *generation,
                     uri,
                 })
@@ -190,18 +188,27 @@ impl AwsShell {
                 attempt,
                 due_at,
             } => {
-                let cmd = CommandMessage::retry_due(&wf.id, *batch, *attempt, *due_at);
-                self.schedule_retry(key, &cmd).await
+                let cmd = Command::RetryDue {
+                    workflow_id: wf.id.clone(),
+                    batch: *batch,
+                    attempt: *attempt,
+                    due_at: *due_at,
+                };
+                self.schedule_retry(key, &cmd, *due_at).await
             }
         }
     }
 
     /// Sends a `retry_due` command delayed until its `due_at` (SQS allows at most 15 minutes;
     /// the handler re-delays one that arrives early).
-    async fn schedule_retry(&self, key: &str, cmd: &CommandMessage) -> Step {
-        let delay = cmd
-            .due_at
-            .and_then(|due| (due - Utc::now()).to_std().ok())
+    async fn schedule_retry(
+        &self,
+        key: &EffectKey,
+        cmd: &Command,
+        due_at: chrono::DateTime<Utc>,
+    ) -> Step {
+        let delay = (due_at - Utc::now())
+            .to_std()
             .unwrap_or(Duration::ZERO)
             .min(MAX_DELAY);
         let r = self
@@ -218,7 +225,7 @@ impl AwsShell {
             self.metrics.inc(metrics::RETRIES_SCHEDULED);
         }
         self.step("schedule_retry", key, r, |()| Outcome::Done {
-            key: key.to_owned(),
+            key: key.clone(),
         })
     }
 
@@ -264,7 +271,7 @@ impl Shell for AwsShell {
                     Step::Outcome(o) => executed.outcomes.push(o),
                     Step::Transient(error) => {
                         let key = effects[i].key.clone();
-                        tracing::warn!(key, code = %error.code, error = %error.message, "effect failed transiently; it stays in the outbox");
+                        tracing::warn!(%key, code = %error.code, error = %error.message, "effect failed transiently; it stays in the outbox");
                         executed.stopped = Some((key, error));
                         return executed;
                     }
@@ -275,7 +282,7 @@ impl Shell for AwsShell {
         executed
     }
 
-    async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
+    async fn send_command(&self, cmd: &Command, delay: Duration) -> Result<(), QueueError> {
         self.queue.send_command(cmd, delay).await.map(|_| ())
     }
 }

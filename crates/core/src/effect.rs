@@ -11,11 +11,15 @@ use crate::ids::FlowRole;
 use crate::input::RunReport;
 use crate::spec::{Connector, SourceObject};
 
+mod key;
+
+pub use key::{AttemptStep, CancelStep, EffectKey, InvalidEffectKey, LiveStep};
+
 /// One pending action. `key` is unique within a workflow's life and stable across re-execution,
-/// so the shell can report which effects it completed and AWS-side idempotency can key on it.
+/// so the shell can report which effects it completed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effect {
-    pub key: String,
+    pub key: EffectKey,
     pub kind: EffectKind,
 }
 
@@ -133,33 +137,33 @@ pub struct EffectError {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Outcome {
     /// Executed; nothing to record.
-    Done { key: String },
+    Done { key: EffectKey },
     /// StartFlow answered (execution id is None for scheduled flows).
     Started {
-        key: String,
+        key: EffectKey,
         role: FlowRole,
         attempt: u32,
         execution_id: Option<String>,
     },
     /// PutIntegration answered with this URI.
     Linked {
-        key: String,
+        key: EffectKey,
         generation: u32,
         uri: String,
     },
     /// DescribeRun found the run finished (`Some`) or still running / unknown (`None`).
     Described {
-        key: String,
+        key: EffectKey,
         role: FlowRole,
         attempt: u32,
         run: Option<RunReport>,
     },
     /// Failed permanently, or transiently after the SDK's retries.
-    Failed { key: String, error: EffectError },
+    Failed { key: EffectKey, error: EffectError },
 }
 
 impl Outcome {
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> &EffectKey {
         match self {
             Self::Done { key }
             | Self::Started { key, .. }

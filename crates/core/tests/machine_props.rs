@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use flowpilot_core::decide::{Policy, decide};
-use flowpilot_core::effect::{EffectError, EffectKind, Outcome, Trigger};
+use flowpilot_core::effect::{EffectError, EffectKey, EffectKind, LiveStep, Outcome, Trigger};
 use flowpilot_core::ids::{FlowRole, WorkflowId};
 use flowpilot_core::input::{Input, RunReport};
 use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
@@ -240,8 +240,8 @@ impl World {
 
     /// Feeds one input and checks every per-transition invariant. Returns whether it changed.
     fn feed(&mut self, input: Input) -> bool {
-        let applied: BTreeSet<String> = match &input {
-            Input::Applied(o) => o.iter().map(|o| o.key().to_owned()).collect(),
+        let applied: BTreeSet<EffectKey> = match &input {
+            Input::Applied(o) => o.iter().map(|o| o.key().clone()).collect(),
             _ => BTreeSet::new(),
         };
         let before = self.wf.clone();
@@ -331,7 +331,7 @@ impl World {
                         "generation {generation} links a flow it did not create"
                     );
                 }
-                EffectKind::CreateFlow { flow } if e.key.starts_with("live/") => {
+                EffectKind::CreateFlow { flow } if matches!(e.key, EffectKey::Live { .. }) => {
                     let Trigger::Scheduled {
                         first_execution_from,
                         ..
@@ -344,7 +344,7 @@ impl World {
                     } else {
                         next.spec.from
                     };
-                    if e.key.starts_with("live/g1/") {
+                    if e.key == EffectKey::live(1, LiveStep::Create) {
                         assert_eq!(first_execution_from, base);
                     } else {
                         assert!(first_execution_from >= base);

@@ -36,7 +36,7 @@ fn workflow(id: &str) -> Workflow {
 struct FakeShell {
     fail_kind: Option<&'static str>,
     executed: Mutex<Vec<Effect>>,
-    sent: Mutex<Vec<(CommandMessage, Duration)>>,
+    sent: Mutex<Vec<(Command, Duration)>>,
 }
 
 fn kind(e: &Effect) -> &'static str {
@@ -77,7 +77,7 @@ impl Shell for FakeShell {
         out
     }
 
-    async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
+    async fn send_command(&self, cmd: &Command, delay: Duration) -> Result<(), QueueError> {
         self.sent.lock().unwrap().push((cmd.clone(), delay));
         Ok(())
     }
@@ -131,7 +131,10 @@ async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_a_reconcil
     );
     let sent = shell.sent.lock().unwrap();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].0.command, "reconcile");
+    assert!(
+        matches!(&sent[0].0, Command::Reconcile { workflow_id, .. } if *workflow_id == wf.id),
+        "{sent:?}"
+    );
     assert_eq!(sent[0].1, RECONCILE_DELAY);
 }
 
@@ -212,7 +215,17 @@ async fn a_retry_that_is_not_due_is_delayed_again() {
         .unwrap();
     assert_eq!(r, Handled::Redelayed);
     let sent = shell.sent.lock().unwrap().clone();
-    assert_eq!(sent[0].0.command, "retry_due");
+    assert!(
+        matches!(
+            sent[0].0,
+            Command::RetryDue {
+                batch: 0,
+                attempt: 2,
+                ..
+            }
+        ),
+        "{sent:?}"
+    );
     assert!(sent[0].1 > Duration::from_secs(2300), "{:?}", sent[0].1);
     assert_eq!(store.load(&wf.id).await.unwrap().unwrap().version, 0);
 }

@@ -12,7 +12,7 @@ use super::Ctx;
 use super::health::Draft;
 use crate::backoff::retry_delay;
 use crate::classify::classify;
-use crate::effect::{EffectKind, FlowDefinition, Trigger};
+use crate::effect::{AttemptStep, EffectKey, EffectKind, FlowDefinition, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, MANAGED_TAG_KEY, MANAGED_TAG_VALUE, batch_token, flow_name};
 use crate::input::RunReport;
@@ -85,11 +85,11 @@ pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
     };
     let name = flow.name.clone();
     cx.effect(
-        format!("b{i}/a{attempt}/create"),
+        EffectKey::attempt(i, attempt, AttemptStep::Create),
         EffectKind::CreateFlow { flow },
     );
     cx.effect(
-        format!("b{i}/a{attempt}/start"),
+        EffectKey::attempt(i, attempt, AttemptStep::Start),
         EffectKind::StartFlow {
             flow_name: name,
             client_token: batch_token(&cx.wf.id, i, attempt),
@@ -172,7 +172,7 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     let (i, attempt) = (b.index, b.attempt);
     let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
     cx.effect(
-        format!("b{i}/delete"),
+        EffectKey::BatchFlowDelete { batch: i },
         EffectKind::DeleteFlow {
             flow_name: name.clone(),
         },
@@ -219,7 +219,7 @@ pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
         b.status = BatchStatus::RetryWait;
         b.retry_at = Some(due);
         cx.effect(
-            format!("b{i}/a{attempt}/retry"),
+            EffectKey::attempt(i, attempt, AttemptStep::Retry),
             EffectKind::ScheduleRetry {
                 batch: i,
                 attempt,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::Ctx;
 use super::bulk::{fail_workflow, managed_tags};
 use super::health::Draft;
-use crate::effect::{EffectError, EffectKind, FlowDefinition, Trigger};
+use crate::effect::{EffectError, EffectKey, EffectKind, FlowDefinition, LiveStep, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, flow_name, live_token};
 use crate::input::RunReport;
@@ -67,13 +67,13 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     let domain = cx.wf.spec.domain.clone();
     if let Some(uri) = old_uri {
         cx.effect(
-            format!("live/g{g}/delete-integration"),
+            EffectKey::live(g, LiveStep::DeleteIntegration),
             EffectKind::DeleteIntegration { domain, uri },
         );
     }
     if g > 1 {
         cx.effect(
-            format!("live/g{g}/delete-flow"),
+            EffectKey::live(g, LiveStep::DeleteFlow),
             EffectKind::DeleteFlow {
                 flow_name: name.clone(),
             },
@@ -84,9 +84,12 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     // Customer Profiles call appflow:CreateFlow with the caller's permissions and no request
     // tags, which the worker role's tag-conditioned statements refuse (README, "IAM").
     let flow = live_flow(cx, from, g);
-    cx.effect(format!("live/g{g}/create"), EffectKind::CreateFlow { flow });
     cx.effect(
-        format!("live/g{g}/put"),
+        EffectKey::live(g, LiveStep::Create),
+        EffectKind::CreateFlow { flow },
+    );
+    cx.effect(
+        EffectKey::live(g, LiveStep::Put),
         EffectKind::PutIntegration {
             domain: cx.wf.spec.domain.clone(),
             object_type: cx.wf.spec.object_type.clone(),
@@ -147,7 +150,7 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
     let name = live.flow_name.clone();
     cx.wf.status = WorkflowStatus::Live;
     cx.effect(
-        format!("live/g{generation}/start"),
+        EffectKey::live(generation, LiveStep::Start),
         EffectKind::StartFlow {
             flow_name: name.clone(),
             client_token: live_token(&cx.wf.id, generation),

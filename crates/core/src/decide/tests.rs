@@ -56,12 +56,17 @@ fn kinds(t: &Transition) -> Vec<String> {
 
 /// The live flow definition created by generation `g` in this transition.
 fn live_create(t: &Transition, g: u32) -> crate::effect::FlowDefinition {
-    let key = format!("live/g{g}/create");
+    let key = EffectKey::live(g, crate::effect::LiveStep::Create);
     let e = t.effects.iter().find(|e| e.key == key).unwrap();
     let EffectKind::CreateFlow { flow } = &e.kind else {
         panic!("{key} is not a CreateFlow")
     };
     flow.clone()
+}
+
+/// A key by its stored form, as the outbox holds it.
+fn key(s: &str) -> EffectKey {
+    s.parse().unwrap()
 }
 
 fn report(i: u32, exec: &str, ok: bool, error: Option<&str>) -> Input {
@@ -81,7 +86,7 @@ fn report(i: u32, exec: &str, ok: bool, error: Option<&str>) -> Input {
 
 fn started(i: u32, attempt: u32, exec: &str) -> Input {
     Input::Applied(vec![Outcome::Started {
-        key: format!("b{i}/a{attempt}/start"),
+        key: EffectKey::attempt(i, attempt, crate::effect::AttemptStep::Start),
         role: FlowRole::Batch(i),
         attempt,
         execution_id: Some(exec.into()),
@@ -316,7 +321,11 @@ fn all_batches_done_links_from_to_then_live() {
     }
     let t = step(&w, report(3, "x3", true, None), t0());
     assert_eq!(t.workflow.status, WorkflowStatus::Linking);
-    let put = t.effects.iter().find(|e| e.key == "live/g1/put").unwrap();
+    let put = t
+        .effects
+        .iter()
+        .find(|e| e.key == key("live/g1/put"))
+        .unwrap();
     let EffectKind::PutIntegration {
         flow_name,
         generation: 1,
@@ -341,7 +350,7 @@ fn all_batches_done_links_from_to_then_live() {
     );
     assert_eq!(flow.name, "fp-acme-live");
     let linked = Input::Applied(vec![Outcome::Linked {
-        key: "live/g1/put".into(),
+        key: key("live/g1/put"),
         generation: 1,
         uri: "arn:flow".into(),
     }]);
@@ -389,7 +398,7 @@ fn permanent_create_failure_says_what_to_do() {
     let t = step(
         &w,
         Input::Applied(vec![Outcome::Failed {
-            key: "b0/a1/create".into(),
+            key: key("b0/a1/create"),
             error: err.clone(),
         }]),
         t0(),
@@ -402,7 +411,7 @@ fn permanent_create_failure_says_what_to_do() {
     );
     // The dependent StartFlow failure that follows changes nothing more.
     let again = Input::Applied(vec![Outcome::Failed {
-        key: "b0/a1/start".into(),
+        key: key("b0/a1/start"),
         error: err,
     }]);
     let t2 = step(&t.workflow, again, t0());
@@ -421,7 +430,7 @@ fn transient_start_failure_is_retried() {
     let t = step(
         &w,
         Input::Applied(vec![Outcome::Failed {
-            key: "b0/a1/start".into(),
+            key: key("b0/a1/start"),
             error: err,
         }]),
         t0(),
@@ -460,7 +469,7 @@ fn live_wf(edit: impl FnOnce(&mut SpecInput)) -> Workflow {
     });
     let w = step(&w, Input::Start, t0()).workflow;
     let linked = Input::Applied(vec![Outcome::Linked {
-        key: "live/g1/put".into(),
+        key: key("live/g1/put"),
         generation: 1,
         uri: "arn:1".into(),
     }]);
@@ -534,7 +543,7 @@ fn live_degrades_recovers_and_rebuilds_from_the_last_good_pull() {
     // Old-generation runs during the rebuild are ignored.
     assert!(step(&t.workflow, live_run("r6", false, None), t0()).is_noop(&t.workflow));
     let linked = Input::Applied(vec![Outcome::Linked {
-        key: "live/g2/put".into(),
+        key: key("live/g2/put"),
         generation: 2,
         uri: "arn:2".into(),
     }]);
@@ -617,7 +626,7 @@ fn permanent_link_failure_fails_and_redrive_relinks_with_a_new_generation() {
     let t = step(
         &w,
         Input::Applied(vec![Outcome::Failed {
-            key: "live/g1/put".into(),
+            key: key("live/g1/put"),
             error: err,
         }]),
         t0(),
@@ -647,7 +656,7 @@ fn permanent_live_create_failure_fails_the_workflow_naming_the_flow() {
     let t = step(
         &w,
         Input::Applied(vec![Outcome::Failed {
-            key: "live/g1/create".into(),
+            key: key("live/g1/create"),
             error: err,
         }]),
         t0(),
@@ -673,10 +682,10 @@ fn transient_link_failure_is_reissued_by_reconcile() {
         &w,
         Input::Applied(vec![
             Outcome::Done {
-                key: "live/g1/create".into(),
+                key: key("live/g1/create"),
             },
             Outcome::Failed {
-                key: "live/g1/put".into(),
+                key: key("live/g1/put"),
                 error: err,
             },
         ]),
@@ -685,7 +694,7 @@ fn transient_link_failure_is_reissued_by_reconcile() {
     .workflow;
     assert_eq!(w.status, WorkflowStatus::Linking);
     let t = step(&w, Input::Reconcile, t0());
-    assert!(t.effects.iter().any(|e| e.key == "live/g2/put"));
+    assert!(t.effects.iter().any(|e| e.key == key("live/g2/put")));
 }
 
 #[test]
