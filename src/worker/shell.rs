@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use flowpilot_core::command::Command;
-use flowpilot_core::effect::{Effect, EffectError, EffectKey, EffectKind, Outcome};
+use flowpilot_core::effect::{
+    Effect, EffectError, EffectKey, EffectKind, Outcome, Step, outcome_of,
+};
 use flowpilot_core::health::HealthEvent;
 use flowpilot_core::model::Workflow;
 
@@ -22,18 +24,13 @@ use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
 use crate::metrics::{self, Metrics};
 
-/// Result of executing (a prefix of) an outbox.
-#[derive(Debug, Default)]
-pub struct Executed {
-    /// Outcomes of the effects that were executed, in order (permanent failures included).
-    pub outcomes: Vec<Outcome>,
-    /// The effect execution stopped at, with its transient error; it and everything after it
-    /// stay in the outbox.
-    pub stopped: Option<(EffectKey, EffectError)>,
-}
+/// What [`Shell::execute`] returns; the core defines it because the state machine's property
+/// test executes outboxes by the same contract.
+pub use flowpilot_core::effect::Executed;
 
 pub trait Shell: Send + Sync + 'static {
-    /// Executes `effects` in order, stopping at the first transient failure.
+    /// Executes `effects` in order, stopping at the first transient failure (the contract is
+    /// `effect::outcome_of`).
     fn execute(&self, wf: &Workflow, effects: &[Effect]) -> impl Future<Output = Executed> + Send;
 
     /// Sends a command to the work queue after `delay` (at most 15 minutes).
@@ -54,11 +51,6 @@ pub struct AwsShell {
     pub metrics: Arc<Metrics>,
 }
 
-enum Step {
-    Outcome(Outcome),
-    Transient(EffectError),
-}
-
 impl AwsShell {
     fn record(&self, kind: &'static str, ok: bool) {
         self.metrics.inc_with(
@@ -67,8 +59,7 @@ impl AwsShell {
         );
     }
 
-    /// Maps an adapter result to a step: success via `ok`, permanent errors become
-    /// `Outcome::Failed` for decide, transient ones stop execution.
+    /// Counts the call and maps its result by the core's contract (`outcome_of`).
     fn step<T>(
         &self,
         kind: &'static str,
@@ -77,17 +68,11 @@ impl AwsShell {
         ok: impl FnOnce(T) -> Outcome,
     ) -> Step {
         self.record(kind, result.is_ok());
-        match result {
-            Ok(v) => Step::Outcome(ok(v)),
-            Err(error) if error.permanent => {
-                tracing::warn!(effect = kind, %key, code = %error.code, error = %error.message, "effect failed permanently");
-                Step::Outcome(Outcome::Failed {
-                    key: key.clone(),
-                    error,
-                })
-            }
-            Err(error) => Step::Transient(error),
+        let step = outcome_of(key, result, ok);
+        if let Step::Record(Outcome::Failed { error, .. }) = &step {
+            tracing::warn!(effect = kind, %key, code = %error.code, error = %error.message, "effect failed permanently");
         }
+        step
     }
 
     /// `arns`: flow ARNs that CreateFlow answered earlier in this execution, so linking the
@@ -181,7 +166,7 @@ impl AwsShell {
             }
             EffectKind::Publish { .. } => {
                 let mut steps = self.publish_run(&[effect]).await;
-                steps.pop().unwrap_or(Step::Outcome(done()))
+                steps.pop().unwrap_or(Step::Record(done()))
             }
             EffectKind::ScheduleRetry {
                 batch,
@@ -267,14 +252,11 @@ impl Shell for AwsShell {
                 vec![self.run_one(wf, &effects[i], &mut arns).await]
             };
             for step in steps {
-                match step {
-                    Step::Outcome(o) => executed.outcomes.push(o),
-                    Step::Transient(error) => {
-                        let key = effects[i].key.clone();
+                if !executed.push(&effects[i].key, step) {
+                    if let Some((key, error)) = &executed.stopped {
                         tracing::warn!(%key, code = %error.code, error = %error.message, "effect failed transiently; it stays in the outbox");
-                        executed.stopped = Some((key, error));
-                        return executed;
                     }
+                    return executed;
                 }
                 i += 1;
             }

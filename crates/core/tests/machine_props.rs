@@ -1,6 +1,10 @@
 //! State-machine property test: `decide` driven by a fake AppFlow / Customer Profiles and a
 //! hostile scheduler (duplicates, reordering, late events of old attempts, early and duplicated
-//! retry timers, crashes between commit and effects, Applied delivered twice).
+//! retry timers, crashes between commit and effects, Applied delivered twice, flaky AWS calls).
+//!
+//! The fake shell executes the outbox through the worker's own contract
+//! (`effect::outcome_of`, `Executed::push`): a transient failure stops execution and leaves the
+//! effect in the outbox for a later drain, exactly as in production.
 //!
 //! Invariants checked after every committed transition, then after a fair drain:
 //! - never more than K batches running (or holding a retry slot);
@@ -10,6 +14,8 @@
 //! - PutIntegration once per link generation, generation 1 from `to` (or `from` without bulk);
 //! - each health event_id in at most one transition;
 //! - the outbox contract (minus applied keys, plus new effects; version + 1);
+//! - an effect that failed transiently is still in the outbox after its results were applied,
+//!   and a later drain executes it to an outcome;
 //! - eventually failed, cancelled, live or degraded;
 //! - no panic and a persisted form that loads back, also for extreme specs: every validated
 //!   maximum over a ten-thousand-year range, retry policies stored before the bounds existed,
@@ -19,7 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use flowpilot_core::decide::{Policy, decide};
-use flowpilot_core::effect::{EffectError, EffectKey, EffectKind, LiveStep, Outcome, Trigger};
+use flowpilot_core::effect::{
+    Effect, EffectError, EffectKey, EffectKind, Executed, LiveStep, Outcome, Step, Trigger,
+    outcome_of,
+};
 use flowpilot_core::ids::{FlowRole, WorkflowId};
 use flowpilot_core::input::{Input, RunReport};
 use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
@@ -172,6 +181,10 @@ struct World {
     put_generations: BTreeSet<u32>,
     ever_succeeded: BTreeSet<u32>,
     transitions: u64,
+    /// Effects whose execution stopped on a transient failure at least once.
+    stopped: BTreeSet<EffectKey>,
+    /// Effects whose outcome was applied.
+    recorded: BTreeSet<EffectKey>,
 }
 
 impl World {
@@ -235,6 +248,8 @@ impl World {
             put_generations: BTreeSet::new(),
             ever_succeeded: BTreeSet::new(),
             transitions: 0,
+            stopped: BTreeSet::new(),
+            recorded: BTreeSet::new(),
         }
     }
 
@@ -382,96 +397,156 @@ impl World {
             .is_some_and(|b| b.status == BatchStatus::Succeeded)
     }
 
-    /// The shell: executes every outbox effect against the fake, returns the outcomes.
-    fn execute(&mut self) -> Vec<Outcome> {
-        let effects = self.wf.outbox.clone();
-        let mut out = Vec::new();
-        for e in effects {
-            let key = e.key.clone();
-            let outcome = match e.kind {
-                EffectKind::CreateFlow { .. } if self.rng.pct() < 3 => Outcome::Failed {
-                    key,
-                    error: EffectError {
-                        code: if self.rng.pct() < 50 {
-                            "ResourceNotFoundException"
-                        } else {
-                            "InternalServerException"
-                        }
-                        .into(),
-                        message: "fake".into(),
-                        permanent: self.rng.pct() < 50,
-                    },
-                },
-                EffectKind::StartFlow {
-                    flow_name,
-                    client_token,
-                    role: FlowRole::Batch(i),
-                    attempt,
-                } => {
-                    let exec = self.start_run(&flow_name, client_token, i);
-                    Outcome::Started {
-                        key,
-                        role: FlowRole::Batch(i),
-                        attempt,
-                        execution_id: Some(exec),
-                    }
-                }
-                EffectKind::StartFlow { role, attempt, .. } => Outcome::Started {
-                    key,
-                    role,
-                    attempt,
-                    execution_id: None,
-                },
-                EffectKind::PutIntegration { generation, .. } => {
-                    if self.rng.pct() < 5 {
-                        let permanent = self.rng.pct() < 30;
-                        Outcome::Failed {
-                            key,
-                            error: EffectError {
-                                code: "Throttling".into(),
-                                message: "fake".into(),
-                                permanent,
-                            },
-                        }
-                    } else {
-                        Outcome::Linked {
-                            key,
-                            generation,
-                            uri: format!("arn:live:{generation}"),
-                        }
-                    }
-                }
-                EffectKind::DescribeRun {
-                    role,
-                    attempt,
-                    execution_id,
-                    ..
-                } => {
-                    let run = execution_id.and_then(|id| self.runs.get(&id).cloned());
-                    Outcome::Described {
-                        key,
-                        role,
-                        attempt,
-                        run,
-                    }
-                }
-                EffectKind::ScheduleRetry {
-                    batch,
-                    attempt,
-                    due_at,
-                } => {
-                    self.pool.push(Input::RetryDue {
-                        batch,
-                        attempt,
-                        due_at,
-                    });
-                    Outcome::Done { key }
-                }
-                _ => Outcome::Done { key },
-            };
-            out.push(outcome);
+    /// The shell: executes the outbox in order against the fake, stopping at the first
+    /// transient failure, through the same contract as the worker's shell.
+    fn execute(&mut self) -> Executed {
+        let mut executed = Executed::default();
+        for e in self.wf.outbox.clone() {
+            let step = self.call(&e);
+            if !executed.push(&e.key, step) {
+                break;
+            }
         }
-        out
+        executed
+    }
+
+    /// Executes the outbox and, unless the shell "crashes" first, applies the outcomes
+    /// (twice if asked); then checks the transient-failure half of the protocol.
+    fn execute_and_apply(&mut self, crash: bool, applied_twice: bool) {
+        let Executed { outcomes, stopped } = self.execute();
+        if !crash && !outcomes.is_empty() {
+            self.recorded
+                .extend(outcomes.iter().map(|o| o.key().clone()));
+            self.feed(Input::Applied(outcomes.clone()));
+            if applied_twice {
+                self.feed(Input::Applied(outcomes));
+            }
+        }
+        if let Some((key, error)) = stopped {
+            assert!(!error.permanent, "{key} stopped on a permanent error");
+            assert!(
+                self.wf.outbox.iter().any(|e| e.key == key),
+                "{key} failed transiently but left the outbox"
+            );
+            self.stopped.insert(key);
+        }
+    }
+
+    /// An AWS failure that retrying can fix, `pct` percent of the time.
+    fn flaky(&mut self, pct: u64) -> Result<(), EffectError> {
+        if self.rng.pct() < pct {
+            return Err(EffectError {
+                code: "InternalServerException".into(),
+                message: "fake: try again".into(),
+                permanent: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// A failure retrying cannot fix, `pct` percent of the time.
+    fn broken(&mut self, pct: u64, code: &str) -> Result<(), EffectError> {
+        if self.rng.pct() < pct {
+            return Err(EffectError {
+                code: code.into(),
+                message: "fake".into(),
+                permanent: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// One adapter call against the fake AWS, its answer mapped by `outcome_of`.
+    fn call(&mut self, e: &Effect) -> Step {
+        let key = &e.key;
+        let done = |()| Outcome::Done { key: key.clone() };
+        match &e.kind {
+            EffectKind::CreateFlow { .. } => {
+                let r = self
+                    .broken(2, "ResourceNotFoundException")
+                    .and_then(|()| self.flaky(5));
+                outcome_of(key, r, done)
+            }
+            EffectKind::StartFlow {
+                flow_name,
+                client_token,
+                role: FlowRole::Batch(i),
+                attempt,
+            } => {
+                let r = self.flaky(4).and_then(|()| {
+                    let exec = self.start_run(flow_name, client_token.clone(), *i);
+                    // The run started but the answer was lost: the drain starts it again
+                    // with the same client token.
+                    self.flaky(3).map(|()| exec)
+                });
+                outcome_of(key, r, |exec| Outcome::Started {
+                    key: key.clone(),
+                    role: FlowRole::Batch(*i),
+                    attempt: *attempt,
+                    execution_id: Some(exec),
+                })
+            }
+            EffectKind::StartFlow { role, attempt, .. } => {
+                let r = self.flaky(4);
+                outcome_of(key, r, |()| Outcome::Started {
+                    key: key.clone(),
+                    role: *role,
+                    attempt: *attempt,
+                    execution_id: None,
+                })
+            }
+            EffectKind::PutIntegration { generation, .. } => {
+                let r = self
+                    .broken(2, "AccessDeniedException")
+                    .and_then(|()| self.flaky(5));
+                outcome_of(key, r, |()| Outcome::Linked {
+                    key: key.clone(),
+                    generation: *generation,
+                    uri: format!("arn:live:{generation}"),
+                })
+            }
+            EffectKind::DescribeRun {
+                role,
+                attempt,
+                execution_id,
+                ..
+            } => {
+                let r = self.flaky(4).map(|()| {
+                    execution_id
+                        .as_ref()
+                        .and_then(|id| self.runs.get(id).cloned())
+                });
+                outcome_of(key, r, |run| Outcome::Described {
+                    key: key.clone(),
+                    role: *role,
+                    attempt: *attempt,
+                    run,
+                })
+            }
+            EffectKind::ScheduleRetry {
+                batch,
+                attempt,
+                due_at,
+            } => {
+                let r = self.flaky(4).and_then(|()| {
+                    self.pool.push(Input::RetryDue {
+                        batch: *batch,
+                        attempt: *attempt,
+                        due_at: *due_at,
+                    });
+                    // Sent, but the answer was lost: the timer is sent twice.
+                    self.flaky(2)
+                });
+                outcome_of(key, r, done)
+            }
+            EffectKind::CancelRun { .. }
+            | EffectKind::DeleteFlow { .. }
+            | EffectKind::DeleteIntegration { .. }
+            | EffectKind::Publish { .. } => {
+                let r = self.flaky(4);
+                outcome_of(key, r, done)
+            }
+        }
     }
 
     /// AppFlow StartFlow: the same client token never launches a second run.
@@ -574,10 +649,7 @@ impl World {
             {
                 return;
             }
-            let outcomes = self.execute();
-            if !outcomes.is_empty() {
-                self.feed(Input::Applied(outcomes));
-            }
+            self.execute_and_apply(false, false);
             let pool = std::mem::take(&mut self.pool);
             for input in pool {
                 if let Input::RetryDue { due_at, .. } = &input
@@ -627,15 +699,7 @@ proptest! {
             match action {
                 Action::Deliver(i) => w.deliver(*i, false),
                 Action::Duplicate(i) => w.deliver(*i, true),
-                Action::Execute { crash, applied_twice } => {
-                    let outcomes = w.execute();
-                    if !crash && !outcomes.is_empty() {
-                        w.feed(Input::Applied(outcomes.clone()));
-                        if *applied_twice {
-                            w.feed(Input::Applied(outcomes));
-                        }
-                    }
-                }
+                Action::Execute { crash, applied_twice } => w.execute_and_apply(*crash, *applied_twice),
                 Action::Advance(s) => w.advance(TimeDelta::seconds(i64::from(*s))),
                 Action::Reconcile => { w.feed(Input::Reconcile); }
                 Action::Redrive => { w.feed(Input::Redrive); }
@@ -652,6 +716,9 @@ proptest! {
             prop_assert!(w.wf.batches.iter().all(|b| b.status == BatchStatus::Succeeded));
             prop_assert!(w.put_generations.contains(&1));
         }
+        // Every effect that failed transiently was executed again, to an outcome.
+        let never_rerun: Vec<_> = w.stopped.difference(&w.recorded).collect();
+        prop_assert!(never_rerun.is_empty(), "never executed again: {:?}", never_rerun);
         // What the store writes reads back as the same workflow, whatever the extremes.
         let stored = serde_json::to_string(&w.wf).unwrap();
         let loaded: Workflow = serde_json::from_str(&stored).unwrap();

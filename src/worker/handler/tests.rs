@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use chrono::TimeDelta;
-use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome};
+use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome, outcome_of};
 use flowpilot_core::model::WorkflowStatus;
 use flowpilot_core::spec::SpecInput;
 
@@ -52,19 +52,17 @@ impl Shell for FakeShell {
     async fn execute(&self, _wf: &Workflow, effects: &[Effect]) -> Executed {
         let mut out = Executed::default();
         for e in effects {
-            if Some(kind(e)) == self.fail_kind {
-                out.stopped = Some((
-                    e.key.clone(),
-                    EffectError {
-                        code: "InternalServerException".into(),
-                        message: "try later".into(),
-                        permanent: false,
-                    },
-                ));
-                return out;
-            }
-            self.executed.lock().unwrap().push(e.clone());
-            out.outcomes.push(match &e.kind {
+            let result = if Some(kind(e)) == self.fail_kind {
+                Err(EffectError {
+                    code: "InternalServerException".into(),
+                    message: "try later".into(),
+                    permanent: false,
+                })
+            } else {
+                self.executed.lock().unwrap().push(e.clone());
+                Ok(())
+            };
+            let step = outcome_of(&e.key, result, |()| match &e.kind {
                 EffectKind::StartFlow { role, attempt, .. } => Outcome::Started {
                     key: e.key.clone(),
                     role: *role,
@@ -73,6 +71,9 @@ impl Shell for FakeShell {
                 },
                 _ => Outcome::Done { key: e.key.clone() },
             });
+            if !out.push(&e.key, step) {
+                break;
+            }
         }
         out
     }

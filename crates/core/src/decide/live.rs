@@ -1,7 +1,7 @@
 //! The continuous integration: linking it after the backfill, watching its runs
 //! (live ⇄ degraded), rebuilding it.
 //!
-//! Every link attempt is a new *generation* (1 for the first link, +1 per retry or rebuild): its
+//! Every link attempt is a new *generation* (1 for the first link, +1 per redrive or rebuild): its
 //! PutIntegration, client token and effect keys carry the number, so a late answer for an older
 //! generation is recognisably stale. The live flow keeps one name (`fp-{id}-live`) so the
 //! EventBridge rule's prefix still matches.
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::Ctx;
 use super::bulk::{fail_workflow, managed_tags};
 use super::health::Draft;
-use crate::effect::{EffectError, EffectKey, EffectKind, FlowDefinition, LiveStep, Trigger};
+use crate::effect::{EffectKey, EffectKind, FlowDefinition, LiveStep, PermanentError, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, flow_name, live_token};
 use crate::input::RunReport;
@@ -168,10 +168,9 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
     cx.publish(d);
 }
 
-/// Creating the live flow or PutIntegration failed after the shell's retries. Permanent: the
-/// workflow fails (redrive retries the link). Transient: recorded; the reconciler issues a new
-/// generation.
-pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
+/// Creating the live flow or PutIntegration failed for good: the workflow fails, and a
+/// redrive links again with a new generation.
+pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &PermanentError) {
     let linking = matches!(
         cx.wf.status,
         WorkflowStatus::Linking | WorkflowStatus::Rebuilding
@@ -187,16 +186,14 @@ pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
             "linking the continuous integration (flow `{}`, domain `{}`, object type `{}`): {}: {}",
             live.flow_name, cx.wf.spec.domain, cx.wf.spec.object_type, error.code, error.message
         ),
-        transient: !error.permanent,
+        transient: false,
     };
     live.last_error = Some(err.clone());
-    if error.permanent {
-        fail_workflow(cx, err);
-    }
+    fail_workflow(cx, err);
 }
 
-/// Activating the live flow failed: the integration is linked but will not run.
-pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
+/// Activating the live flow failed for good: the integration is linked but will not run.
+pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &PermanentError) {
     if cx
         .wf
         .live
@@ -213,7 +210,7 @@ pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
         cx,
         ErrorInfo {
             message,
-            transient: !error.permanent,
+            transient: false,
         },
     );
 }

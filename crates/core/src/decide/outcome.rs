@@ -2,11 +2,12 @@
 //!
 //! An outcome counts only while its effect is still in the outbox: a second delivery of the
 //! same outcome (crash after the shell executed but before it acked) finds the key gone and
-//! changes nothing.
+//! changes nothing. Failures here are permanent ones only: a transient failure never leaves
+//! the outbox (`effect::outcome_of`), the next drain runs the effect again.
 
 use super::Ctx;
 use super::{bulk, live};
-use crate::effect::{AttemptStep, EffectError, EffectKey, LiveStep, Outcome};
+use crate::effect::{AttemptStep, EffectKey, LiveStep, Outcome, PermanentError};
 use crate::ids::FlowRole;
 use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
 
@@ -71,7 +72,7 @@ fn started(cx: &mut Ctx, index: u32, attempt: u32, id: String) {
     }
 }
 
-fn failed(cx: &mut Ctx, key: &EffectKey, error: &EffectError) {
+fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
     match *key {
         // Creating the live flow is the first half of linking: its failure is the link's.
         EffectKey::Live {
@@ -105,18 +106,19 @@ fn failed(cx: &mut Ctx, key: &EffectKey, error: &EffectError) {
                 idx,
                 ErrorInfo {
                     message,
-                    transient: !error.permanent,
+                    transient: false,
                 },
             );
         }
-        // Publish, delete, cancel, describe and schedule failures: the shell already retried
-        // transient ones; the reconciler covers what they would have done.
+        // Nothing in the workflow waits on a publish, delete, cancel, describe or schedule:
+        // their permanent failures are logged by the shell, and the reconciler describes,
+        // restarts and cancels again on its own schedule.
         _ => {}
     }
 }
 
 /// The AWS error plus what the operator should do about it.
-fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &EffectError) -> String {
+fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &PermanentError) -> String {
     let spec = &cx.wf.spec;
     let redrive = cx.redrive_command();
     let hint = match e.code.as_str() {
@@ -142,8 +144,7 @@ fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &EffectError) -> String {
                 "an AppFlow quota was reached: delete unused flows or request an increase, then `{redrive}`"
             )
         }
-        _ if e.permanent => format!("fix the cause, then `{redrive}`"),
-        _ => "will be retried".to_owned(),
+        _ => format!("fix the cause, then `{redrive}`"),
     };
     format!("{op} for batch {index}: {}: {} ({hint})", e.code, e.message)
 }

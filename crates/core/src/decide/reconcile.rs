@@ -2,8 +2,9 @@
 //!
 //! EventBridge delivery is best effort, so a run can end without an event and a delayed retry
 //! message can be lost. The reconciler (driven by `now` only) asks AppFlow about runs that have
-//! been going a while, gives up on stalled ones, restarts overdue retries, fills free slots
-//! and re-issues a link whose PutIntegration failed transiently.
+//! been going a while, gives up on stalled ones, restarts overdue retries and fills free
+//! slots. (Effects that failed transiently need nothing from it: they are still in the outbox,
+//! which the shell drains before every input, this one included.)
 
 use chrono::TimeDelta;
 
@@ -29,7 +30,6 @@ pub(super) fn reconcile(cx: &mut Ctx) {
                 fill_slots(cx);
             }
         }
-        WorkflowStatus::Linking | WorkflowStatus::Rebuilding => relink_if_lost(cx),
         _ => {}
     }
 }
@@ -103,17 +103,6 @@ fn restart_lost_retries(cx: &mut Ctx) {
         if b.status == BatchStatus::RetryWait && overdue {
             start_batch(cx, idx);
         }
-    }
-}
-
-/// No integration yet and no PutIntegration pending: the last one failed transiently.
-fn relink_if_lost(cx: &mut Ctx) {
-    let Some(live) = &cx.wf.live else { return };
-    let generation = live.generation;
-    let pending =
-        cx.has_pending(|k| matches!(k, EffectKey::Live { generation: g, .. } if *g == generation));
-    if live.uri.is_none() && !pending {
-        super::live::begin_link(cx);
     }
 }
 

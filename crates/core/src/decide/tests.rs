@@ -1,7 +1,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::effect::{EffectError, Outcome, Trigger};
+use crate::effect::{Outcome, PermanentError, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, WorkflowId};
 use crate::input::RunReport;
@@ -390,10 +390,9 @@ fn short_range_links_directly_from_from() {
 #[test]
 fn permanent_create_failure_says_what_to_do() {
     let w = step(&four(|_| {}), Input::Start, t0()).workflow;
-    let err = EffectError {
+    let err = PermanentError {
         code: "ResourceNotFoundException".into(),
         message: "profile sf".into(),
-        permanent: true,
     };
     let t = step(
         &w,
@@ -420,22 +419,33 @@ fn permanent_create_failure_says_what_to_do() {
 }
 
 #[test]
-fn transient_start_failure_is_retried() {
+fn permanent_start_failure_fails_without_a_retry() {
     let w = step(&four(|_| {}), Input::Start, t0()).workflow;
-    let err = EffectError {
-        code: "InternalServerException".into(),
-        message: "oops".into(),
-        permanent: false,
+    let err = PermanentError {
+        code: "AccessDeniedException".into(),
+        message: "not authorized to perform: appflow:StartFlow".into(),
     };
     let t = step(
         &w,
-        Input::Applied(vec![Outcome::Failed {
-            key: key("b0/a1/start"),
-            error: err,
-        }]),
+        Input::Applied(vec![
+            Outcome::Done {
+                key: key("b0/a1/create"),
+            },
+            Outcome::Failed {
+                key: key("b0/a1/start"),
+                error: err,
+            },
+        ]),
         t0(),
     );
-    assert_eq!(t.workflow.batches[0].status, BatchStatus::RetryWait);
+    assert_eq!(t.workflow.batches[0].status, BatchStatus::Failed);
+    assert_eq!(t.workflow.status, WorkflowStatus::Failed);
+    let msg = &t.workflow.last_error.as_ref().unwrap().message;
+    assert!(
+        msg.starts_with("StartFlow for batch 0: AccessDeniedException")
+            && msg.contains("flowpilot workflow redrive acme"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -618,10 +628,9 @@ fn reconcile_restarts_lost_retries() {
 fn permanent_link_failure_fails_and_redrive_relinks_with_a_new_generation() {
     let w = wf(|s| s.from = Some("2025-12-01".into()));
     let w = step(&w, Input::Start, t0()).workflow;
-    let err = EffectError {
+    let err = PermanentError {
         code: "AccessDeniedException".into(),
         message: "no".into(),
-        permanent: true,
     };
     let t = step(
         &w,
@@ -648,10 +657,9 @@ fn permanent_link_failure_fails_and_redrive_relinks_with_a_new_generation() {
 fn permanent_live_create_failure_fails_the_workflow_naming_the_flow() {
     let w = wf(|s| s.from = Some("2025-12-01".into()));
     let w = step(&w, Input::Start, t0()).workflow;
-    let err = EffectError {
+    let err = PermanentError {
         code: "AccessDeniedException".into(),
         message: "not authorized to perform: appflow:CreateFlow".into(),
-        permanent: true,
     };
     let t = step(
         &w,
@@ -670,31 +678,21 @@ fn permanent_live_create_failure_fails_the_workflow_naming_the_flow() {
 }
 
 #[test]
-fn transient_link_failure_is_reissued_by_reconcile() {
+fn a_link_waiting_in_the_outbox_is_left_to_the_drain() {
+    // A transient PutIntegration failure leaves `live/g1/put` in the outbox (effect::outcome_of):
+    // reconcile must not start another generation beside it.
     let w = wf(|s| s.from = Some("2025-12-01".into()));
     let w = step(&w, Input::Start, t0()).workflow;
-    let err = EffectError {
-        code: "ThrottlingException".into(),
-        message: "slow".into(),
-        permanent: false,
-    };
     let w = step(
         &w,
-        Input::Applied(vec![
-            Outcome::Done {
-                key: key("live/g1/create"),
-            },
-            Outcome::Failed {
-                key: key("live/g1/put"),
-                error: err,
-            },
-        ]),
+        Input::Applied(vec![Outcome::Done {
+            key: key("live/g1/create"),
+        }]),
         t0(),
     )
     .workflow;
     assert_eq!(w.status, WorkflowStatus::Linking);
-    let t = step(&w, Input::Reconcile, t0());
-    assert!(t.effects.iter().any(|e| e.key == key("live/g2/put")));
+    assert!(step(&w, Input::Reconcile, t0() + TimeDelta::hours(1)).is_noop(&w));
 }
 
 #[test]
