@@ -589,6 +589,36 @@ mod tests {
         );
     }
 
+    /// Batches are numbered from 0 everywhere (flow `fp-…-b0000` is batch 0).
+    #[test]
+    fn status_numbers_batches_from_zero_like_the_flow_names() {
+        let now = Utc::now();
+        let spec = flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some("2025-01-01".into()),
+            ..Default::default()
+        }
+        .validate(now)
+        .unwrap();
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
+        let text = status_text(&wf, now);
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("batch  start"))
+            .skip(1)
+            .collect();
+        assert!(rows[0].starts_with("    0  2024-01-01"), "{text}");
+        assert!(rows[5].starts_with("    5  2024-11-01"), "{text}");
+        let json = status_json(&wf);
+        assert_eq!(json["batches"][0]["index"], 0);
+        assert_eq!(json["batches"][5]["index"], 5);
+    }
+
     #[test]
     fn bars_fill_proportionally() {
         assert_eq!(bar(0.0), format!("[{}]", "-".repeat(BAR_WIDTH)));

@@ -106,11 +106,12 @@ fn batch_flow(wf: &Workflow, idx: usize) -> Option<FlowDefinition> {
         name: flow_name(&wf.id, FlowRole::Batch(b.index)),
         client_token: format!("{}:create", batch_token(&wf.id, b.index, b.attempt)),
         // AppFlow's description pattern allows no ':' or brackets: epoch ms, not RFC 3339.
+        // Batches are numbered from 0 everywhere, as in the flow name (`-b0002` is batch 2).
         description: format!(
-            "flowpilot workflow {} batch {} of {}, window {} to {} epoch ms",
+            "flowpilot workflow {} batch {} of batches 0 to {}, window {} to {} epoch ms",
             wf.id,
-            b.index + 1,
-            wf.batches.len(),
+            b.index,
+            wf.batches.len().saturating_sub(1),
             b.window.start.timestamp_millis(),
             b.window.end.timestamp_millis()
         ),

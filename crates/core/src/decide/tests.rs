@@ -755,3 +755,43 @@ fn absurd_record_counts_saturate() {
     let t = step(&w, huge(1), t0());
     assert_eq!(events(&t)[0].detail.progress.records, u64::MAX);
 }
+
+/// Batches are numbered from 0 wherever a batch number is read: the flow name `-b0002`, the
+/// flow's description, the health event's `batch.index` and id.
+#[test]
+fn batch_numbers_are_the_flow_names_numbers() {
+    let t = step(&four(|s| s.concurrency = Some(4)), Input::Start, t0());
+    let create_b2 = EffectKey::attempt(2, 1, crate::effect::AttemptStep::Create);
+    let Some(EffectKind::CreateFlow { flow }) = t
+        .effects
+        .iter()
+        .find(|e| e.key == create_b2)
+        .map(|e| &e.kind)
+    else {
+        panic!("no {create_b2}")
+    };
+    assert_eq!(flow.name, "fp-acme-b0002");
+    assert!(
+        flow.description
+            .starts_with("flowpilot workflow acme batch 2 of batches 0 to 3, window "),
+        "{}",
+        flow.description
+    );
+    // An end report as AppFlow sends it, for flow -b0002.
+    let body = serde_json::json!({
+        "source": "aws.appflow",
+        "detail-type": "AppFlow End Flow Run Report",
+        "detail": {"flow-name": "fp-acme-b0002", "status": "Execution Failed",
+                   "error": "Rate exceeded", "execution-id": "x2"},
+    });
+    let Ok(crate::event::Message::Workflow { input, .. }) =
+        crate::event::parse_message(&body.to_string())
+    else {
+        panic!("not a workflow message")
+    };
+    let t = step(&t.workflow, input, t0());
+    let ev = &events(&t)[0].detail;
+    assert_eq!(ev.flow_name.as_deref(), Some("fp-acme-b0002"));
+    assert_eq!(ev.batch.as_ref().map(|b| b.index), Some(2));
+    assert_eq!(ev.event_id, "acme/batch-retry-scheduled/b2/a1");
+}
