@@ -115,7 +115,9 @@ impl Demo {
         );
         self.stack(&["demo-setup"]).await?;
 
-        step("Injecting faults: batch 3 fails once, batch 8 twice (transient AppFlow errors)");
+        step(
+            "Injecting faults: batch 2 (flow -b0002) fails once, batch 7 (-b0007) twice (transient AppFlow errors)",
+        );
         let http = reqwest::Client::new();
         let plan = serde_json::json!({
             "run_failures": [
@@ -188,19 +190,7 @@ impl Demo {
         step("Health events on the health bus");
         let events = self.health_events().await?;
         for e in &events {
-            let d = &e["detail"];
-            let batch = d["batch"]["index"]
-                .as_u64()
-                .map(|i| format!(" batch {}", i + 1))
-                .unwrap_or_default();
-            let extra = d["error"]
-                .as_str()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            println!(
-                "  {:<22}{batch}{extra}",
-                e["detail-type"].as_str().unwrap_or("?")
-            );
+            println!("  {}", health_line(e));
         }
         let completed = events
             .iter()
@@ -542,9 +532,44 @@ fn progress_line(wf: &Value) -> String {
     )
 }
 
+/// One health event as the demo narrates it. `batch.index` is printed as it is: batches are
+/// numbered from 0 everywhere, as in the flow names.
+fn health_line(e: &Value) -> String {
+    let d = &e["detail"];
+    let batch = d["batch"]["index"]
+        .as_u64()
+        .map(|i| format!(" batch {i}"))
+        .unwrap_or_default();
+    let extra = d["error"]
+        .as_str()
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    format!(
+        "{:<22}{batch}{extra}",
+        e["detail-type"].as_str().unwrap_or("?")
+    )
+}
+
 /// The backfill range `[from, to)` from `workflow status --json`.
 fn window_of(wf: &Value) -> anyhow::Result<(String, String)> {
     let from = wf["from"].as_str().context("status has no `from`")?;
     let to = wf["to"].as_str().context("status has no `to`")?;
     Ok((from.to_string(), to.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_events_name_batches_from_zero() {
+        let e = serde_json::json!({
+            "detail-type": "Batch Retry Scheduled",
+            "detail": {"flow_name": "fp-wf-1-b0002", "batch": {"index": 2}, "error": "Rate exceeded"},
+        });
+        assert_eq!(
+            health_line(&e),
+            "Batch Retry Scheduled  batch 2 (Rate exceeded)"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName,
 };
 use chrono::Utc;
-use flowpilot_core::event::{CommandMessage, command_envelope};
+use flowpilot_core::command::Command;
 
 use super::error_chain;
 
@@ -187,12 +187,8 @@ impl Queue {
 
     /// Sends a command event (the same envelope the CLI and EventBridge rules deliver),
     /// delayed by `delay` (capped at SQS's 15 minutes).
-    pub async fn send_command(
-        &self,
-        cmd: &CommandMessage,
-        delay: Duration,
-    ) -> Result<String, QueueError> {
-        let body = command_envelope(cmd, Utc::now()).to_string();
+    pub async fn send_command(&self, cmd: &Command, delay: Duration) -> Result<String, QueueError> {
+        let body = cmd.envelope(Utc::now()).to_string();
         let out = self
             .client
             .send_message()

@@ -64,11 +64,13 @@ pub struct SpecArgs {
     #[arg(long, value_name = "DATE")]
     pub to: Option<String>,
 
-    /// Window per batch, ISO-8601 duration (P2M, P14D, P2W, P1Y, PT12H). Default: P2M.
+    /// Window per batch, ISO-8601 duration (P2M, P14D, P2W, P1Y, PT12H), at most P100Y.
+    /// Default: P2M.
     #[arg(long, value_name = "DURATION")]
     pub batch_size: Option<String>,
 
-    /// Ranges not longer than this skip the bulk phase. ISO-8601 duration. Default: P60D.
+    /// Ranges not longer than this skip the bulk phase. ISO-8601 duration, at most P100Y.
+    /// Default: P60D.
     #[arg(long, value_name = "DURATION")]
     pub bulk_threshold: Option<String>,
 
@@ -80,11 +82,12 @@ pub struct SpecArgs {
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
 
-    /// First retry delay (500ms, 30s, 15m, 1h); doubles per retry, full jitter. Default: 30s.
+    /// First retry delay (500ms, 30s, 15m, 1h), at most 1h; doubles per retry, full jitter.
+    /// Default: 30s.
     #[arg(long, value_name = "DELAY")]
     pub retry_base: Option<String>,
 
-    /// Longest retry delay (500ms, 30s, 15m, 1h). Default: 15m.
+    /// Longest retry delay (500ms, 30s, 15m, 1h), at most 24h. Default: 15m.
     #[arg(long, value_name = "DELAY")]
     pub retry_cap: Option<String>,
 

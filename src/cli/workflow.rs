@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use flowpilot_core::event::CommandMessage;
+use flowpilot_core::command::Command;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
 use serde_json::{Value, json};
@@ -122,7 +122,7 @@ impl Ops {
             .ok_or_else(|| UsageError(format!("no workflow `{id}` in the state table")).into())
     }
 
-    pub async fn send(&self, cmd: &CommandMessage) -> anyhow::Result<String> {
+    pub async fn send(&self, cmd: &Command) -> anyhow::Result<String> {
         Ok(self.queue.send_command(cmd, Duration::ZERO).await?)
     }
 }
@@ -175,14 +175,16 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     }
-    ops.send(&CommandMessage::for_workflow("start", &id))
-        .await
-        .with_context(|| {
-            format!(
-                "workflow `{id}` is stored but its start command was not sent; run the same \
+    ops.send(&Command::Start {
+        workflow_id: id.clone(),
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "workflow `{id}` is stored but its start command was not sent; run the same \
                  `workflow create --id {id} ...` again to resend it"
-            )
-        })?;
+        )
+    })?;
     if args.json {
         println!("{}", json!({ "workflow_id": id.as_str() }));
         return Ok(ExitCode::SUCCESS);
@@ -506,10 +508,11 @@ fn parse_status(s: &str) -> Result<WorkflowStatus, UsageError> {
     })
 }
 
-/// Sends `command` for the workflow if `allowed(status)`, else explains why not.
+/// Sends the command `command(id, --reason)` for the workflow if `allowed(status)`, else
+/// explains why not.
 pub(crate) async fn send_checked(
     args: IdArgs,
-    command: &str,
+    command: fn(WorkflowId, Option<String>) -> Command,
     allowed: fn(WorkflowStatus) -> bool,
     refusal: &str,
 ) -> anyhow::Result<ExitCode> {
@@ -523,12 +526,13 @@ pub(crate) async fn send_checked(
         ))
         .into());
     }
-    let mut cmd = CommandMessage::for_workflow(command, &wf.id);
-    cmd.reason = args.reason.clone();
+    let cmd = command(wf.id.clone(), args.reason.clone());
     let message_id = ops.send(&cmd).await?;
     println!(
-        "Sent `{command}` for workflow {} (message {message_id}).\nFollow it with: flowpilot workflow status {} --watch",
-        wf.id, wf.id
+        "Sent `{}` for workflow {} (message {message_id}).\nFollow it with: flowpilot workflow status {} --watch",
+        cmd.name(),
+        wf.id,
+        wf.id
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -536,7 +540,10 @@ pub(crate) async fn send_checked(
 pub async fn cancel(args: IdArgs) -> anyhow::Result<ExitCode> {
     send_checked(
         args,
-        "cancel",
+        |workflow_id, reason| Command::Cancel {
+            workflow_id,
+            reason,
+        },
         |s| s != WorkflowStatus::Cancelled,
         "it is already cancelled",
     )
@@ -546,7 +553,10 @@ pub async fn cancel(args: IdArgs) -> anyhow::Result<ExitCode> {
 pub async fn redrive(args: IdArgs) -> anyhow::Result<ExitCode> {
     send_checked(
         args,
-        "redrive",
+        |workflow_id, reason| Command::Redrive {
+            workflow_id,
+            reason,
+        },
         |s| s == WorkflowStatus::Failed,
         "only failed workflows can be redriven",
     )
@@ -577,6 +587,36 @@ mod tests {
                 .to_string()
                 .contains("backfilling")
         );
+    }
+
+    /// Batches are numbered from 0 everywhere (flow `fp-…-b0000` is batch 0).
+    #[test]
+    fn status_numbers_batches_from_zero_like_the_flow_names() {
+        let now = Utc::now();
+        let spec = flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some("2025-01-01".into()),
+            ..Default::default()
+        }
+        .validate(now)
+        .unwrap();
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
+        let text = status_text(&wf, now);
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("batch  start"))
+            .skip(1)
+            .collect();
+        assert!(rows[0].starts_with("    0  2024-01-01"), "{text}");
+        assert!(rows[5].starts_with("    5  2024-11-01"), "{text}");
+        let json = status_json(&wf);
+        assert_eq!(json["batches"][0]["index"], 0);
+        assert_eq!(json["batches"][5]["index"], 5);
     }
 
     #[test]

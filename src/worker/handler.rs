@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use flowpilot_core::command::Command;
 use flowpilot_core::decide::{Policy, decide};
 use flowpilot_core::effect::EffectError;
-use flowpilot_core::event::CommandMessage;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::input::Input;
 use flowpilot_core::model::Workflow;
@@ -125,7 +125,12 @@ impl<S: Store, X: Shell> Handler<S, X> {
         {
             let remaining = (*due_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             if remaining >= Duration::from_secs(1) {
-                let cmd = CommandMessage::retry_due(id, *batch, *attempt, *due_at);
+                let cmd = Command::RetryDue {
+                    workflow_id: id.clone(),
+                    batch: *batch,
+                    attempt: *attempt,
+                    due_at: *due_at,
+                };
                 self.shell
                     .send_command(&cmd, remaining)
                     .await
@@ -146,9 +151,9 @@ impl<S: Store, X: Shell> Handler<S, X> {
             match self.advance(&mut wf, &mut input).await {
                 Ok(None) => return Ok(Handled::Done),
                 Ok(Some(error)) => {
-                    let cmd = CommandMessage {
+                    let cmd = Command::Reconcile {
+                        workflow_id: id.clone(),
                         reason: Some(format!("drain outbox after {}", error.code)),
-                        ..CommandMessage::for_workflow("reconcile", id)
                     };
                     self.shell
                         .send_command(&cmd, RECONCILE_DELAY)

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome};
-use flowpilot_core::event::CommandMessage;
+use flowpilot_core::command::Command;
+use flowpilot_core::effect::{
+    Effect, EffectError, EffectKey, EffectKind, Outcome, Step, outcome_of,
+};
 use flowpilot_core::health::HealthEvent;
 use flowpilot_core::model::Workflow;
 
@@ -22,24 +24,19 @@ use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
 use crate::metrics::{self, Metrics};
 
-/// Result of executing (a prefix of) an outbox.
-#[derive(Debug, Default)]
-pub struct Executed {
-    /// Outcomes of the effects that were executed, in order (permanent failures included).
-    pub outcomes: Vec<Outcome>,
-    /// The effect execution stopped at, with its transient error; it and everything after it
-    /// stay in the outbox.
-    pub stopped: Option<(String, EffectError)>,
-}
+/// What [`Shell::execute`] returns; the core defines it because the state machine's property
+/// test executes outboxes by the same contract.
+pub use flowpilot_core::effect::Executed;
 
 pub trait Shell: Send + Sync + 'static {
-    /// Executes `effects` in order, stopping at the first transient failure.
+    /// Executes `effects` in order, stopping at the first transient failure (the contract is
+    /// `effect::outcome_of`).
     fn execute(&self, wf: &Workflow, effects: &[Effect]) -> impl Future<Output = Executed> + Send;
 
     /// Sends a command to the work queue after `delay` (at most 15 minutes).
     fn send_command(
         &self,
-        cmd: &CommandMessage,
+        cmd: &Command,
         delay: Duration,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
@@ -54,11 +51,6 @@ pub struct AwsShell {
     pub metrics: Arc<Metrics>,
 }
 
-enum Step {
-    Outcome(Outcome),
-    Transient(EffectError),
-}
-
 impl AwsShell {
     fn record(&self, kind: &'static str, ok: bool) {
         self.metrics.inc_with(
@@ -67,27 +59,20 @@ impl AwsShell {
         );
     }
 
-    /// Maps an adapter result to a step: success via `ok`, permanent errors become
-    /// `Outcome::Failed` for decide, transient ones stop execution.
+    /// Counts the call and maps its result by the core's contract (`outcome_of`).
     fn step<T>(
         &self,
         kind: &'static str,
-        key: &str,
+        key: &EffectKey,
         result: Result<T, EffectError>,
         ok: impl FnOnce(T) -> Outcome,
     ) -> Step {
         self.record(kind, result.is_ok());
-        match result {
-            Ok(v) => Step::Outcome(ok(v)),
-            Err(error) if error.permanent => {
-                tracing::warn!(effect = kind, key, code = %error.code, error = %error.message, "effect failed permanently");
-                Step::Outcome(Outcome::Failed {
-                    key: key.to_owned(),
-                    error,
-                })
-            }
-            Err(error) => Step::Transient(error),
+        let step = outcome_of(key, result, ok);
+        if let Step::Record(Outcome::Failed { error, .. }) = &step {
+            tracing::warn!(effect = kind, %key, code = %error.code, error = %error.message, "effect failed permanently");
         }
+        step
     }
 
     /// `arns`: flow ARNs that CreateFlow answered earlier in this execution, so linking the
@@ -98,10 +83,8 @@ impl AwsShell {
         effect: &Effect,
         arns: &mut HashMap<String, String>,
     ) -> Step {
-        let key = effect.key.as_str();
-        let done = || Outcome::Done {
-            key: key.to_owned(),
-        };
+        let key = &effect.key;
+        let done = || Outcome::Done { key: key.clone() };
         match &effect.kind {
             EffectKind::CreateFlow { flow } => {
                 let r = self.appflow.create_flow(flow).await;
@@ -118,7 +101,7 @@ impl AwsShell {
             } => {
                 let r = self.appflow.start_flow(flow_name, client_token).await;
                 self.step("start_flow", key, r, |execution_id| Outcome::Started {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     role: *role,
                     attempt: *attempt,
                     execution_id,
@@ -146,7 +129,7 @@ impl AwsShell {
                     .describe_run(flow_name, *role, execution_id.as_deref())
                     .await;
                 self.step("describe_run", key, r, |run| Outcome::Described {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     role: *role,
                     attempt: *attempt,
                     run,
@@ -172,7 +155,7 @@ impl AwsShell {
                     Err(e) => Err(e),
                 };
                 self.step("put_integration", key, r, |uri| Outcome::Linked {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     generation: *generation,
                     uri,
                 })
@@ -183,25 +166,34 @@ impl AwsShell {
             }
             EffectKind::Publish { .. } => {
                 let mut steps = self.publish_run(&[effect]).await;
-                steps.pop().unwrap_or(Step::Outcome(done()))
+                steps.pop().unwrap_or(Step::Record(done()))
             }
             EffectKind::ScheduleRetry {
                 batch,
                 attempt,
                 due_at,
             } => {
-                let cmd = CommandMessage::retry_due(&wf.id, *batch, *attempt, *due_at);
-                self.schedule_retry(key, &cmd).await
+                let cmd = Command::RetryDue {
+                    workflow_id: wf.id.clone(),
+                    batch: *batch,
+                    attempt: *attempt,
+                    due_at: *due_at,
+                };
+                self.schedule_retry(key, &cmd, *due_at).await
             }
         }
     }
 
     /// Sends a `retry_due` command delayed until its `due_at` (SQS allows at most 15 minutes;
     /// the handler re-delays one that arrives early).
-    async fn schedule_retry(&self, key: &str, cmd: &CommandMessage) -> Step {
-        let delay = cmd
-            .due_at
-            .and_then(|due| (due - Utc::now()).to_std().ok())
+    async fn schedule_retry(
+        &self,
+        key: &EffectKey,
+        cmd: &Command,
+        due_at: chrono::DateTime<Utc>,
+    ) -> Step {
+        let delay = (due_at - Utc::now())
+            .to_std()
             .unwrap_or(Duration::ZERO)
             .min(MAX_DELAY);
         let r = self
@@ -218,7 +210,7 @@ impl AwsShell {
             self.metrics.inc(metrics::RETRIES_SCHEDULED);
         }
         self.step("schedule_retry", key, r, |()| Outcome::Done {
-            key: key.to_owned(),
+            key: key.clone(),
         })
     }
 
@@ -260,14 +252,11 @@ impl Shell for AwsShell {
                 vec![self.run_one(wf, &effects[i], &mut arns).await]
             };
             for step in steps {
-                match step {
-                    Step::Outcome(o) => executed.outcomes.push(o),
-                    Step::Transient(error) => {
-                        let key = effects[i].key.clone();
-                        tracing::warn!(key, code = %error.code, error = %error.message, "effect failed transiently; it stays in the outbox");
-                        executed.stopped = Some((key, error));
-                        return executed;
+                if !executed.push(&effects[i].key, step) {
+                    if let Some((key, error)) = &executed.stopped {
+                        tracing::warn!(%key, code = %error.code, error = %error.message, "effect failed transiently; it stays in the outbox");
                     }
+                    return executed;
                 }
                 i += 1;
             }
@@ -275,7 +264,7 @@ impl Shell for AwsShell {
         executed
     }
 
-    async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
+    async fn send_command(&self, cmd: &Command, delay: Duration) -> Result<(), QueueError> {
         self.queue.send_command(cmd, delay).await.map(|_| ())
     }
 }

@@ -106,9 +106,9 @@ async fn pass<S: Store, X: Shell>(
 
 #[cfg(test)]
 mod tests {
+    use flowpilot_core::command::Command;
     use flowpilot_core::decide::Policy;
     use flowpilot_core::effect::Effect;
-    use flowpilot_core::event::CommandMessage;
     use flowpilot_core::model::Workflow;
 
     use super::*;
@@ -124,11 +124,7 @@ mod tests {
             Executed::default()
         }
 
-        async fn send_command(
-            &self,
-            _cmd: &CommandMessage,
-            _delay: Duration,
-        ) -> Result<(), QueueError> {
+        async fn send_command(&self, _cmd: &Command, _delay: Duration) -> Result<(), QueueError> {
             Ok(())
         }
     }

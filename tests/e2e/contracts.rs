@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::{Context as _, ensure};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::Utc;
-use flowpilot::core::event::{CommandMessage, Message, command_envelope, parse_message};
+use flowpilot::core::command::Command;
+use flowpilot::core::event::{Message, parse_message};
 use flowpilot::core::ids::WorkflowId;
 use serde_json::{Value, json};
 
@@ -166,20 +167,42 @@ async fn a_schedule_sending_detail_type_reconcile_is_caught_as_poison() -> anyho
 fn every_command_the_cli_and_the_worker_send_parses() -> anyhow::Result<()> {
     let wf = WorkflowId::new("wf-0123456789")?;
     let now = Utc::now();
-    let mut commands: Vec<CommandMessage> = ["start", "cancel", "redrive", "rebuild", "reconcile"]
-        .into_iter()
-        .map(|c| CommandMessage::for_workflow(c, &wf))
-        .collect();
-    commands.push(CommandMessage::retry_due(&wf, 3, 2, now));
-    commands.push(CommandMessage {
-        workflow_id: None,
-        ..CommandMessage::for_workflow("reconcile", &wf)
-    });
+    let reason = Some("from the CLI".to_owned());
+    let workflow_id = wf.clone();
+    let commands = [
+        Command::Start {
+            workflow_id: workflow_id.clone(),
+        },
+        Command::Cancel {
+            workflow_id: workflow_id.clone(),
+            reason: reason.clone(),
+        },
+        Command::Redrive {
+            workflow_id: workflow_id.clone(),
+            reason: reason.clone(),
+        },
+        Command::Rebuild {
+            workflow_id: workflow_id.clone(),
+            reason: reason.clone(),
+        },
+        Command::Reconcile {
+            workflow_id: workflow_id.clone(),
+            reason,
+        },
+        Command::RetryDue {
+            workflow_id,
+            batch: 3,
+            attempt: 2,
+            due_at: now,
+        },
+        Command::ReconcileAll,
+    ];
     for cmd in commands {
-        let body = command_envelope(&cmd, now).to_string();
+        let body = cmd.envelope(now).to_string();
         match parse_message(&body) {
-            Ok(Message::Workflow { .. } | Message::ReconcileAll) => {}
-            other => anyhow::bail!("`{}` does not parse as a command: {other:?}", cmd.command),
+            Ok(m @ (Message::Workflow { .. } | Message::ReconcileAll))
+                if m == cmd.clone().into_message() => {}
+            other => anyhow::bail!("`{}` does not parse as itself: {other:?}", cmd.name()),
         }
     }
     Ok(())

@@ -14,9 +14,9 @@ use flowpilot::aws::appflow::AppFlow;
 use flowpilot::aws::health::HealthPublisher;
 use flowpilot::aws::profiles::Profiles;
 use flowpilot::aws::queue::Queue;
+use flowpilot::core::command::Command;
 use flowpilot::core::decide::{Policy, decide};
 use flowpilot::core::effect::{EffectKind, FlowDefinition};
-use flowpilot::core::event::CommandMessage;
 use flowpilot::core::ids::WorkflowId;
 use flowpilot::core::input::Input;
 use flowpilot::core::model::Workflow;
@@ -181,7 +181,10 @@ async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result
         .map_err(|e| fail(Op::ListActive)(&e))?;
     queue
         .send_command(
-            &CommandMessage::for_workflow("reconcile", &id),
+            &Command::Reconcile {
+                workflow_id: id.clone(),
+                reason: None,
+            },
             Duration::ZERO,
         )
         .await

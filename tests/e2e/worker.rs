@@ -204,8 +204,8 @@ async fn salesforce_two_years_completes_in_twelve_batches_and_goes_live() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn transient_failures_of_batch_four_are_retried_and_the_ledger_is_complete()
--> anyhow::Result<()> {
+async fn transient_failures_of_batch_3_are_retried_and_the_ledger_is_complete() -> anyhow::Result<()>
+{
     let mut faults = fast_runs();
     faults.run_failures = vec![failing_runs(
         "-b0003",
@@ -221,7 +221,7 @@ async fn transient_failures_of_batch_four_are_retried_and_the_ledger_is_complete
     ensure_live(&wf)?;
     ensure!(
         wf.batches[3].attempt == 3,
-        "batch 4 attempts: {}",
+        "batch 3 attempts: {}",
         wf.batches[3].attempt
     );
 
@@ -233,7 +233,7 @@ async fn transient_failures_of_batch_four_are_retried_and_the_ledger_is_complete
     let runs = env.runs().await?;
     ensure!(
         batch_runs(&runs, &id, 3).len() == 3,
-        "batch 4 runs: {:?}",
+        "batch 3 runs: {:?}",
         batch_runs(&runs, &id, 3)
     );
     assert_ledger_complete(&env).await?;
@@ -242,7 +242,7 @@ async fn transient_failures_of_batch_four_are_retried_and_the_ledger_is_complete
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn permanent_failure_of_batch_six_fails_the_workflow_and_redrive_resumes_it()
+async fn permanent_failure_of_batch_5_fails_the_workflow_and_redrive_resumes_it()
 -> anyhow::Result<()> {
     const MESSAGE: &str = "INVALID_FIELD: No such column 'Industry__c' on entity 'Account'";
     let mut faults = fast_runs();
@@ -275,10 +275,10 @@ async fn permanent_failure_of_batch_six_fails_the_workflow_and_redrive_resumes_i
         "command in {detail}"
     );
 
-    // Batches 7-12 never started.
+    // Batches 6-11 never started.
     let runs = env.runs().await?;
     for b in 6..12 {
-        ensure!(batch_runs(&runs, &id, b).is_empty(), "batch {} ran", b + 1);
+        ensure!(batch_runs(&runs, &id, b).is_empty(), "batch {b} ran");
     }
     // Redrive is refused for nothing else; then allowed for the failed workflow.
     env.set_faults(&fast_runs()).await?;
@@ -291,16 +291,12 @@ async fn permanent_failure_of_batch_six_fails_the_workflow_and_redrive_resumes_i
         .await?;
     ensure_live(&wf)?;
 
-    // Batches 1-5 ran exactly once; batch 6 twice (the failure and the redrive).
+    // Batches 0-4 ran exactly once; batch 5 twice (the failure and the redrive).
     let runs = env.runs().await?;
     for b in 0..5 {
-        ensure!(
-            batch_runs(&runs, &id, b).len() == 1,
-            "batch {} re-ran",
-            b + 1
-        );
+        ensure!(batch_runs(&runs, &id, b).len() == 1, "batch {b} re-ran");
     }
-    ensure!(batch_runs(&runs, &id, 5).len() == 2, "batch 6 runs");
+    ensure!(batch_runs(&runs, &id, 5).len() == 2, "batch 5 runs");
     assert_ledger_complete(&env).await?;
 
     // A live workflow cannot be redriven.

@@ -24,10 +24,11 @@ pub fn retry_delay(
     Duration::from_millis((full * jitter_fraction(workflow, batch, attempt)).floor() as u64)
 }
 
-/// `min(base × 2^(attempt−1), cap)` without jitter.
+/// `min(base × 2^(attempt−1), cap)` without jitter. Base and cap are clamped to the maxima
+/// validation allows today: a spec stored before those bounds existed may hold more.
 pub fn exponential(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let base = Duration::from_millis(policy.base_ms);
-    let cap = Duration::from_millis(policy.cap_ms);
+    let base = Duration::from_millis(policy.base_ms.min(RetryPolicy::MAX_BASE_MS));
+    let cap = Duration::from_millis(policy.cap_ms.min(RetryPolicy::MAX_CAP_MS));
     let step = ExponentialBuilder::new()
         .with_min_delay(base)
         .with_max_delay(cap)
@@ -90,6 +91,23 @@ mod tests {
             cap_ms: 5_000,
         };
         assert_eq!(exponential(&p, 1), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unbounded_legacy_policies_are_clamped_to_todays_maxima() {
+        let p = RetryPolicy {
+            max_retries: u32::MAX,
+            base_ms: u64::MAX,
+            cap_ms: u64::MAX,
+        };
+        let cap = Duration::from_millis(RetryPolicy::MAX_CAP_MS);
+        assert_eq!(
+            exponential(&p, 1),
+            Duration::from_millis(RetryPolicy::MAX_BASE_MS)
+        );
+        assert_eq!(exponential(&p, u32::MAX), cap);
+        let wf = WorkflowId::new("acme").unwrap();
+        assert!(retry_delay(&p, &wf, u32::MAX, u32::MAX) <= cap);
     }
 
     #[test]

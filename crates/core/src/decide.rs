@@ -10,15 +10,15 @@
 //! integration, rebuilds), [`outcome`] (results of executed effects), [`reconcile`] (periodic
 //! checks, cancel), [`health`] (health event drafting).
 //!
-//! Effect keys are unique over the workflow's life, e.g. `b3/a2/start` (batch 3, attempt 2),
-//! `live/g2/put` (link generation 2), `publish/<event_id>`.
+//! Effect keys ([`EffectKey`]) are unique over the workflow's life: a batch attempt's step,
+//! a link generation's step, a health event's id, a cancellation's cleanup.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::effect::{Effect, EffectKind};
+use crate::effect::{Effect, EffectKey, EffectKind};
 use crate::ids::WorkflowId;
 use crate::input::Input;
 use crate::model::{Batch, BatchStatus, Workflow, WorkflowStatus};
@@ -159,7 +159,7 @@ pub(crate) struct Ctx<'p> {
 impl Ctx<'_> {
     /// Queues an effect unless one with the same key is already pending (a re-decided input
     /// must not queue its effect twice).
-    pub fn effect(&mut self, key: String, kind: EffectKind) {
+    pub fn effect(&mut self, key: EffectKey, kind: EffectKind) {
         if self.wf.outbox.iter().any(|e| e.key == key) {
             return;
         }
@@ -168,8 +168,9 @@ impl Ctx<'_> {
         self.effects.push(e);
     }
 
-    pub fn has_pending(&self, key_prefix: &str) -> bool {
-        self.wf.outbox.iter().any(|e| e.key.starts_with(key_prefix))
+    /// Whether an effect whose key satisfies `which` is waiting in the outbox.
+    pub fn has_pending(&self, which: impl Fn(&EffectKey) -> bool) -> bool {
+        self.wf.outbox.iter().any(|e| which(&e.key))
     }
 
     pub fn batch_index(&self, index: u32) -> Option<usize> {
@@ -182,13 +183,17 @@ impl Ctx<'_> {
         // transition, as the schema promises.
         for draft in std::mem::take(&mut self.health) {
             let event = draft.render(&self.wf, self.now);
-            let key = format!("publish/{}", event.detail.event_id);
+            let key = EffectKey::Publish {
+                event_id: event.detail.event_id.clone(),
+            };
             self.effect(key, EffectKind::Publish { event });
         }
         if self.effects.is_empty() && self.wf == *before {
             return Transition::unchanged(before);
         }
-        self.wf.version = before.version + 1;
+        // Only "differs from the stored version" matters to the conditional write, so a
+        // wrapped counter is still correct where an overflow would panic.
+        self.wf.version = before.version.wrapping_add(1);
         self.wf.updated_at = self.now;
         Transition {
             workflow: self.wf,

@@ -1,5 +1,6 @@
 //! Effects: what `decide` asks the shell to do, carrying everything needed to do it
-//! idempotently (DESIGN.md §3–4), and the outcomes the shell reports back.
+//! idempotently (DESIGN.md §3–4); an [`EffectKey`] names each one, and [`outcome_of`] is the
+//! one contract for what executing it comes to.
 
 use std::collections::BTreeMap;
 
@@ -8,14 +9,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::health::HealthEvent;
 use crate::ids::FlowRole;
-use crate::input::RunReport;
 use crate::spec::{Connector, SourceObject};
 
+mod key;
+mod outcome;
+
+pub use key::{AttemptStep, CancelStep, EffectKey, InvalidEffectKey, LiveStep};
+pub use outcome::{EffectError, Executed, Outcome, PermanentError, Step, outcome_of};
+
 /// One pending action. `key` is unique within a workflow's life and stable across re-execution,
-/// so the shell can report which effects it completed and AWS-side idempotency can key on it.
+/// so the shell can report which effects it completed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effect {
-    pub key: String,
+    pub key: EffectKey,
     pub kind: EffectKind,
 }
 
@@ -116,56 +122,4 @@ pub struct FlowDefinition {
     pub kms_arn: Option<String>,
     /// Always includes the managed tag (`ids::MANAGED_TAG_KEY`).
     pub tags: BTreeMap<String, String>,
-}
-
-/// An AWS call that failed after the SDK's own retries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EffectError {
-    /// AWS error code, e.g. `ResourceNotFoundException`, or `Transport` / `Timeout`.
-    pub code: String,
-    pub message: String,
-    /// Retrying cannot help (validation, not found, access denied, auth).
-    pub permanent: bool,
-}
-
-/// What happened when the shell executed an effect; fed back with `Input::Applied`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Outcome {
-    /// Executed; nothing to record.
-    Done { key: String },
-    /// StartFlow answered (execution id is None for scheduled flows).
-    Started {
-        key: String,
-        role: FlowRole,
-        attempt: u32,
-        execution_id: Option<String>,
-    },
-    /// PutIntegration answered with this URI.
-    Linked {
-        key: String,
-        generation: u32,
-        uri: String,
-    },
-    /// DescribeRun found the run finished (`Some`) or still running / unknown (`None`).
-    Described {
-        key: String,
-        role: FlowRole,
-        attempt: u32,
-        run: Option<RunReport>,
-    },
-    /// Failed permanently, or transiently after the SDK's retries.
-    Failed { key: String, error: EffectError },
-}
-
-impl Outcome {
-    pub fn key(&self) -> &str {
-        match self {
-            Self::Done { key }
-            | Self::Started { key, .. }
-            | Self::Linked { key, .. }
-            | Self::Described { key, .. }
-            | Self::Failed { key, .. } => key,
-        }
-    }
 }

@@ -6,15 +6,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
+use crate::command::{COMMAND_DETAIL_TYPE, COMMAND_SOURCE, Command};
 use crate::ids::{FlowRole, WorkflowId, parse_flow_name};
 use crate::input::{Input, RunReport};
-
-/// EventBridge source of command events.
-pub const COMMAND_SOURCE: &str = "flowpilot.command";
-/// EventBridge detail-type of command events.
-pub const COMMAND_DETAIL_TYPE: &str = "Workflow Command";
 
 pub const APPFLOW_SOURCE: &str = "aws.appflow";
 pub const END_REPORT: &str = "AppFlow End Flow Run Report";
@@ -44,56 +40,16 @@ pub struct Poison {
     pub reason: String,
 }
 
+impl Poison {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
 fn poison(reason: impl Into<String>) -> Poison {
-    Poison {
-        reason: reason.into(),
-    }
-}
-
-/// A command as carried in a `flowpilot.command` event's `detail`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandMessage {
-    /// `start | retry_due | cancel | redrive | rebuild | reconcile`
-    pub command: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow_id: Option<WorkflowId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl CommandMessage {
-    /// A command for one workflow with no other arguments (`start`, `cancel`, `redrive`…).
-    pub fn for_workflow(command: &str, workflow_id: &WorkflowId) -> Self {
-        Self {
-            command: command.to_owned(),
-            workflow_id: Some(workflow_id.clone()),
-            batch: None,
-            attempt: None,
-            due_at: None,
-            reason: None,
-        }
-    }
-
-    /// The delayed command that starts `attempt + 1` of `batch` once `due_at` has passed.
-    pub fn retry_due(
-        workflow_id: &WorkflowId,
-        batch: u32,
-        attempt: u32,
-        due_at: chrono::DateTime<chrono::Utc>,
-    ) -> Self {
-        Self {
-            batch: Some(batch),
-            attempt: Some(attempt),
-            due_at: Some(due_at),
-            ..Self::for_workflow("retry_due", workflow_id)
-        }
-    }
+    Poison::new(reason)
 }
 
 /// Parses one SQS message body.
@@ -178,79 +134,7 @@ fn parse_command(detail_type: &str, detail: &Map<String, Value>) -> Result<Messa
             "command event with detail-type `{detail_type}`"
         )));
     }
-    let cmd: CommandMessage = serde_json::from_value(Value::Object(detail.clone()))
-        .map_err(|e| poison(format!("malformed command: {e}")))?;
-    let need_wf = || {
-        cmd.workflow_id
-            .clone()
-            .ok_or_else(|| poison(format!("command `{}` needs workflow_id", cmd.command)))
-    };
-    let input = match cmd.command.as_str() {
-        "start" => Input::Start,
-        "cancel" => Input::Cancel {
-            reason: cmd.reason.clone(),
-        },
-        "redrive" => Input::Redrive,
-        "rebuild" => Input::Rebuild {
-            reason: cmd.reason.clone(),
-        },
-        "reconcile" if cmd.workflow_id.is_none() => return Ok(Message::ReconcileAll),
-        "reconcile" => Input::Reconcile,
-        "retry_due" => match (cmd.batch, cmd.attempt, cmd.due_at) {
-            (Some(batch), Some(attempt), Some(due_at)) => Input::RetryDue {
-                batch,
-                attempt,
-                due_at,
-            },
-            _ => {
-                return Err(poison(
-                    "command `retry_due` needs batch, attempt and due_at",
-                ));
-            }
-        },
-        other => return Err(poison(format!("unknown command `{other}`"))),
-    };
-    Ok(Message::Workflow {
-        workflow_id: need_wf()?,
-        input,
-    })
-}
-
-/// The EventBridge envelope for a command, as the CLI, the worker's retry timer and alert
-/// automations send it (also accepted verbatim as an SQS body by [`parse_message`]).
-pub fn command_envelope(cmd: &CommandMessage, now: DateTime<Utc>) -> Value {
-    command_envelope_in(cmd, now, None)
-}
-
-/// [`command_envelope`] with the region member set.
-pub fn command_envelope_in(
-    cmd: &CommandMessage,
-    now: DateTime<Utc>,
-    region: Option<&str>,
-) -> Value {
-    let mut env = json!({
-        "version": "0",
-        "id": envelope_id(cmd, now),
-        "detail-type": COMMAND_DETAIL_TYPE,
-        "source": COMMAND_SOURCE,
-        "time": crate::plan::rfc3339(now),
-        "resources": [],
-        "detail": cmd,
-    });
-    if let (Some(r), Value::Object(m)) = (region, &mut env) {
-        m.insert("region".to_owned(), Value::String(r.to_owned()));
-    }
-    env
-}
-
-/// Deterministic (core has no randomness): the command and its arguments plus the time.
-fn envelope_id(cmd: &CommandMessage, now: DateTime<Utc>) -> String {
-    let wf = cmd.workflow_id.as_ref().map_or("all", WorkflowId::as_str);
-    let mut id = format!("{}-{wf}-{}", cmd.command, now.timestamp_millis());
-    if let (Some(b), Some(a)) = (cmd.batch, cmd.attempt) {
-        id.push_str(&format!("-b{b}-a{a}"));
-    }
-    id
+    Ok(Command::from_detail(detail)?.into_message())
 }
 
 fn ignored(reason: String) -> Message {

@@ -5,6 +5,7 @@
 //! - [`duration`]: ISO-8601 durations (`P2M`, `P14D`, `PT12H`) with calendar-correct addition.
 //! - [`plan`]: splitting `[from, to)` into batch windows; per-window AppFlow filters.
 //! - [`event`]: parsing SQS bodies (AppFlow EventBridge envelopes, command events) or poison.
+//! - [`command`]: the commands workflows accept and their one wire form.
 //! - [`classify`]: transient vs permanent AppFlow error messages.
 //! - [`backoff`]: retry delays (exponential, full jitter derived deterministically).
 //! - [`model`]: the persisted workflow state.
@@ -14,6 +15,7 @@
 
 pub mod backoff;
 pub mod classify;
+pub mod command;
 pub mod decide;
 pub mod duration;
 pub mod effect;

@@ -105,12 +105,20 @@ pub enum SourceObject {
 /// Retry policy for transient batch failures: exponential backoff with full jitter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
-    /// Retries after the first attempt (default 3).
+    /// Retries after the first attempt (default 3, at most 20).
     pub max_retries: u32,
-    /// First backoff step in milliseconds (default 30 000).
+    /// First backoff step in milliseconds (default 30 000, at most [`Self::MAX_BASE_MS`]).
     pub base_ms: u64,
-    /// Backoff cap in milliseconds (default 900 000).
+    /// Backoff cap in milliseconds (default 900 000, at most [`Self::MAX_CAP_MS`]).
     pub cap_ms: u64,
+}
+
+impl RetryPolicy {
+    /// 1 h: a first retry later than that is an outage, better failed and redriven.
+    pub const MAX_BASE_MS: u64 = 3_600_000;
+    /// 24 h: a batch holds a concurrency slot while it waits, and its retry timer is a queue
+    /// message re-sent every 15 minutes; a day of waiting is already generous.
+    pub const MAX_CAP_MS: u64 = 86_400_000;
 }
 
 /// The continuous integration created after the backfill.
@@ -122,6 +130,11 @@ pub struct ContinuousSpec {
     /// Consecutive failed runs that make the integration degraded (default 3).
     pub degraded_threshold: u32,
 }
+
+/// Longest batch size and bulk threshold (P100Y): no backfill needs longer windows, and the
+/// bound keeps every `from + n × duration` the planner computes far inside chrono's range.
+pub const MAX_SPEC_DURATION: crate::duration::IsoDuration =
+    crate::duration::IsoDuration::months(1200);
 
 /// A validated workflow spec. Construct through `SpecInput::validate`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +150,9 @@ pub struct WorkflowSpec {
     pub fields: Vec<String>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+    /// At most [`MAX_SPEC_DURATION`].
     pub batch_size: crate::duration::IsoDuration,
+    /// At most [`MAX_SPEC_DURATION`].
     pub bulk_threshold: crate::duration::IsoDuration,
     /// Max batches running (or waiting to retry) at once.
     pub concurrency: u32,

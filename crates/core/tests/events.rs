@@ -1,7 +1,8 @@
 //! Fixture tests for `event::parse_message`, plus fuzzing: it must never panic.
 
 use chrono::{DateTime, Utc};
-use flowpilot_core::event::{CommandMessage, Message, command_envelope, parse_message};
+use flowpilot_core::command::Command;
+use flowpilot_core::event::{Message, parse_message};
 use flowpilot_core::ids::{FlowRole, WorkflowId};
 use flowpilot_core::input::{Input, RunReport};
 use proptest::prelude::*;
@@ -141,28 +142,49 @@ fn reconcile_without_workflow_is_global() {
 #[test]
 fn every_command_round_trips_through_its_envelope() {
     let now = t("2026-01-01T00:00:00Z");
-    let mut retry = CommandMessage::for_workflow("retry_due", &acme());
-    (retry.batch, retry.attempt, retry.due_at) = (Some(1), Some(2), Some(now));
+    let workflow_id = acme();
     let cases = [
-        (CommandMessage::for_workflow("start", &acme()), Input::Start),
         (
-            CommandMessage::for_workflow("cancel", &acme()),
+            Command::Start {
+                workflow_id: workflow_id.clone(),
+            },
+            Input::Start,
+        ),
+        (
+            Command::Cancel {
+                workflow_id: workflow_id.clone(),
+                reason: None,
+            },
             Input::Cancel { reason: None },
         ),
         (
-            CommandMessage::for_workflow("redrive", &acme()),
+            Command::Redrive {
+                workflow_id: workflow_id.clone(),
+                reason: None,
+            },
             Input::Redrive,
         ),
         (
-            CommandMessage::for_workflow("rebuild", &acme()),
+            Command::Rebuild {
+                workflow_id: workflow_id.clone(),
+                reason: None,
+            },
             Input::Rebuild { reason: None },
         ),
         (
-            CommandMessage::for_workflow("reconcile", &acme()),
+            Command::Reconcile {
+                workflow_id: workflow_id.clone(),
+                reason: None,
+            },
             Input::Reconcile,
         ),
         (
-            retry,
+            Command::RetryDue {
+                workflow_id: workflow_id.clone(),
+                batch: 1,
+                attempt: 2,
+                due_at: now,
+            },
             Input::RetryDue {
                 batch: 1,
                 attempt: 2,
@@ -171,7 +193,7 @@ fn every_command_round_trips_through_its_envelope() {
         ),
     ];
     for (cmd, want) in cases {
-        let env = command_envelope(&cmd, now);
+        let env = cmd.envelope(now);
         assert_eq!(env["detail-type"], "Workflow Command");
         assert_eq!(env["source"], "flowpilot.command");
         assert_eq!(env["resources"], serde_json::json!([]));

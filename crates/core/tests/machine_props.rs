@@ -1,6 +1,10 @@
 //! State-machine property test: `decide` driven by a fake AppFlow / Customer Profiles and a
 //! hostile scheduler (duplicates, reordering, late events of old attempts, early and duplicated
-//! retry timers, crashes between commit and effects, Applied delivered twice).
+//! retry timers, crashes between commit and effects, Applied delivered twice, flaky AWS calls).
+//!
+//! The fake shell executes the outbox through the worker's own contract
+//! (`effect::outcome_of`, `Executed::push`): a transient failure stops execution and leaves the
+//! effect in the outbox for a later drain, exactly as in production.
 //!
 //! Invariants checked after every committed transition, then after a fair drain:
 //! - never more than K batches running (or holding a retry slot);
@@ -10,17 +14,25 @@
 //! - PutIntegration once per link generation, generation 1 from `to` (or `from` without bulk);
 //! - each health event_id in at most one transition;
 //! - the outbox contract (minus applied keys, plus new effects; version + 1);
-//! - eventually failed, cancelled, live or degraded.
+//! - an effect that failed transiently is still in the outbox after its results were applied,
+//!   and a later drain executes it to an outcome;
+//! - eventually failed, cancelled, live or degraded;
+//! - no panic and a persisted form that loads back, also for extreme specs: every validated
+//!   maximum over a ten-thousand-year range, retry policies stored before the bounds existed,
+//!   and a clock at the end of chrono's range.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use flowpilot_core::decide::{Policy, decide};
-use flowpilot_core::effect::{EffectError, EffectKind, Outcome, Trigger};
+use flowpilot_core::effect::{
+    Effect, EffectError, EffectKey, EffectKind, Executed, LiveStep, Outcome, Step, Trigger,
+    outcome_of,
+};
 use flowpilot_core::ids::{FlowRole, WorkflowId};
 use flowpilot_core::input::{Input, RunReport};
 use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
-use flowpilot_core::spec::SpecInput;
+use flowpilot_core::spec::{SpecInput, parse_timestamp};
 use proptest::prelude::*;
 
 /// splitmix64: the fake's own randomness, seeded by proptest.
@@ -65,6 +77,33 @@ fn arb_action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// Specs and clocks at the edges of what the core accepts (DESIGN.md §3: input must never make
+/// `decide` panic).
+#[derive(Clone, Copy, Debug, Default)]
+struct Extreme {
+    /// Every validated maximum: retry base and cap, retries, concurrency, degraded threshold,
+    /// batch size and bulk threshold, over years 0001-9999.
+    maxima: bool,
+    /// Retry base and cap of `u64::MAX` ms and `u32::MAX` retries, as a spec stored before the
+    /// bounds existed may hold (bypasses validation).
+    legacy_retry: bool,
+    /// `now` a day before chrono's last instant, so every `now + delay` would overflow.
+    far_future: bool,
+}
+
+fn arb_extreme() -> impl Strategy<Value = Extreme> {
+    prop_oneof![
+        85 => Just(Extreme::default()),
+        15 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(maxima, legacy_retry, far_future)| Extreme {
+                maxima,
+                legacy_retry,
+                far_future,
+            }
+        ),
+    ]
+}
+
 #[derive(Clone, Debug)]
 struct Case {
     batches: u32,
@@ -76,6 +115,7 @@ struct Case {
     actions: Vec<Action>,
     /// Cancel after this many actions (in some cases only, so most runs reach the end).
     cancel_at: Option<usize>,
+    extreme: Extreme,
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -88,9 +128,20 @@ fn arb_case() -> impl Strategy<Value = Case> {
         any::<u64>(),
         prop::collection::vec(arb_action(), 20..160),
         prop::option::weighted(0.15, 0usize..160),
+        arb_extreme(),
     )
         .prop_map(
-            |(batches, concurrency, max_retries, bulk, auto_rebuild, seed, actions, cancel_at)| {
+            |(
+                batches,
+                concurrency,
+                max_retries,
+                bulk,
+                auto_rebuild,
+                seed,
+                actions,
+                cancel_at,
+                extreme,
+            )| {
                 Case {
                     batches,
                     concurrency,
@@ -100,6 +151,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     seed,
                     actions,
                     cancel_at,
+                    extreme,
                 }
             },
         )
@@ -129,13 +181,17 @@ struct World {
     put_generations: BTreeSet<u32>,
     ever_succeeded: BTreeSet<u32>,
     transitions: u64,
+    /// Effects whose execution stopped on a transient failure at least once.
+    stopped: BTreeSet<EffectKey>,
+    /// Effects whose outcome was applied.
+    recorded: BTreeSet<EffectKey>,
 }
 
 impl World {
     fn new(case: &Case) -> Self {
         let from = t0();
         let to = from + TimeDelta::days(30 * i64::from(case.batches));
-        let spec = SpecInput {
+        let mut input = SpecInput {
             domain: Some("acme".into()),
             object_type: Some("Account".into()),
             connector: Some("salesforce".into()),
@@ -152,13 +208,35 @@ impl World {
             auto_rebuild: Some(case.auto_rebuild),
             degraded_threshold: Some(2),
             ..Default::default()
+        };
+        let x = case.extreme;
+        if x.maxima {
+            // 100 windows of a century; bulk, as the range is longer than the threshold.
+            input.from = Some("0001-01-01".into());
+            input.to = Some("9999-12-31T23:59:59.999Z".into());
+            input.batch_size = Some("P100Y".into());
+            input.bulk_threshold = Some(if case.bulk { "PT1H" } else { "P100Y" }.into());
+            input.concurrency = Some(100);
+            input.max_retries = Some(20);
+            input.retry_base = Some("1h".into());
+            input.retry_cap = Some("24h".into());
+            input.degraded_threshold = Some(100);
         }
-        .validate(to)
-        .unwrap();
-        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, to);
+        let now = if x.far_future {
+            DateTime::<Utc>::MAX_UTC - TimeDelta::days(1)
+        } else {
+            to.max(input.to.as_deref().and_then(parse_timestamp).unwrap_or(to))
+        };
+        let mut spec = input.validate(now).unwrap();
+        if x.legacy_retry {
+            spec.retry.base_ms = u64::MAX;
+            spec.retry.cap_ms = u64::MAX;
+            spec.retry.max_retries = u32::MAX;
+        }
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
         Self {
             wf,
-            now: to,
+            now,
             rng: Rng(case.seed),
             policy: Policy::default(),
             pool: vec![Input::Start],
@@ -170,13 +248,15 @@ impl World {
             put_generations: BTreeSet::new(),
             ever_succeeded: BTreeSet::new(),
             transitions: 0,
+            stopped: BTreeSet::new(),
+            recorded: BTreeSet::new(),
         }
     }
 
     /// Feeds one input and checks every per-transition invariant. Returns whether it changed.
     fn feed(&mut self, input: Input) -> bool {
-        let applied: BTreeSet<String> = match &input {
-            Input::Applied(o) => o.iter().map(|o| o.key().to_owned()).collect(),
+        let applied: BTreeSet<EffectKey> = match &input {
+            Input::Applied(o) => o.iter().map(|o| o.key().clone()).collect(),
             _ => BTreeSet::new(),
         };
         let before = self.wf.clone();
@@ -216,7 +296,7 @@ impl World {
             running <= k && in_flight <= k,
             "{in_flight} in flight, K = {k}"
         );
-        let max_starts = 1 + before.spec.retry.max_retries;
+        let max_starts = before.spec.retry.max_retries.saturating_add(1);
         for (b, prev) in next.batches.iter().zip(&before.batches) {
             assert!(
                 b.attempt - b.budget_base <= max_starts,
@@ -266,7 +346,7 @@ impl World {
                         "generation {generation} links a flow it did not create"
                     );
                 }
-                EffectKind::CreateFlow { flow } if e.key.starts_with("live/") => {
+                EffectKind::CreateFlow { flow } if matches!(e.key, EffectKey::Live { .. }) => {
                     let Trigger::Scheduled {
                         first_execution_from,
                         ..
@@ -279,7 +359,7 @@ impl World {
                     } else {
                         next.spec.from
                     };
-                    if e.key.starts_with("live/g1/") {
+                    if e.key == EffectKey::live(1, LiveStep::Create) {
                         assert_eq!(first_execution_from, base);
                     } else {
                         assert!(first_execution_from >= base);
@@ -302,6 +382,14 @@ impl World {
         true
     }
 
+    /// Moves the clock on, stopping at chrono's last instant.
+    fn advance(&mut self, by: TimeDelta) {
+        self.now = self
+            .now
+            .checked_add_signed(by)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    }
+
     fn ever_succeeded_before(&self, before: &Workflow, i: u32) -> bool {
         before
             .batches
@@ -309,96 +397,156 @@ impl World {
             .is_some_and(|b| b.status == BatchStatus::Succeeded)
     }
 
-    /// The shell: executes every outbox effect against the fake, returns the outcomes.
-    fn execute(&mut self) -> Vec<Outcome> {
-        let effects = self.wf.outbox.clone();
-        let mut out = Vec::new();
-        for e in effects {
-            let key = e.key.clone();
-            let outcome = match e.kind {
-                EffectKind::CreateFlow { .. } if self.rng.pct() < 3 => Outcome::Failed {
-                    key,
-                    error: EffectError {
-                        code: if self.rng.pct() < 50 {
-                            "ResourceNotFoundException"
-                        } else {
-                            "InternalServerException"
-                        }
-                        .into(),
-                        message: "fake".into(),
-                        permanent: self.rng.pct() < 50,
-                    },
-                },
-                EffectKind::StartFlow {
-                    flow_name,
-                    client_token,
-                    role: FlowRole::Batch(i),
-                    attempt,
-                } => {
-                    let exec = self.start_run(&flow_name, client_token, i);
-                    Outcome::Started {
-                        key,
-                        role: FlowRole::Batch(i),
-                        attempt,
-                        execution_id: Some(exec),
-                    }
-                }
-                EffectKind::StartFlow { role, attempt, .. } => Outcome::Started {
-                    key,
-                    role,
-                    attempt,
-                    execution_id: None,
-                },
-                EffectKind::PutIntegration { generation, .. } => {
-                    if self.rng.pct() < 5 {
-                        let permanent = self.rng.pct() < 30;
-                        Outcome::Failed {
-                            key,
-                            error: EffectError {
-                                code: "Throttling".into(),
-                                message: "fake".into(),
-                                permanent,
-                            },
-                        }
-                    } else {
-                        Outcome::Linked {
-                            key,
-                            generation,
-                            uri: format!("arn:live:{generation}"),
-                        }
-                    }
-                }
-                EffectKind::DescribeRun {
-                    role,
-                    attempt,
-                    execution_id,
-                    ..
-                } => {
-                    let run = execution_id.and_then(|id| self.runs.get(&id).cloned());
-                    Outcome::Described {
-                        key,
-                        role,
-                        attempt,
-                        run,
-                    }
-                }
-                EffectKind::ScheduleRetry {
-                    batch,
-                    attempt,
-                    due_at,
-                } => {
-                    self.pool.push(Input::RetryDue {
-                        batch,
-                        attempt,
-                        due_at,
-                    });
-                    Outcome::Done { key }
-                }
-                _ => Outcome::Done { key },
-            };
-            out.push(outcome);
+    /// The shell: executes the outbox in order against the fake, stopping at the first
+    /// transient failure, through the same contract as the worker's shell.
+    fn execute(&mut self) -> Executed {
+        let mut executed = Executed::default();
+        for e in self.wf.outbox.clone() {
+            let step = self.call(&e);
+            if !executed.push(&e.key, step) {
+                break;
+            }
         }
-        out
+        executed
+    }
+
+    /// Executes the outbox and, unless the shell "crashes" first, applies the outcomes
+    /// (twice if asked); then checks the transient-failure half of the protocol.
+    fn execute_and_apply(&mut self, crash: bool, applied_twice: bool) {
+        let Executed { outcomes, stopped } = self.execute();
+        if !crash && !outcomes.is_empty() {
+            self.recorded
+                .extend(outcomes.iter().map(|o| o.key().clone()));
+            self.feed(Input::Applied(outcomes.clone()));
+            if applied_twice {
+                self.feed(Input::Applied(outcomes));
+            }
+        }
+        if let Some((key, error)) = stopped {
+            assert!(!error.permanent, "{key} stopped on a permanent error");
+            assert!(
+                self.wf.outbox.iter().any(|e| e.key == key),
+                "{key} failed transiently but left the outbox"
+            );
+            self.stopped.insert(key);
+        }
+    }
+
+    /// An AWS failure that retrying can fix, `pct` percent of the time.
+    fn flaky(&mut self, pct: u64) -> Result<(), EffectError> {
+        if self.rng.pct() < pct {
+            return Err(EffectError {
+                code: "InternalServerException".into(),
+                message: "fake: try again".into(),
+                permanent: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// A failure retrying cannot fix, `pct` percent of the time.
+    fn broken(&mut self, pct: u64, code: &str) -> Result<(), EffectError> {
+        if self.rng.pct() < pct {
+            return Err(EffectError {
+                code: code.into(),
+                message: "fake".into(),
+                permanent: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// One adapter call against the fake AWS, its answer mapped by `outcome_of`.
+    fn call(&mut self, e: &Effect) -> Step {
+        let key = &e.key;
+        let done = |()| Outcome::Done { key: key.clone() };
+        match &e.kind {
+            EffectKind::CreateFlow { .. } => {
+                let r = self
+                    .broken(2, "ResourceNotFoundException")
+                    .and_then(|()| self.flaky(5));
+                outcome_of(key, r, done)
+            }
+            EffectKind::StartFlow {
+                flow_name,
+                client_token,
+                role: FlowRole::Batch(i),
+                attempt,
+            } => {
+                let r = self.flaky(4).and_then(|()| {
+                    let exec = self.start_run(flow_name, client_token.clone(), *i);
+                    // The run started but the answer was lost: the drain starts it again
+                    // with the same client token.
+                    self.flaky(3).map(|()| exec)
+                });
+                outcome_of(key, r, |exec| Outcome::Started {
+                    key: key.clone(),
+                    role: FlowRole::Batch(*i),
+                    attempt: *attempt,
+                    execution_id: Some(exec),
+                })
+            }
+            EffectKind::StartFlow { role, attempt, .. } => {
+                let r = self.flaky(4);
+                outcome_of(key, r, |()| Outcome::Started {
+                    key: key.clone(),
+                    role: *role,
+                    attempt: *attempt,
+                    execution_id: None,
+                })
+            }
+            EffectKind::PutIntegration { generation, .. } => {
+                let r = self
+                    .broken(2, "AccessDeniedException")
+                    .and_then(|()| self.flaky(5));
+                outcome_of(key, r, |()| Outcome::Linked {
+                    key: key.clone(),
+                    generation: *generation,
+                    uri: format!("arn:live:{generation}"),
+                })
+            }
+            EffectKind::DescribeRun {
+                role,
+                attempt,
+                execution_id,
+                ..
+            } => {
+                let r = self.flaky(4).map(|()| {
+                    execution_id
+                        .as_ref()
+                        .and_then(|id| self.runs.get(id).cloned())
+                });
+                outcome_of(key, r, |run| Outcome::Described {
+                    key: key.clone(),
+                    role: *role,
+                    attempt: *attempt,
+                    run,
+                })
+            }
+            EffectKind::ScheduleRetry {
+                batch,
+                attempt,
+                due_at,
+            } => {
+                let r = self.flaky(4).and_then(|()| {
+                    self.pool.push(Input::RetryDue {
+                        batch: *batch,
+                        attempt: *attempt,
+                        due_at: *due_at,
+                    });
+                    // Sent, but the answer was lost: the timer is sent twice.
+                    self.flaky(2)
+                });
+                outcome_of(key, r, done)
+            }
+            EffectKind::CancelRun { .. }
+            | EffectKind::DeleteFlow { .. }
+            | EffectKind::DeleteIntegration { .. }
+            | EffectKind::Publish { .. } => {
+                let r = self.flaky(4);
+                outcome_of(key, r, done)
+            }
+        }
     }
 
     /// AppFlow StartFlow: the same client token never launches a second run.
@@ -501,10 +649,7 @@ impl World {
             {
                 return;
             }
-            let outcomes = self.execute();
-            if !outcomes.is_empty() {
-                self.feed(Input::Applied(outcomes));
-            }
+            self.execute_and_apply(false, false);
             let pool = std::mem::take(&mut self.pool);
             for input in pool {
                 if let Input::RetryDue { due_at, .. } = &input
@@ -515,7 +660,23 @@ impl World {
                 }
                 self.feed(input);
             }
-            self.now += TimeDelta::minutes(2);
+            self.advance(TimeDelta::minutes(2));
+            // Nothing happens between now and the next retry timer but reconcile ticks:
+            // skipping there keeps day-long backoffs within the drain's bound.
+            let next_due = self
+                .pool
+                .iter()
+                .filter_map(|m| match m {
+                    Input::RetryDue { due_at, .. } => Some(*due_at),
+                    _ => None,
+                })
+                .min();
+            if let Some(due) = next_due
+                && due > self.now
+                && self.wf.outbox.is_empty()
+            {
+                self.now = due;
+            }
             self.feed(Input::Reconcile);
         }
         panic!(
@@ -538,16 +699,8 @@ proptest! {
             match action {
                 Action::Deliver(i) => w.deliver(*i, false),
                 Action::Duplicate(i) => w.deliver(*i, true),
-                Action::Execute { crash, applied_twice } => {
-                    let outcomes = w.execute();
-                    if !crash && !outcomes.is_empty() {
-                        w.feed(Input::Applied(outcomes.clone()));
-                        if *applied_twice {
-                            w.feed(Input::Applied(outcomes));
-                        }
-                    }
-                }
-                Action::Advance(s) => w.now += TimeDelta::seconds(i64::from(*s)),
+                Action::Execute { crash, applied_twice } => w.execute_and_apply(*crash, *applied_twice),
+                Action::Advance(s) => w.advance(TimeDelta::seconds(i64::from(*s))),
                 Action::Reconcile => { w.feed(Input::Reconcile); }
                 Action::Redrive => { w.feed(Input::Redrive); }
                 Action::Rebuild => { w.feed(Input::Rebuild { reason: None }); }
@@ -563,5 +716,12 @@ proptest! {
             prop_assert!(w.wf.batches.iter().all(|b| b.status == BatchStatus::Succeeded));
             prop_assert!(w.put_generations.contains(&1));
         }
+        // Every effect that failed transiently was executed again, to an outcome.
+        let never_rerun: Vec<_> = w.stopped.difference(&w.recorded).collect();
+        prop_assert!(never_rerun.is_empty(), "never executed again: {:?}", never_rerun);
+        // What the store writes reads back as the same workflow, whatever the extremes.
+        let stored = serde_json::to_string(&w.wf).unwrap();
+        let loaded: Workflow = serde_json::from_str(&stored).unwrap();
+        prop_assert_eq!(loaded, w.wf);
     }
 }

@@ -1,5 +1,6 @@
 //! Planner properties: exact cover of `[from, to)`, no gap, no overlap, no window longer than
-//! the batch size, filters that tile the millisecond line.
+//! the batch size, filters that tile the millisecond line; no panic anywhere in chrono's range
+//! with any duration, and every spec at the validation bounds plans.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use flowpilot_core::duration::IsoDuration;
@@ -29,6 +30,30 @@ fn arb_instant() -> impl Strategy<Value = DateTime<Utc>> {
     // 2000-01-01 .. 2030-01-01, at millisecond resolution (month ends and leap days included).
     (946_684_800_000i64..1_893_456_000_000)
         .prop_map(|ms| DateTime::from_timestamp_millis(ms).unwrap())
+}
+
+/// Any instant chrono can represent, at millisecond resolution.
+fn arb_any_instant() -> impl Strategy<Value = DateTime<Utc>> {
+    let (lo, hi) = (
+        DateTime::<Utc>::MIN_UTC.timestamp_millis(),
+        DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+    );
+    prop_oneof![lo..=hi, Just(lo), Just(hi), (hi - 86_400_000 * 400)..=hi,]
+        .prop_map(|ms| DateTime::from_timestamp_millis(ms).unwrap())
+}
+
+/// Any duration the type can hold, biased to the extremes.
+fn arb_any_duration() -> impl Strategy<Value = IsoDuration> {
+    let months = prop_oneof![Just(0u32), Just(1200), Just(u32::MAX), any::<u32>()];
+    let days = prop_oneof![Just(0u32), Just(u32::MAX), any::<u32>()];
+    let seconds = prop_oneof![Just(0u64), Just(1), Just(u64::MAX), any::<u64>()];
+    (months, days, seconds)
+        .prop_filter("zero", |(m, d, s)| *m > 0 || *d > 0 || *s > 0)
+        .prop_map(|(months, days, seconds)| IsoDuration {
+            months,
+            days,
+            seconds,
+        })
 }
 
 /// Longest possible span of `d` (31-day months).
@@ -103,5 +128,62 @@ proptest! {
             next_lower = upper_exclusive_ms - 1;
         }
         prop_assert_eq!(next_lower + 1, spec.to.timestamp_millis());
+    }
+
+    #[test]
+    fn windows_never_panic_anywhere_in_chronos_range(
+        a in arb_any_instant(),
+        b in arb_any_instant(),
+        batch in arb_any_duration(),
+    ) {
+        let (from, to) = (a.min(b), a.max(b));
+        if let Some(ws) = windows(from, to, batch, 500) {
+            // Whatever it returns still tiles the range.
+            if from < to {
+                prop_assert_eq!(ws[0].start, from);
+                prop_assert_eq!(ws[ws.len() - 1].end, to);
+            }
+            for pair in ws.windows(2) {
+                prop_assert_eq!(pair[0].end, pair[1].start);
+            }
+        }
+    }
+
+    #[test]
+    fn specs_at_the_validation_bounds_plan_without_panicking(
+        from_year in 1u32..=9998,
+        years in 1u32..=9999,
+        batch_years in 1u32..=100,
+        threshold in prop_oneof![Just("PT1H".to_owned()), Just("P100Y".to_owned()), Just("P60D".to_owned())],
+        connector in prop_oneof![Just("salesforce"), Just("zendesk")],
+    ) {
+        let to_year = (from_year + years).min(9999);
+        let spec = SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some(connector.into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some(format!("{from_year:04}-01-01")),
+            to: Some(format!("{to_year:04}-12-31T23:59:59.999Z")),
+            batch_size: Some(format!("P{batch_years}Y")),
+            bulk_threshold: Some(threshold),
+            retry_base: Some("1h".into()),
+            retry_cap: Some("24h".into()),
+            max_retries: Some(20),
+            concurrency: Some(100),
+            degraded_threshold: Some(100),
+            ..Default::default()
+        };
+        let now = DateTime::<Utc>::MAX_UTC;
+        // Too many batches for the batch size is a validation problem, not a panic.
+        let Ok(spec) = spec.validate(now) else {
+            return Ok(());
+        };
+        let p = plan(&spec);
+        for w in &p.batches {
+            let _ = filter_for(&spec, w);
+            prop_assert!(w.start < w.end);
+        }
     }
 }

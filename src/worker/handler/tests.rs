@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use chrono::TimeDelta;
-use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome};
+use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome, outcome_of};
 use flowpilot_core::model::WorkflowStatus;
 use flowpilot_core::spec::SpecInput;
 
@@ -36,7 +36,7 @@ fn workflow(id: &str) -> Workflow {
 struct FakeShell {
     fail_kind: Option<&'static str>,
     executed: Mutex<Vec<Effect>>,
-    sent: Mutex<Vec<(CommandMessage, Duration)>>,
+    sent: Mutex<Vec<(Command, Duration)>>,
 }
 
 fn kind(e: &Effect) -> &'static str {
@@ -52,19 +52,17 @@ impl Shell for FakeShell {
     async fn execute(&self, _wf: &Workflow, effects: &[Effect]) -> Executed {
         let mut out = Executed::default();
         for e in effects {
-            if Some(kind(e)) == self.fail_kind {
-                out.stopped = Some((
-                    e.key.clone(),
-                    EffectError {
-                        code: "InternalServerException".into(),
-                        message: "try later".into(),
-                        permanent: false,
-                    },
-                ));
-                return out;
-            }
-            self.executed.lock().unwrap().push(e.clone());
-            out.outcomes.push(match &e.kind {
+            let result = if Some(kind(e)) == self.fail_kind {
+                Err(EffectError {
+                    code: "InternalServerException".into(),
+                    message: "try later".into(),
+                    permanent: false,
+                })
+            } else {
+                self.executed.lock().unwrap().push(e.clone());
+                Ok(())
+            };
+            let step = outcome_of(&e.key, result, |()| match &e.kind {
                 EffectKind::StartFlow { role, attempt, .. } => Outcome::Started {
                     key: e.key.clone(),
                     role: *role,
@@ -73,11 +71,14 @@ impl Shell for FakeShell {
                 },
                 _ => Outcome::Done { key: e.key.clone() },
             });
+            if !out.push(&e.key, step) {
+                break;
+            }
         }
         out
     }
 
-    async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
+    async fn send_command(&self, cmd: &Command, delay: Duration) -> Result<(), QueueError> {
         self.sent.lock().unwrap().push((cmd.clone(), delay));
         Ok(())
     }
@@ -131,7 +132,10 @@ async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_a_reconcil
     );
     let sent = shell.sent.lock().unwrap();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].0.command, "reconcile");
+    assert!(
+        matches!(&sent[0].0, Command::Reconcile { workflow_id, .. } if *workflow_id == wf.id),
+        "{sent:?}"
+    );
     assert_eq!(sent[0].1, RECONCILE_DELAY);
 }
 
@@ -212,7 +216,17 @@ async fn a_retry_that_is_not_due_is_delayed_again() {
         .unwrap();
     assert_eq!(r, Handled::Redelayed);
     let sent = shell.sent.lock().unwrap().clone();
-    assert_eq!(sent[0].0.command, "retry_due");
+    assert!(
+        matches!(
+            sent[0].0,
+            Command::RetryDue {
+                batch: 0,
+                attempt: 2,
+                ..
+            }
+        ),
+        "{sent:?}"
+    );
     assert!(sent[0].1 > Duration::from_secs(2300), "{:?}", sent[0].1);
     assert_eq!(store.load(&wf.id).await.unwrap().unwrap().version, 0);
 }

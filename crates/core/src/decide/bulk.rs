@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Ctx;
 use super::health::Draft;
 use crate::backoff::retry_delay;
 use crate::classify::classify;
-use crate::effect::{EffectKind, FlowDefinition, Trigger};
+use crate::effect::{AttemptStep, EffectKey, EffectKind, FlowDefinition, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, MANAGED_TAG_KEY, MANAGED_TAG_VALUE, batch_token, flow_name};
 use crate::input::RunReport;
@@ -73,7 +73,7 @@ pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
     let Some(b) = cx.wf.batches.get_mut(idx) else {
         return;
     };
-    b.attempt += 1;
+    b.attempt = b.attempt.saturating_add(1);
     b.status = BatchStatus::Running;
     b.execution_id = None;
     b.started_at = Some(now);
@@ -85,11 +85,11 @@ pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
     };
     let name = flow.name.clone();
     cx.effect(
-        format!("b{i}/a{attempt}/create"),
+        EffectKey::attempt(i, attempt, AttemptStep::Create),
         EffectKind::CreateFlow { flow },
     );
     cx.effect(
-        format!("b{i}/a{attempt}/start"),
+        EffectKey::attempt(i, attempt, AttemptStep::Start),
         EffectKind::StartFlow {
             flow_name: name,
             client_token: batch_token(&cx.wf.id, i, attempt),
@@ -106,11 +106,12 @@ fn batch_flow(wf: &Workflow, idx: usize) -> Option<FlowDefinition> {
         name: flow_name(&wf.id, FlowRole::Batch(b.index)),
         client_token: format!("{}:create", batch_token(&wf.id, b.index, b.attempt)),
         // AppFlow's description pattern allows no ':' or brackets: epoch ms, not RFC 3339.
+        // Batches are numbered from 0 everywhere, as in the flow name (`-b0002` is batch 2).
         description: format!(
-            "flowpilot workflow {} batch {} of {}, window {} to {} epoch ms",
+            "flowpilot workflow {} batch {} of batches 0 to {}, window {} to {} epoch ms",
             wf.id,
-            b.index + 1,
-            wf.batches.len(),
+            b.index,
+            wf.batches.len().saturating_sub(1),
             b.window.start.timestamp_millis(),
             b.window.end.timestamp_millis()
         ),
@@ -172,7 +173,7 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     let (i, attempt) = (b.index, b.attempt);
     let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
     cx.effect(
-        format!("b{i}/delete"),
+        EffectKey::BatchFlowDelete { batch: i },
         EffectKind::DeleteFlow {
             flow_name: name.clone(),
         },
@@ -207,14 +208,19 @@ pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
     d.attempt = Some(attempt);
     d.flow_name = Some(name);
     d.error = Some(err.clone());
-    if err.transient && backfilling && starts_this_round < 1 + max_retries {
+    if err.transient && backfilling && starts_this_round < max_retries.saturating_add(1) {
         let delay = retry_delay(&cx.wf.spec.retry, &cx.wf.id, i, attempt);
-        let due = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+        // The delay is at most a day, so this saturates only within a day of chrono's last
+        // instant: "never" is the only due time left there.
+        let due = TimeDelta::from_std(delay)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let b = &mut cx.wf.batches[idx];
         b.status = BatchStatus::RetryWait;
         b.retry_at = Some(due);
         cx.effect(
-            format!("b{i}/a{attempt}/retry"),
+            EffectKey::attempt(i, attempt, AttemptStep::Retry),
             EffectKind::ScheduleRetry {
                 batch: i,
                 attempt,
@@ -268,7 +274,7 @@ pub(super) fn redrive(cx: &mut Ctx) {
     if cx.wf.status != WorkflowStatus::Failed {
         return;
     }
-    cx.wf.redrives += 1;
+    cx.wf.redrives = cx.wf.redrives.saturating_add(1);
     cx.wf.last_error = None;
     if cx.wf.bulk
         && cx

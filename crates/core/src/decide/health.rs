@@ -41,8 +41,12 @@ impl Draft {
             .iter()
             .filter(|b| b.status == BatchStatus::Succeeded)
             .count();
-        let records = wf.batches.iter().map(|b| b.records).sum::<u64>()
-            + wf.live.as_ref().map_or(0, |l| l.records);
+        // Record counts are AppFlow's numbers: saturate rather than overflow on absurd ones.
+        let records = wf
+            .batches
+            .iter()
+            .fold(0u64, |sum, b| sum.saturating_add(b.records))
+            .saturating_add(wf.live.as_ref().map_or(0, |l| l.records));
         HealthEvent {
             kind: self.kind,
             detail: HealthDetail {

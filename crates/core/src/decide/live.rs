@@ -1,7 +1,7 @@
 //! The continuous integration: linking it after the backfill, watching its runs
 //! (live ⇄ degraded), rebuilding it.
 //!
-//! Every link attempt is a new *generation* (1 for the first link, +1 per retry or rebuild): its
+//! Every link attempt is a new *generation* (1 for the first link, +1 per redrive or rebuild): its
 //! PutIntegration, client token and effect keys carry the number, so a late answer for an older
 //! generation is recognisably stale. The live flow keeps one name (`fp-{id}-live`) so the
 //! EventBridge rule's prefix still matches.
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::Ctx;
 use super::bulk::{fail_workflow, managed_tags};
 use super::health::Draft;
-use crate::effect::{EffectError, EffectKind, FlowDefinition, Trigger};
+use crate::effect::{EffectKey, EffectKind, FlowDefinition, LiveStep, PermanentError, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, flow_name, live_token};
 use crate::input::RunReport;
@@ -54,7 +54,7 @@ pub(super) fn begin_link(cx: &mut Ctx) {
         last_error: None,
         recent_execution_ids: Vec::new(),
     });
-    live.generation += 1;
+    live.generation = live.generation.saturating_add(1);
     live.first_execution_from = from;
     live.consecutive_failures = 0;
     let g = live.generation;
@@ -67,13 +67,13 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     let domain = cx.wf.spec.domain.clone();
     if let Some(uri) = old_uri {
         cx.effect(
-            format!("live/g{g}/delete-integration"),
+            EffectKey::live(g, LiveStep::DeleteIntegration),
             EffectKind::DeleteIntegration { domain, uri },
         );
     }
     if g > 1 {
         cx.effect(
-            format!("live/g{g}/delete-flow"),
+            EffectKey::live(g, LiveStep::DeleteFlow),
             EffectKind::DeleteFlow {
                 flow_name: name.clone(),
             },
@@ -84,9 +84,12 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     // Customer Profiles call appflow:CreateFlow with the caller's permissions and no request
     // tags, which the worker role's tag-conditioned statements refuse (README, "IAM").
     let flow = live_flow(cx, from, g);
-    cx.effect(format!("live/g{g}/create"), EffectKind::CreateFlow { flow });
     cx.effect(
-        format!("live/g{g}/put"),
+        EffectKey::live(g, LiveStep::Create),
+        EffectKind::CreateFlow { flow },
+    );
+    cx.effect(
+        EffectKey::live(g, LiveStep::Put),
         EffectKind::PutIntegration {
             domain: cx.wf.spec.domain.clone(),
             object_type: cx.wf.spec.object_type.clone(),
@@ -147,7 +150,7 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
     let name = live.flow_name.clone();
     cx.wf.status = WorkflowStatus::Live;
     cx.effect(
-        format!("live/g{generation}/start"),
+        EffectKey::live(generation, LiveStep::Start),
         EffectKind::StartFlow {
             flow_name: name.clone(),
             client_token: live_token(&cx.wf.id, generation),
@@ -165,10 +168,9 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
     cx.publish(d);
 }
 
-/// Creating the live flow or PutIntegration failed after the shell's retries. Permanent: the
-/// workflow fails (redrive retries the link). Transient: recorded; the reconciler issues a new
-/// generation.
-pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
+/// Creating the live flow or PutIntegration failed for good: the workflow fails, and a
+/// redrive links again with a new generation.
+pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &PermanentError) {
     let linking = matches!(
         cx.wf.status,
         WorkflowStatus::Linking | WorkflowStatus::Rebuilding
@@ -184,16 +186,14 @@ pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
             "linking the continuous integration (flow `{}`, domain `{}`, object type `{}`): {}: {}",
             live.flow_name, cx.wf.spec.domain, cx.wf.spec.object_type, error.code, error.message
         ),
-        transient: !error.permanent,
+        transient: false,
     };
     live.last_error = Some(err.clone());
-    if error.permanent {
-        fail_workflow(cx, err);
-    }
+    fail_workflow(cx, err);
 }
 
-/// Activating the live flow failed: the integration is linked but will not run.
-pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
+/// Activating the live flow failed for good: the integration is linked but will not run.
+pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &PermanentError) {
     if cx
         .wf
         .live
@@ -210,7 +210,7 @@ pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &EffectError) {
         cx,
         ErrorInfo {
             message,
-            transient: !error.permanent,
+            transient: false,
         },
     );
 }
@@ -235,8 +235,11 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
         live.recent_execution_ids.drain(..excess);
     }
     if report.succeeded {
-        live.runs_succeeded += 1;
-        live.records += report.records_processed.unwrap_or(0);
+        live.runs_succeeded = live.runs_succeeded.saturating_add(1);
+        // Counts come from AppFlow's events: any u64 can arrive.
+        live.records = live
+            .records
+            .saturating_add(report.records_processed.unwrap_or(0));
         live.consecutive_failures = 0;
         live.last_error = None;
         if let Some(end) = report.pull_end {
@@ -259,8 +262,8 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
             transient: crate::classify::classify(&message).is_transient(),
             message,
         };
-        live.runs_failed += 1;
-        live.consecutive_failures += 1;
+        live.runs_failed = live.runs_failed.saturating_add(1);
+        live.consecutive_failures = live.consecutive_failures.saturating_add(1);
         live.last_error = Some(err.clone());
         if live.consecutive_failures >= threshold {
             degrade(cx, err);
@@ -321,7 +324,8 @@ pub(super) fn rebuild(cx: &mut Ctx) {
     };
     if allowed {
         if cx.wf.status == WorkflowStatus::Failed {
-            cx.wf.redrives += 1; // a new round: a later failure gets a new event id
+            // A new round: a later failure gets a new event id.
+            cx.wf.redrives = cx.wf.redrives.saturating_add(1);
             cx.wf.last_error = None;
         }
         begin_link(cx);

@@ -2,17 +2,18 @@
 //!
 //! An outcome counts only while its effect is still in the outbox: a second delivery of the
 //! same outcome (crash after the shell executed but before it acked) finds the key gone and
-//! changes nothing.
+//! changes nothing. Failures here are permanent ones only: a transient failure never leaves
+//! the outbox (`effect::outcome_of`), the next drain runs the effect again.
 
 use super::Ctx;
 use super::{bulk, live};
-use crate::effect::{EffectError, EffectKind, Outcome};
+use crate::effect::{AttemptStep, EffectKey, LiveStep, Outcome, PermanentError};
 use crate::ids::FlowRole;
 use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
 
 pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
     for outcome in outcomes {
-        let Some(pos) = cx.wf.outbox.iter().position(|e| e.key == outcome.key()) else {
+        let Some(pos) = cx.wf.outbox.iter().position(|e| &e.key == outcome.key()) else {
             continue;
         };
         let effect = cx.wf.outbox.remove(pos);
@@ -52,7 +53,7 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
                 ..
             } => live::run_ended(cx, &run),
             Outcome::Described { .. } => {}
-            Outcome::Failed { error, .. } => failed(cx, &effect.key, effect.kind, &error),
+            Outcome::Failed { error, .. } => failed(cx, &effect.key, &error),
         }
     }
 }
@@ -71,71 +72,53 @@ fn started(cx: &mut Ctx, index: u32, attempt: u32, id: String) {
     }
 }
 
-fn failed(cx: &mut Ctx, key: &str, kind: EffectKind, error: &EffectError) {
-    match kind {
+fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
+    match *key {
         // Creating the live flow is the first half of linking: its failure is the link's.
-        EffectKind::CreateFlow { .. } if live_key(key).is_some() => {
-            if let Some(generation) = live_key(key) {
-                live::link_failed(cx, generation, error);
-            }
-        }
-        EffectKind::CreateFlow { .. }
-        | EffectKind::StartFlow {
-            role: FlowRole::Batch(_),
-            ..
+        EffectKey::Live {
+            generation,
+            step: LiveStep::Create | LiveStep::Put,
+        } => live::link_failed(cx, generation, error),
+        EffectKey::Live {
+            generation,
+            step: LiveStep::Start,
+        } => live::start_failed(cx, generation, error),
+        EffectKey::Attempt {
+            batch,
+            attempt,
+            step: step @ (AttemptStep::Create | AttemptStep::Start),
         } => {
-            let Some((index, attempt)) = batch_key(key) else {
-                return;
-            };
-            let Some(idx) = cx.batch_index(index) else {
+            let Some(idx) = cx.batch_index(batch) else {
                 return;
             };
             let b = &cx.wf.batches[idx];
             if b.attempt != attempt || b.status != BatchStatus::Running {
                 return; // e.g. StartFlow failing because its CreateFlow already failed
             }
-            let op = if matches!(kind, EffectKind::CreateFlow { .. }) {
+            let op = if step == AttemptStep::Create {
                 "CreateFlow"
             } else {
                 "StartFlow"
             };
-            let message = describe_failure(cx, op, index, error);
+            let message = describe_failure(cx, op, batch, error);
             bulk::failed(
                 cx,
                 idx,
                 ErrorInfo {
                     message,
-                    transient: !error.permanent,
+                    transient: false,
                 },
             );
         }
-        EffectKind::StartFlow {
-            role: FlowRole::Live,
-            attempt,
-            ..
-        } => live::start_failed(cx, attempt, error),
-        EffectKind::PutIntegration { generation, .. } => live::link_failed(cx, generation, error),
-        // Publish, delete, cancel, describe and schedule failures: the shell already retried
-        // transient ones; the reconciler covers what they would have done.
+        // Nothing in the workflow waits on a publish, delete, cancel, describe or schedule:
+        // their permanent failures are logged by the shell, and the reconciler describes,
+        // restarts and cancels again on its own schedule.
         _ => {}
     }
 }
 
-/// `b{index}/a{attempt}/...` → (index, attempt).
-fn batch_key(key: &str) -> Option<(u32, u32)> {
-    let mut parts = key.split('/');
-    let index = parts.next()?.strip_prefix('b')?.parse().ok()?;
-    let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
-    Some((index, attempt))
-}
-
-/// `live/g{generation}/...` → generation.
-fn live_key(key: &str) -> Option<u32> {
-    key.strip_prefix("live/g")?.split('/').next()?.parse().ok()
-}
-
 /// The AWS error plus what the operator should do about it.
-fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &EffectError) -> String {
+fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &PermanentError) -> String {
     let spec = &cx.wf.spec;
     let redrive = cx.redrive_command();
     let hint = match e.code.as_str() {
@@ -161,19 +144,7 @@ fn describe_failure(cx: &Ctx, op: &str, index: u32, e: &EffectError) -> String {
                 "an AppFlow quota was reached: delete unused flows or request an increase, then `{redrive}`"
             )
         }
-        _ if e.permanent => format!("fix the cause, then `{redrive}`"),
-        _ => "will be retried".to_owned(),
+        _ => format!("fix the cause, then `{redrive}`"),
     };
     format!("{op} for batch {index}: {}: {} ({hint})", e.code, e.message)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn batch_keys_parse() {
-        assert_eq!(super::batch_key("b12/a3/start"), Some((12, 3)));
-        assert_eq!(super::batch_key("live/g1/put"), None);
-        assert_eq!(super::live_key("live/g12/create"), Some(12));
-        assert_eq!(super::live_key("b1/a1/create"), None);
-    }
 }

@@ -2,15 +2,16 @@
 //!
 //! EventBridge delivery is best effort, so a run can end without an event and a delayed retry
 //! message can be lost. The reconciler (driven by `now` only) asks AppFlow about runs that have
-//! been going a while, gives up on stalled ones, restarts overdue retries, fills free slots
-//! and re-issues a link whose PutIntegration failed transiently.
+//! been going a while, gives up on stalled ones, restarts overdue retries and fills free
+//! slots. (Effects that failed transiently need nothing from it: they are still in the outbox,
+//! which the shell drains before every input, this one included.)
 
 use chrono::TimeDelta;
 
 use super::Ctx;
 use super::bulk::{failed, fill_slots, start_batch};
 use super::health::Draft;
-use crate::effect::EffectKind;
+use crate::effect::{AttemptStep, CancelStep, EffectKey, EffectKind};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, flow_name};
 use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
@@ -29,7 +30,6 @@ pub(super) fn reconcile(cx: &mut Ctx) {
                 fill_slots(cx);
             }
         }
-        WorkflowStatus::Linking | WorkflowStatus::Rebuilding => relink_if_lost(cx),
         _ => {}
     }
 }
@@ -52,7 +52,7 @@ fn check_running(cx: &mut Ctx) {
         if age > max_run {
             if let Some(execution_id) = exec {
                 cx.effect(
-                    format!("b{i}/a{attempt}/cancel"),
+                    EffectKey::attempt(i, attempt, AttemptStep::Cancel),
                     EffectKind::CancelRun {
                         flow_name: name.clone(),
                         execution_id,
@@ -74,9 +74,10 @@ fn check_running(cx: &mut Ctx) {
             d.error = Some(err.clone());
             cx.publish(d);
             failed(cx, idx, err);
-        } else if age > describe_after && !cx.has_pending(&format!("b{i}/a{attempt}/describe")) {
+        } else if age > describe_after && !cx.has_pending(|k| is_describe(k, i, attempt)) {
+            let at_ms = cx.now.timestamp_millis();
             cx.effect(
-                format!("b{i}/a{attempt}/describe/{}", cx.now.timestamp_millis()),
+                EffectKey::attempt(i, attempt, AttemptStep::Describe { at_ms }),
                 EffectKind::DescribeRun {
                     flow_name: name,
                     role: FlowRole::Batch(i),
@@ -88,6 +89,12 @@ fn check_running(cx: &mut Ctx) {
     }
 }
 
+/// A DescribeRun of this batch attempt, whenever it was asked.
+fn is_describe(key: &EffectKey, batch: u32, attempt: u32) -> bool {
+    matches!(key, EffectKey::Attempt { batch: b, attempt: a, step: AttemptStep::Describe { .. } }
+        if *b == batch && *a == attempt)
+}
+
 fn restart_lost_retries(cx: &mut Ctx) {
     let grace = delta(cx.policy.retry_grace);
     for idx in 0..cx.wf.batches.len() {
@@ -96,14 +103,6 @@ fn restart_lost_retries(cx: &mut Ctx) {
         if b.status == BatchStatus::RetryWait && overdue {
             start_batch(cx, idx);
         }
-    }
-}
-
-/// No integration yet and no PutIntegration pending: the last one failed transiently.
-fn relink_if_lost(cx: &mut Ctx) {
-    let Some(live) = &cx.wf.live else { return };
-    if live.uri.is_none() && !cx.has_pending(&format!("live/g{}/", live.generation)) {
-        super::live::begin_link(cx);
     }
 }
 
@@ -125,7 +124,7 @@ pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
         let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
         if let (BatchStatus::Running, Some(execution_id)) = (status, exec) {
             cx.effect(
-                format!("cancel/b{i}/run"),
+                EffectKey::Cancel(CancelStep::BatchRun { batch: i }),
                 EffectKind::CancelRun {
                     flow_name: name.clone(),
                     execution_id,
@@ -133,7 +132,7 @@ pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
             );
         }
         cx.effect(
-            format!("cancel/b{i}/delete"),
+            EffectKey::Cancel(CancelStep::BatchFlow { batch: i }),
             EffectKind::DeleteFlow { flow_name: name },
         );
     }
@@ -141,12 +140,12 @@ pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
         if let Some(uri) = live.uri {
             let domain = cx.wf.spec.domain.clone();
             cx.effect(
-                "cancel/live/delete-integration".to_owned(),
+                EffectKey::Cancel(CancelStep::LiveIntegration),
                 EffectKind::DeleteIntegration { domain, uri },
             );
         }
         cx.effect(
-            "cancel/live/delete-flow".to_owned(),
+            EffectKey::Cancel(CancelStep::LiveFlow),
             EffectKind::DeleteFlow {
                 flow_name: live.flow_name,
             },

@@ -1,7 +1,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::effect::{EffectError, Outcome, Trigger};
+use crate::effect::{Outcome, PermanentError, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, WorkflowId};
 use crate::input::RunReport;
@@ -56,12 +56,17 @@ fn kinds(t: &Transition) -> Vec<String> {
 
 /// The live flow definition created by generation `g` in this transition.
 fn live_create(t: &Transition, g: u32) -> crate::effect::FlowDefinition {
-    let key = format!("live/g{g}/create");
+    let key = EffectKey::live(g, crate::effect::LiveStep::Create);
     let e = t.effects.iter().find(|e| e.key == key).unwrap();
     let EffectKind::CreateFlow { flow } = &e.kind else {
         panic!("{key} is not a CreateFlow")
     };
     flow.clone()
+}
+
+/// A key by its stored form, as the outbox holds it.
+fn key(s: &str) -> EffectKey {
+    s.parse().unwrap()
 }
 
 fn report(i: u32, exec: &str, ok: bool, error: Option<&str>) -> Input {
@@ -81,7 +86,7 @@ fn report(i: u32, exec: &str, ok: bool, error: Option<&str>) -> Input {
 
 fn started(i: u32, attempt: u32, exec: &str) -> Input {
     Input::Applied(vec![Outcome::Started {
-        key: format!("b{i}/a{attempt}/start"),
+        key: EffectKey::attempt(i, attempt, crate::effect::AttemptStep::Start),
         role: FlowRole::Batch(i),
         attempt,
         execution_id: Some(exec.into()),
@@ -316,7 +321,11 @@ fn all_batches_done_links_from_to_then_live() {
     }
     let t = step(&w, report(3, "x3", true, None), t0());
     assert_eq!(t.workflow.status, WorkflowStatus::Linking);
-    let put = t.effects.iter().find(|e| e.key == "live/g1/put").unwrap();
+    let put = t
+        .effects
+        .iter()
+        .find(|e| e.key == key("live/g1/put"))
+        .unwrap();
     let EffectKind::PutIntegration {
         flow_name,
         generation: 1,
@@ -341,7 +350,7 @@ fn all_batches_done_links_from_to_then_live() {
     );
     assert_eq!(flow.name, "fp-acme-live");
     let linked = Input::Applied(vec![Outcome::Linked {
-        key: "live/g1/put".into(),
+        key: key("live/g1/put"),
         generation: 1,
         uri: "arn:flow".into(),
     }]);
@@ -381,15 +390,14 @@ fn short_range_links_directly_from_from() {
 #[test]
 fn permanent_create_failure_says_what_to_do() {
     let w = step(&four(|_| {}), Input::Start, t0()).workflow;
-    let err = EffectError {
+    let err = PermanentError {
         code: "ResourceNotFoundException".into(),
         message: "profile sf".into(),
-        permanent: true,
     };
     let t = step(
         &w,
         Input::Applied(vec![Outcome::Failed {
-            key: "b0/a1/create".into(),
+            key: key("b0/a1/create"),
             error: err.clone(),
         }]),
         t0(),
@@ -402,7 +410,7 @@ fn permanent_create_failure_says_what_to_do() {
     );
     // The dependent StartFlow failure that follows changes nothing more.
     let again = Input::Applied(vec![Outcome::Failed {
-        key: "b0/a1/start".into(),
+        key: key("b0/a1/start"),
         error: err,
     }]);
     let t2 = step(&t.workflow, again, t0());
@@ -411,22 +419,33 @@ fn permanent_create_failure_says_what_to_do() {
 }
 
 #[test]
-fn transient_start_failure_is_retried() {
+fn permanent_start_failure_fails_without_a_retry() {
     let w = step(&four(|_| {}), Input::Start, t0()).workflow;
-    let err = EffectError {
-        code: "InternalServerException".into(),
-        message: "oops".into(),
-        permanent: false,
+    let err = PermanentError {
+        code: "AccessDeniedException".into(),
+        message: "not authorized to perform: appflow:StartFlow".into(),
     };
     let t = step(
         &w,
-        Input::Applied(vec![Outcome::Failed {
-            key: "b0/a1/start".into(),
-            error: err,
-        }]),
+        Input::Applied(vec![
+            Outcome::Done {
+                key: key("b0/a1/create"),
+            },
+            Outcome::Failed {
+                key: key("b0/a1/start"),
+                error: err,
+            },
+        ]),
         t0(),
     );
-    assert_eq!(t.workflow.batches[0].status, BatchStatus::RetryWait);
+    assert_eq!(t.workflow.batches[0].status, BatchStatus::Failed);
+    assert_eq!(t.workflow.status, WorkflowStatus::Failed);
+    let msg = &t.workflow.last_error.as_ref().unwrap().message;
+    assert!(
+        msg.starts_with("StartFlow for batch 0: AccessDeniedException")
+            && msg.contains("flowpilot workflow redrive acme"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -460,7 +479,7 @@ fn live_wf(edit: impl FnOnce(&mut SpecInput)) -> Workflow {
     });
     let w = step(&w, Input::Start, t0()).workflow;
     let linked = Input::Applied(vec![Outcome::Linked {
-        key: "live/g1/put".into(),
+        key: key("live/g1/put"),
         generation: 1,
         uri: "arn:1".into(),
     }]);
@@ -534,7 +553,7 @@ fn live_degrades_recovers_and_rebuilds_from_the_last_good_pull() {
     // Old-generation runs during the rebuild are ignored.
     assert!(step(&t.workflow, live_run("r6", false, None), t0()).is_noop(&t.workflow));
     let linked = Input::Applied(vec![Outcome::Linked {
-        key: "live/g2/put".into(),
+        key: key("live/g2/put"),
         generation: 2,
         uri: "arn:2".into(),
     }]);
@@ -609,15 +628,14 @@ fn reconcile_restarts_lost_retries() {
 fn permanent_link_failure_fails_and_redrive_relinks_with_a_new_generation() {
     let w = wf(|s| s.from = Some("2025-12-01".into()));
     let w = step(&w, Input::Start, t0()).workflow;
-    let err = EffectError {
+    let err = PermanentError {
         code: "AccessDeniedException".into(),
         message: "no".into(),
-        permanent: true,
     };
     let t = step(
         &w,
         Input::Applied(vec![Outcome::Failed {
-            key: "live/g1/put".into(),
+            key: key("live/g1/put"),
             error: err,
         }]),
         t0(),
@@ -639,15 +657,14 @@ fn permanent_link_failure_fails_and_redrive_relinks_with_a_new_generation() {
 fn permanent_live_create_failure_fails_the_workflow_naming_the_flow() {
     let w = wf(|s| s.from = Some("2025-12-01".into()));
     let w = step(&w, Input::Start, t0()).workflow;
-    let err = EffectError {
+    let err = PermanentError {
         code: "AccessDeniedException".into(),
         message: "not authorized to perform: appflow:CreateFlow".into(),
-        permanent: true,
     };
     let t = step(
         &w,
         Input::Applied(vec![Outcome::Failed {
-            key: "live/g1/create".into(),
+            key: key("live/g1/create"),
             error: err,
         }]),
         t0(),
@@ -661,31 +678,21 @@ fn permanent_live_create_failure_fails_the_workflow_naming_the_flow() {
 }
 
 #[test]
-fn transient_link_failure_is_reissued_by_reconcile() {
+fn a_link_waiting_in_the_outbox_is_left_to_the_drain() {
+    // A transient PutIntegration failure leaves `live/g1/put` in the outbox (effect::outcome_of):
+    // reconcile must not start another generation beside it.
     let w = wf(|s| s.from = Some("2025-12-01".into()));
     let w = step(&w, Input::Start, t0()).workflow;
-    let err = EffectError {
-        code: "ThrottlingException".into(),
-        message: "slow".into(),
-        permanent: false,
-    };
     let w = step(
         &w,
-        Input::Applied(vec![
-            Outcome::Done {
-                key: "live/g1/create".into(),
-            },
-            Outcome::Failed {
-                key: "live/g1/put".into(),
-                error: err,
-            },
-        ]),
+        Input::Applied(vec![Outcome::Done {
+            key: key("live/g1/create"),
+        }]),
         t0(),
     )
     .workflow;
     assert_eq!(w.status, WorkflowStatus::Linking);
-    let t = step(&w, Input::Reconcile, t0());
-    assert!(t.effects.iter().any(|e| e.key == "live/g2/put"));
+    assert!(step(&w, Input::Reconcile, t0() + TimeDelta::hours(1)).is_noop(&w));
 }
 
 #[test]
@@ -705,4 +712,86 @@ fn reconcile_starts_a_workflow_whose_start_command_was_lost() {
         t0() + grace + TimeDelta::seconds(2),
     );
     assert!(late.is_noop(&t.workflow));
+}
+
+#[test]
+fn a_legacy_unbounded_retry_policy_retries_within_a_day() {
+    // Validation once accepted any retry delay; such specs are still stored.
+    let mut w = four(|_| {});
+    w.spec.retry = crate::spec::RetryPolicy {
+        max_retries: u32::MAX,
+        base_ms: u64::MAX,
+        cap_ms: u64::MAX,
+    };
+    let w = step(&w, Input::Start, t0()).workflow;
+    let t = step(&w, report(0, "a", false, Some("Rate exceeded")), t0());
+    let b = &t.workflow.batches[0];
+    assert_eq!(b.status, BatchStatus::RetryWait);
+    assert!(b.retry_at.unwrap() <= t0() + TimeDelta::hours(24), "{b:?}");
+}
+
+#[test]
+fn a_retry_due_past_the_end_of_time_saturates_instead_of_panicking() {
+    let now = DateTime::<Utc>::MAX_UTC - TimeDelta::milliseconds(1);
+    let w = Workflow::new(WorkflowId::new("acme").unwrap(), spec_with(|_| {}), now);
+    let w = step(&w, Input::Start, now).workflow;
+    let t = step(&w, report(0, "a", false, Some("Rate exceeded")), now);
+    let b = &t.workflow.batches[0];
+    assert_eq!(b.status, BatchStatus::RetryWait);
+    assert_eq!(b.retry_at, Some(DateTime::<Utc>::MAX_UTC));
+}
+
+#[test]
+fn absurd_record_counts_saturate() {
+    let w = step(&four(|s| s.concurrency = Some(4)), Input::Start, t0()).workflow;
+    let huge = |i: u32| match report(i, &format!("x{i}"), true, None) {
+        Input::RunEnded(mut r) => {
+            r.records_processed = Some(u64::MAX);
+            Input::RunEnded(r)
+        }
+        other => other,
+    };
+    let w = step(&w, huge(0), t0()).workflow;
+    let t = step(&w, huge(1), t0());
+    assert_eq!(events(&t)[0].detail.progress.records, u64::MAX);
+}
+
+/// Batches are numbered from 0 wherever a batch number is read: the flow name `-b0002`, the
+/// flow's description, the health event's `batch.index` and id.
+#[test]
+fn batch_numbers_are_the_flow_names_numbers() {
+    let t = step(&four(|s| s.concurrency = Some(4)), Input::Start, t0());
+    let create_b2 = EffectKey::attempt(2, 1, crate::effect::AttemptStep::Create);
+    let Some(EffectKind::CreateFlow { flow }) = t
+        .effects
+        .iter()
+        .find(|e| e.key == create_b2)
+        .map(|e| &e.kind)
+    else {
+        panic!("no {create_b2}")
+    };
+    assert_eq!(flow.name, "fp-acme-b0002");
+    assert!(
+        flow.description
+            .starts_with("flowpilot workflow acme batch 2 of batches 0 to 3, window "),
+        "{}",
+        flow.description
+    );
+    // An end report as AppFlow sends it, for flow -b0002.
+    let body = serde_json::json!({
+        "source": "aws.appflow",
+        "detail-type": "AppFlow End Flow Run Report",
+        "detail": {"flow-name": "fp-acme-b0002", "status": "Execution Failed",
+                   "error": "Rate exceeded", "execution-id": "x2"},
+    });
+    let Ok(crate::event::Message::Workflow { input, .. }) =
+        crate::event::parse_message(&body.to_string())
+    else {
+        panic!("not a workflow message")
+    };
+    let t = step(&t.workflow, input, t0());
+    let ev = &events(&t)[0].detail;
+    assert_eq!(ev.flow_name.as_deref(), Some("fp-acme-b0002"));
+    assert_eq!(ev.batch.as_ref().map(|b| b.index), Some(2));
+    assert_eq!(ev.event_id, "acme/batch-retry-scheduled/b2/a1");
 }

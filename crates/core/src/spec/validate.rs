@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::input::{SpecError, SpecInput, parse_millis, parse_timestamp};
-use super::{Connector, ContinuousSpec, RetryPolicy, SourceObject, WorkflowSpec};
+use super::{
+    Connector, ContinuousSpec, MAX_SPEC_DURATION, RetryPolicy, SourceObject, WorkflowSpec,
+};
 use crate::duration::IsoDuration;
 use crate::ids::MANAGED_TAG_KEY;
 use crate::plan::{MAX_BATCHES, windows};
@@ -71,8 +73,8 @@ impl SpecInput {
                 rfc(t)
             ));
         }
-        let batch_size = p.duration("batch-size", self.batch_size, "P2M");
-        let bulk_threshold = p.duration("bulk-threshold", self.bulk_threshold, "P60D");
+        let batch_size = p.duration("batch-size", self.batch_size, "P2M", from);
+        let bulk_threshold = p.duration("bulk-threshold", self.bulk_threshold, "P60D", from);
         if let (Some(f), Some(t), Some(b), Some(c)) = (from, to, batch_size, connector)
             && f < t
             && !matches!(c, Connector::Zendesk | Connector::S3)
@@ -88,8 +90,18 @@ impl SpecInput {
 
         let concurrency = p.range("concurrency", self.concurrency.unwrap_or(1), 1, 100);
         let max_retries = p.range("max-retries", self.max_retries.unwrap_or(3), 0, 20);
-        let base_ms = p.millis("retry-base", self.retry_base, 30_000);
-        let cap_ms = p.millis("retry-cap", self.retry_cap, 900_000);
+        let base_ms = p.millis(
+            "retry-base",
+            self.retry_base,
+            30_000,
+            RetryPolicy::MAX_BASE_MS,
+        );
+        let cap_ms = p.millis(
+            "retry-cap",
+            self.retry_cap,
+            900_000,
+            RetryPolicy::MAX_CAP_MS,
+        );
         if let (Some(b), Some(c)) = (base_ms, cap_ms)
             && c < b
         {
@@ -195,21 +207,37 @@ impl Problems {
         self.check(field, &v.to_string(), r).then_some(v)
     }
 
-    fn duration(&mut self, field: &str, v: Option<String>, default: &str) -> Option<IsoDuration> {
+    /// A positive ISO-8601 duration of at most [`MAX_SPEC_DURATION`]. The planner adds
+    /// durations to `from` with calendar arithmetic, so that is what is bounded (unchecked
+    /// without a valid `from`, which is then a problem of its own).
+    fn duration(
+        &mut self,
+        field: &str,
+        v: Option<String>,
+        default: &str,
+        from: Option<DateTime<Utc>>,
+    ) -> Option<IsoDuration> {
         let v = v.unwrap_or_else(|| default.to_owned());
-        let parsed = v.parse::<IsoDuration>();
-        let r = parsed.as_ref().map(|_| ()).map_err(|_| {
+        let parsed = v.parse::<IsoDuration>().map_err(|_| {
             "must be a positive ISO-8601 duration such as P2M, P14D, P2W, P1Y or PT12H".to_owned()
+        });
+        let r = parsed.clone().and_then(|d| match from {
+            Some(f) if !ends_by(d, MAX_SPEC_DURATION, f) => {
+                Err(format!("at most {MAX_SPEC_DURATION}"))
+            }
+            _ => Ok(()),
         });
         self.check(field, &v, r).then(|| parsed.ok()).flatten()
     }
 
-    fn millis(&mut self, field: &str, v: Option<String>, default: u64) -> Option<u64> {
+    fn millis(&mut self, field: &str, v: Option<String>, default: u64, max: u64) -> Option<u64> {
         let Some(v) = v else { return Some(default) };
         let parsed = parse_millis(&v);
-        let r = parsed
-            .map(|_| ())
-            .ok_or("use a positive number with a unit: 500ms, 30s, 15m, 1h".to_owned());
+        let r = match parsed {
+            None => Err("use a positive number with a unit: 500ms, 30s, 15m, 1h".to_owned()),
+            Some(ms) if ms > max => Err(format!("at most {}", human_millis(max))),
+            Some(_) => Ok(()),
+        };
         self.check(field, &v, r).then_some(parsed).flatten()
     }
 
@@ -403,6 +431,25 @@ fn is_tag_key(k: &str) -> bool {
             .all(|b| b.is_ascii_alphabetic() || (b'+'..=b'=').contains(&b) || b"._:/".contains(&b))
 }
 
+/// Whether `from + d` comes no later than `from + max`.
+fn ends_by(d: IsoDuration, max: IsoDuration, from: DateTime<Utc>) -> bool {
+    match (d.add_to(from, 1), max.add_to(from, 1)) {
+        (Some(end), Some(limit)) => end <= limit,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// `3600000` → `1h`: the largest unit that divides it exactly, as `parse_millis` reads it.
+fn human_millis(ms: u64) -> String {
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 /// `rate(N unit)`: AppFlow writes `rate(1hours)`; a space and singular units are accepted too.
 fn schedule_ok(s: &str) -> Result<(), String> {
     let why = "use rate(<N><unit>) with unit minutes, hours or days, e.g. rate(1hours) or rate(30minutes)";
@@ -502,6 +549,22 @@ mod tests {
             ("retry-base", Box::new(|i| i.retry_base = Some("30".into()))),
             ("retry-cap", Box::new(|i| i.retry_cap = Some("1s".into()))),
             (
+                "retry-base",
+                Box::new(|i| i.retry_base = Some("61m".into())),
+            ),
+            (
+                "retry-cap",
+                Box::new(|i| i.retry_cap = Some("1000000000000s".into())),
+            ),
+            (
+                "batch-size",
+                Box::new(|i| i.batch_size = Some("P100Y1D".into())),
+            ),
+            (
+                "bulk-threshold",
+                Box::new(|i| i.bulk_threshold = Some("P36525DT1S".into())),
+            ),
+            (
                 "degraded-threshold",
                 Box::new(|i| i.degraded_threshold = Some(0)),
             ),
@@ -556,6 +619,38 @@ mod tests {
             i.connector_profile = Some("sf/prod@eu+1=x.y-z".into());
         });
         assert_eq!(ok, Vec::<String>::new());
+    }
+
+    #[test]
+    fn durations_are_bounded_and_the_maxima_are_named() {
+        let p = problems(|i| {
+            i.retry_base = Some("2h".into());
+            i.retry_cap = Some("18446744073709551615ms".into());
+            i.batch_size = Some("P101Y".into());
+            i.bulk_threshold = Some("P99999999M".into());
+        });
+        assert_eq!(
+            p,
+            [
+                "invalid batch-size `P101Y`: at most P100Y",
+                "invalid bulk-threshold `P99999999M`: at most P100Y",
+                "invalid retry-base `2h`: at most 1h",
+                "invalid retry-cap `18446744073709551615ms`: at most 24h",
+            ]
+        );
+        // Every maximum itself is allowed.
+        let at_max = problems(|i| {
+            i.from = Some("0001-01-01".into());
+            i.to = Some("9999-12-31".into());
+            i.retry_base = Some("1h".into());
+            i.retry_cap = Some("24h".into());
+            i.max_retries = Some(20);
+            i.concurrency = Some(100);
+            i.degraded_threshold = Some(100);
+            i.batch_size = Some("P100Y".into());
+            i.bulk_threshold = Some("P100Y".into());
+        });
+        assert_eq!(at_max, Vec::<String>::new());
     }
 
     #[test]
