@@ -22,7 +22,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     (MESSAGES_RECEIVED, "SQS messages received by the pollers."),
     (
         MESSAGES_HANDLED,
-        "Messages whose handling finished, by outcome (acked, deferred, released, failed).",
+        "Messages whose handling finished, by outcome (done, deferred, redelayed, unknown_workflow: deleted; failed: retried).",
     ),
     (
         MESSAGES_POISON,

@@ -50,10 +50,6 @@ impl Queue {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn error(
         &self,
         operation: &'static str,
@@ -199,19 +195,6 @@ impl Queue {
             .queue_url(&self.url)
             .message_body(body)
             .delay_seconds(secs_i32(delay.min(MAX_DELAY)))
-            .send()
-            .await
-            .map_err(|e| self.error("SendMessage", &e))?;
-        Ok(out.message_id.unwrap_or_default())
-    }
-
-    /// Sends a raw body (tests and tools).
-    pub async fn send_raw(&self, body: &str) -> Result<String, QueueError> {
-        let out = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
             .send()
             .await
             .map_err(|e| self.error("SendMessage", &e))?;

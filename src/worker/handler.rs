@@ -15,6 +15,7 @@ use flowpilot_core::event::CommandMessage;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::input::Input;
 use flowpilot_core::model::Workflow;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::locks::KeyedLocks;
@@ -41,6 +42,15 @@ pub enum Handled {
     Redelayed,
     /// No such workflow (deleted, or a stray command).
     UnknownWorkflow,
+}
+
+/// What a reconcile-all pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Workflows reconciled (or tried).
+    pub workflows: usize,
+    /// Of those, how many failed (each is retried by the next pass).
+    pub failures: usize,
 }
 
 /// Handling failed: keep the message (it is redelivered after its visibility timeout).
@@ -77,10 +87,6 @@ impl<S: Store, X: Shell> Handler<S, X> {
         }
     }
 
-    pub fn store(&self) -> &Arc<S> {
-        &self.store
-    }
-
     /// Applies `input` to workflow `id`.
     pub async fn handle(&self, id: &WorkflowId, input: Input) -> Result<Handled, HandleError> {
         let batch = match &input {
@@ -100,19 +106,24 @@ impl<S: Store, X: Shell> Handler<S, X> {
         .await
     }
 
-    /// Feeds `Input::Reconcile` to every active workflow (which also drains their outboxes).
-    /// Returns how many workflows failed to reconcile.
-    pub async fn reconcile_all(&self) -> Result<usize, HandleError> {
+    /// Feeds `Input::Reconcile` to every active workflow (which also drains their outboxes),
+    /// stopping between workflows once `stop` is cancelled: the next pass does the rest.
+    /// The one reconcile-all pass, whether the scheduled command or the ticker asks for it.
+    pub async fn reconcile_all(&self, stop: &CancellationToken) -> Result<Pass, HandleError> {
         let active = self.store.list_active().await?;
         tracing::info!(workflows = active.len(), "reconciling active workflows");
-        let mut failures = 0;
+        let mut pass = Pass::default();
         for wf in active {
+            if stop.is_cancelled() {
+                break;
+            }
+            pass.workflows += 1;
             if let Err(e) = self.handle(&wf.id, Input::Reconcile).await {
                 tracing::warn!(workflow_id = %wf.id, error = %e, "reconcile failed");
-                failures += 1;
+                pass.failures += 1;
             }
         }
-        Ok(failures)
+        Ok(pass)
     }
 
     async fn handle_locked(&self, id: &WorkflowId, input: Input) -> Result<Handled, HandleError> {

@@ -209,9 +209,9 @@ impl<S: Store, X: Shell> Dispatch<S, X> {
                 self.handler.handle(&workflow_id, input).await
             }
             Message::ReconcileAll => {
-                let failures = self.handler.reconcile_all().await?;
-                if failures > 0 {
-                    tracing::warn!(failures, "some workflows did not reconcile");
+                let pass = self.handler.reconcile_all(&self.shutdown).await?;
+                if pass.failures > 0 {
+                    tracing::warn!(failures = pass.failures, "some workflows did not reconcile");
                 }
                 Ok(Handled::Done)
             }

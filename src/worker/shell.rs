@@ -90,19 +90,24 @@ impl AwsShell {
         }
     }
 
+    /// Executes the first of `effects`, or all the Publish effects it starts a run of (one
+    /// PutEvents per 10 events); one step per effect executed.
     /// `arns`: flow ARNs that CreateFlow answered earlier in this execution, so linking the
     /// live flow right after creating it needs no DescribeFlow.
-    async fn run_one(
+    async fn run_next(
         &self,
         wf: &Workflow,
-        effect: &Effect,
+        effects: &[Effect],
         arns: &mut HashMap<String, String>,
-    ) -> Step {
+    ) -> Vec<Step> {
+        let Some(effect) = effects.first() else {
+            return Vec::new();
+        };
         let key = effect.key.as_str();
         let done = || Outcome::Done {
             key: key.to_owned(),
         };
-        match &effect.kind {
+        let step = match &effect.kind {
             EffectKind::CreateFlow { flow } => {
                 let r = self.appflow.create_flow(flow).await;
                 if let Ok(Some(arn)) = &r {
@@ -182,8 +187,11 @@ impl AwsShell {
                 self.step("delete_integration", key, r, |()| done())
             }
             EffectKind::Publish { .. } => {
-                let mut steps = self.publish_run(&[effect]).await;
-                steps.pop().unwrap_or(Step::Outcome(done()))
+                let run: Vec<&Effect> = effects
+                    .iter()
+                    .take_while(|e| matches!(e.kind, EffectKind::Publish { .. }))
+                    .collect();
+                return self.publish_run(&run).await;
             }
             EffectKind::ScheduleRetry {
                 batch,
@@ -193,7 +201,8 @@ impl AwsShell {
                 let cmd = CommandMessage::retry_due(&wf.id, *batch, *attempt, *due_at);
                 self.schedule_retry(key, &cmd).await
             }
-        }
+        };
+        vec![step]
     }
 
     /// Sends a `retry_due` command delayed until its `due_at` (SQS allows at most 15 minutes;
@@ -250,15 +259,7 @@ impl Shell for AwsShell {
         let mut arns = HashMap::new();
         let mut i = 0;
         while i < effects.len() {
-            let steps = if matches!(effects[i].kind, EffectKind::Publish { .. }) {
-                let run: Vec<&Effect> = effects[i..]
-                    .iter()
-                    .take_while(|e| matches!(e.kind, EffectKind::Publish { .. }))
-                    .collect();
-                self.publish_run(&run).await
-            } else {
-                vec![self.run_one(wf, &effects[i], &mut arns).await]
-            };
+            let steps = self.run_next(wf, &effects[i..], &mut arns).await;
             for step in steps {
                 match step {
                     Step::Outcome(o) => executed.outcomes.push(o),

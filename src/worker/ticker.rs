@@ -13,11 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowpilot_core::input::Input;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::handler::Handler;
+use super::handler::{Handler, Pass};
 use super::shell::Shell;
 use crate::metrics::{self, Metrics};
 use crate::store::Store;
@@ -42,7 +41,7 @@ pub async fn run<S: Store, X: Shell>(
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
-        let pass = pass(&handler, &shutdown);
+        let pass = handler.reconcile_all(&shutdown);
         let outcome = tokio::select! {
             _ = hard_stop.cancelled() => break,
             o = pass => o,
@@ -74,34 +73,6 @@ pub async fn run<S: Store, X: Shell>(
         metrics.inc_with(metrics::RECONCILE_PASSES, &[("result", result)]);
     }
     tracing::info!("reconcile ticker stopped");
-}
-
-struct Pass {
-    workflows: usize,
-    failures: usize,
-}
-
-/// [`Handler::reconcile_all`], except that it stops between workflows once `stop` is cancelled.
-async fn pass<S: Store, X: Shell>(
-    handler: &Handler<S, X>,
-    stop: &CancellationToken,
-) -> Result<Pass, crate::store::StoreError> {
-    let active = handler.store().list_active().await?;
-    let mut done = Pass {
-        workflows: 0,
-        failures: 0,
-    };
-    for wf in active {
-        if stop.is_cancelled() {
-            break;
-        }
-        done.workflows += 1;
-        if let Err(e) = handler.handle(&wf.id, Input::Reconcile).await {
-            tracing::warn!(workflow_id = %wf.id, error = %e, "reconcile failed");
-            done.failures += 1;
-        }
-    }
-    Ok(done)
 }
 
 #[cfg(test)]
