@@ -4,14 +4,17 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName,
 };
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::http::Response;
 use chrono::Utc;
 use flowpilot_core::event::{CommandMessage, command_envelope};
 
-use super::error_chain;
+use super::{ErrorRef, error_chain};
 
 /// SQS's longest `DelaySeconds`; longer waits are re-delayed when the message arrives.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -19,11 +22,13 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 const MAX_BATCH: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
-#[error("SQS {operation} on {queue_url} failed: {message}")]
+#[error("SQS {operation} on {queue_url} failed ({aws})")]
 pub struct QueueError {
     pub operation: &'static str,
     pub queue_url: String,
-    pub message: String,
+    pub aws: ErrorRef,
+    #[source]
+    pub source: BoxError,
 }
 
 /// A received message with what the worker needs from it.
@@ -50,15 +55,15 @@ impl Queue {
         }
     }
 
-    fn error(
-        &self,
-        operation: &'static str,
-        err: &(dyn std::error::Error + 'static),
-    ) -> QueueError {
+    fn error<E>(&self, operation: &'static str, err: SdkError<E, Response>) -> QueueError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         QueueError {
             operation,
             queue_url: self.url.clone(),
-            message: error_chain(err),
+            aws: ErrorRef::of(&err),
+            source: err.into(),
         }
     }
 
@@ -79,7 +84,7 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| self.error("ReceiveMessage", &e))?;
+            .map_err(|e| self.error("ReceiveMessage", e))?;
         Ok(out
             .messages
             .unwrap_or_default()
@@ -197,7 +202,7 @@ impl Queue {
             .delay_seconds(secs_i32(delay.min(MAX_DELAY)))
             .send()
             .await
-            .map_err(|e| self.error("SendMessage", &e))?;
+            .map_err(|e| self.error("SendMessage", e))?;
         Ok(out.message_id.unwrap_or_default())
     }
 }

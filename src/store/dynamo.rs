@@ -15,13 +15,13 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::model::Workflow;
 
 use super::{Store, StoreError};
-use crate::aws::error_chain;
+use crate::aws::ErrorRef;
 
 /// Name of the sparse GSI on active workflows (partition `active_shard`, sort `pk`).
 pub const ACTIVE_INDEX: &str = "active";
@@ -73,10 +73,17 @@ impl DynamoStore {
         Ok(item)
     }
 
-    fn backend(operation: &'static str, err: &(dyn std::error::Error + 'static)) -> StoreError {
+    fn backend<E>(
+        operation: &'static str,
+        err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         StoreError::Backend {
             operation,
-            message: error_chain(err),
+            aws: ErrorRef::of(&err),
+            source: err.into(),
         }
     }
 }
@@ -129,7 +136,7 @@ impl Store for DynamoStore {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
                 Err(StoreError::AlreadyExists(wf.id.clone()))
             }
-            Err(e) => Err(Self::backend("PutItem", &e)),
+            Err(e) => Err(Self::backend("PutItem", e)),
         }
     }
 
@@ -142,7 +149,7 @@ impl Store for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| Self::backend("GetItem", &e))?;
+            .map_err(|e| Self::backend("GetItem", e))?;
         out.item.as_ref().map(parse_item).transpose()
     }
 
@@ -168,7 +175,7 @@ impl Store for DynamoStore {
                     expected: expected_version,
                 })
             }
-            Err(e) => Err(Self::backend("PutItem", &e)),
+            Err(e) => Err(Self::backend("PutItem", e)),
         }
     }
 
@@ -186,7 +193,7 @@ impl Store for DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| Self::backend("Query", &e))?;
+                .map_err(|e| Self::backend("Query", e))?;
             for item in page.items() {
                 out.push(parse_item(item)?);
             }
@@ -208,7 +215,7 @@ impl Store for DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| Self::backend("Scan", &e))?;
+                .map_err(|e| Self::backend("Scan", e))?;
             for item in page.items() {
                 let is_workflow = item
                     .get("pk")
@@ -226,5 +233,82 @@ impl Store for DynamoStore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::operation::query::QueryError;
+    use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+    use crate::aws::error_chain;
+
+    /// A service error as the SDK builds it from DynamoDB's answer (status, request id header).
+    fn service_error(status: u16, error: QueryError) -> SdkError<QueryError, Response> {
+        let mut raw = Response::new(
+            StatusCode::try_from(status).expect("a valid status"),
+            SdkBody::from("{}"),
+        );
+        raw.headers_mut()
+            .insert("x-amzn-requestid", "R3QU35T1D0000000000000000000000000");
+        SdkError::service_error(error, raw)
+    }
+
+    #[test]
+    fn a_backend_error_names_the_aws_code_and_request_id_and_keeps_the_sdk_error() {
+        // A modelled error (as the SDK's deserialiser builds it): its own Display has the code
+        // but never the request id.
+        let missing = QueryError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("ResourceNotFoundException")
+                        .message("Requested resource not found")
+                        .build(),
+                )
+                .build(),
+        );
+        let err = DynamoStore::backend("Query", service_error(400, missing));
+        let text = err.to_string();
+        assert!(text.contains("ResourceNotFoundException"), "{text}");
+        assert!(
+            text.contains("R3QU35T1D0000000000000000000000000"),
+            "{text}"
+        );
+        assert!(
+            error_chain(&err).contains("Requested resource not found"),
+            "the chain keeps the service's message: {}",
+            error_chain(&err)
+        );
+        let source = std::error::Error::source(&err).expect("the SDK error is the source");
+        let sdk = source
+            .downcast_ref::<SdkError<QueryError, Response>>()
+            .expect("the source is the SDK error itself");
+        assert_eq!(sdk.code(), Some("ResourceNotFoundException"));
+
+        // An error code the SDK does not model (what IAM denials are).
+        let denied = QueryError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not authorized to perform: dynamodb:Query")
+                .build(),
+        );
+        let err = DynamoStore::backend("Query", service_error(400, denied));
+        let text = err.to_string();
+        assert!(text.contains("AccessDeniedException"), "{text}");
+        assert!(
+            text.contains("R3QU35T1D0000000000000000000000000"),
+            "{text}"
+        );
+        assert!(
+            error_chain(&err).contains("dynamodb:Query"),
+            "{}",
+            error_chain(&err)
+        );
     }
 }

@@ -26,10 +26,12 @@ pub enum StoreError {
     /// The stored item cannot be read back (hand-edited, or written by an incompatible version).
     #[error("stored workflow {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
-    #[error("state store {operation} failed: {message}")]
+    #[error("state store {operation} failed ({aws})")]
     Backend {
         operation: &'static str,
-        message: String,
+        aws: crate::aws::ErrorRef,
+        #[source]
+        source: aws_smithy_runtime_api::box_error::BoxError,
     },
 }
 

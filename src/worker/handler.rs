@@ -20,6 +20,8 @@ use tracing::Instrument as _;
 
 use super::locks::KeyedLocks;
 use super::shell::Shell;
+use crate::aws::error_chain;
+use crate::aws::queue::QueueError;
 use crate::metrics::{self, Metrics};
 use crate::store::{Store, StoreError};
 
@@ -60,10 +62,13 @@ pub enum HandleError {
     Store(#[from] StoreError),
     #[error("gave up after {0} conflicting concurrent writes")]
     TooManyConflicts(u32),
-    #[error(
-        "an effect failed transiently ({0}) and the follow-up reconcile could not be sent: {1}"
-    )]
-    CannotDefer(String, String),
+    /// `why` says what the delayed command was for.
+    #[error("{why}, and the delayed command that finishes it could not be sent")]
+    CannotDefer {
+        why: String,
+        #[source]
+        source: QueueError,
+    },
 }
 
 pub struct Handler<S, X> {
@@ -119,7 +124,7 @@ impl<S: Store, X: Shell> Handler<S, X> {
             }
             pass.workflows += 1;
             if let Err(e) = self.handle(&wf.id, Input::Reconcile).await {
-                tracing::warn!(workflow_id = %wf.id, error = %e, "reconcile failed");
+                tracing::warn!(workflow_id = %wf.id, error = %error_chain(&e), "reconcile failed");
                 pass.failures += 1;
             }
         }
@@ -140,7 +145,10 @@ impl<S: Store, X: Shell> Handler<S, X> {
                 self.shell
                     .send_command(&cmd, remaining)
                     .await
-                    .map_err(|e| HandleError::CannotDefer("retry not due".into(), e.to_string()))?;
+                    .map_err(|source| HandleError::CannotDefer {
+                        why: "a retry is not due yet".into(),
+                        source,
+                    })?;
                 self.metrics.inc(metrics::DEFERRED);
                 tracing::info!(?remaining, "retry not due yet; re-delayed");
                 return Ok(Handled::Redelayed);
@@ -164,8 +172,12 @@ impl<S: Store, X: Shell> Handler<S, X> {
                     self.shell
                         .send_command(&cmd, RECONCILE_DELAY)
                         .await
-                        .map_err(|e| {
-                            HandleError::CannotDefer(error.message.clone(), e.to_string())
+                        .map_err(|source| HandleError::CannotDefer {
+                            why: format!(
+                                "an effect failed transiently ({}: {})",
+                                error.code, error.message
+                            ),
+                            source,
                         })?;
                     self.metrics.inc(metrics::DEFERRED);
                     return Ok(Handled::Deferred);

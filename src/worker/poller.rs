@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 use super::handler::{Handled, Handler};
 use super::inflight::{InFlight, VISIBILITY};
 use super::shell::Shell;
+use crate::aws::error_chain;
 use crate::aws::queue::{Queue, Received};
 use crate::metrics::{self, Metrics};
 use crate::store::Store;
@@ -73,7 +74,7 @@ impl<S: Store, X: Shell> Dispatch<S, X> {
             let messages = match received {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, "receive failed");
+                    tracing::warn!(error = %error_chain(&e), "receive failed");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => break,
                         _ = tokio::time::sleep(RECEIVE_ERROR_PAUSE) => continue,
@@ -184,7 +185,7 @@ impl<S: Store, X: Shell> Dispatch<S, X> {
                 Err(e) => {
                     self.metrics
                         .inc_with(metrics::MESSAGES_HANDLED, &[("outcome", "failed")]);
-                    tracing::warn!(error = %e, "handling failed; the message will be retried");
+                    tracing::warn!(error = %error_chain(&e), "handling failed; the message will be retried");
                     self.inflight.remove(&m.message_id);
                     self.queue
                         .change_visibility(&[m.receipt_handle], FAILED_VISIBILITY)

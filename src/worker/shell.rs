@@ -17,6 +17,7 @@ use flowpilot_core::health::HealthEvent;
 use flowpilot_core::model::Workflow;
 
 use crate::aws::appflow::AppFlow;
+use crate::aws::error_chain;
 use crate::aws::health::HealthPublisher;
 use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
@@ -219,8 +220,8 @@ impl AwsShell {
             .await
             .map(|_message_id| ())
             .map_err(|e| EffectError {
-                code: "Transport".to_owned(),
-                message: e.to_string(),
+                code: e.aws.code.clone().unwrap_or_else(|| "Transport".to_owned()),
+                message: error_chain(&e),
                 permanent: false,
             });
         if r.is_ok() {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::{Handler, Pass};
 use super::shell::Shell;
+use crate::aws::error_chain;
 use crate::metrics::{self, Metrics};
 use crate::store::Store;
 
@@ -66,7 +67,7 @@ pub async fn run<S: Store, X: Shell>(
                 "partial"
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reconcile pass could not list active workflows");
+                tracing::warn!(error = %error_chain(&e), "reconcile pass could not list active workflows");
                 "error"
             }
         };

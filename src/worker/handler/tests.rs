@@ -35,6 +35,8 @@ fn workflow(id: &str) -> Workflow {
 #[derive(Default)]
 struct FakeShell {
     fail_kind: Option<&'static str>,
+    /// SQS refuses every command with this error code.
+    refuse_commands: Option<&'static str>,
     executed: Mutex<Vec<Effect>>,
     sent: Mutex<Vec<(CommandMessage, Duration)>>,
 }
@@ -78,6 +80,17 @@ impl Shell for FakeShell {
     }
 
     async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
+        if let Some(code) = self.refuse_commands {
+            return Err(QueueError {
+                operation: "SendMessage",
+                queue_url: "https://sqs.local/work".into(),
+                aws: crate::aws::ErrorRef {
+                    code: Some(code.into()),
+                    request_id: Some("req-1".into()),
+                },
+                source: format!("service error: {code}: not authorized").into(),
+            });
+        }
         self.sent.lock().unwrap().push((cmd.clone(), delay));
         Ok(())
     }
@@ -133,6 +146,32 @@ async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_a_reconcil
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0.command, "reconcile");
     assert_eq!(sent[0].1, RECONCILE_DELAY);
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_be_sent_keeps_the_queue_error_as_its_cause() {
+    let store = Arc::new(MemoryStore::new());
+    let wf = workflow("wf-e");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell {
+        fail_kind: Some("start_flow"),
+        refuse_commands: Some("AccessDenied"),
+        ..FakeShell::default()
+    });
+    let h = handler(Arc::clone(&store), shell);
+
+    let err = h.handle(&wf.id, Input::Start).await.unwrap_err();
+    assert!(matches!(err, HandleError::CannotDefer { .. }), "{err:?}");
+    let queue = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<QueueError>())
+        .expect("the queue error is the source");
+    assert_eq!(queue.aws.code.as_deref(), Some("AccessDenied"));
+    let logged = crate::aws::error_chain(&err);
+    assert!(
+        logged.contains("InternalServerException")
+            && logged.contains("AccessDenied, request id req-1"),
+        "{logged}"
+    );
 }
 
 /// Loses the first conditional save to a "concurrent writer".
