@@ -51,6 +51,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "In-process reconcile-all passes (FLOWPILOT_RECONCILE_EVERY), by result.",
     ),
     (
+        STORE_UNREADABLE,
+        "Stored workflows a reconcile-all pass could not read and skipped (counted again by every pass).",
+    ),
+    (
         AWS_REQUESTS,
         "HTTP requests sent to AWS (every attempt, SDK retries included), by service and operation.",
     ),
@@ -66,6 +70,7 @@ pub const EFFECTS: &str = "flowpilot_effects_total";
 pub const RETRIES_SCHEDULED: &str = "flowpilot_retries_scheduled_total";
 pub const DEFERRED: &str = "flowpilot_deferred_commands_total";
 pub const RECONCILE_PASSES: &str = "flowpilot_reconcile_passes_total";
+pub const STORE_UNREADABLE: &str = "flowpilot_store_unreadable_items_total";
 pub const AWS_REQUESTS: &str = "flowpilot_aws_requests_total";
 pub const HANDLING_SECONDS: &str = "flowpilot_message_handling_seconds";
 

@@ -12,6 +12,7 @@ use chrono::Utc;
 use flowpilot_core::decide::{Policy, decide};
 use flowpilot_core::effect::EffectError;
 use flowpilot_core::event::CommandMessage;
+use flowpilot_core::health::UnreadableItem;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::input::Input;
 use flowpilot_core::model::Workflow;
@@ -53,6 +54,8 @@ pub struct Pass {
     pub workflows: usize,
     /// Of those, how many failed (each is retried by the next pass).
     pub failures: usize,
+    /// Stored workflows skipped because they cannot be read.
+    pub unreadable: usize,
 }
 
 /// Handling failed: keep the message (it is redelivered after its visibility timeout).
@@ -113,12 +116,21 @@ impl<S: Store, X: Shell> Handler<S, X> {
 
     /// Feeds `Input::Reconcile` to every active workflow (which also drains their outboxes),
     /// stopping between workflows once `stop` is cancelled: the next pass does the rest.
+    /// Stored workflows that cannot be read are skipped and reported.
     /// The one reconcile-all pass, whether the scheduled command or the ticker asks for it.
     pub async fn reconcile_all(&self, stop: &CancellationToken) -> Result<Pass, HandleError> {
-        let active = self.store.list_active().await?;
-        tracing::info!(workflows = active.len(), "reconciling active workflows");
-        let mut pass = Pass::default();
-        for wf in active {
+        let listing = self.store.list_active().await?;
+        tracing::info!(
+            workflows = listing.workflows.len(),
+            unreadable = listing.unreadable.len(),
+            "reconciling active workflows"
+        );
+        let mut pass = Pass {
+            unreadable: listing.unreadable.len(),
+            ..Pass::default()
+        };
+        self.report_unreadable(&listing.unreadable).await;
+        for wf in listing.workflows {
             if stop.is_cancelled() {
                 break;
             }
@@ -129,6 +141,31 @@ impl<S: Store, X: Shell> Handler<S, X> {
             }
         }
         Ok(pass)
+    }
+
+    /// Log line, metric and `Workflow Unreadable` for each item: nothing else would ever look
+    /// at a workflow the reconciler skips. Publishing is best effort; the next pass repeats it.
+    async fn report_unreadable(&self, items: &[UnreadableItem]) {
+        if items.is_empty() {
+            return;
+        }
+        self.metrics
+            .add(metrics::STORE_UNREADABLE, &[], items.len() as u64);
+        for item in items {
+            tracing::error!(
+                key = %item.key,
+                version = ?item.version,
+                reason = %item.reason,
+                "stored workflow is unreadable: skipped by the reconcile pass (fix or delete the item)"
+            );
+        }
+        let now = Utc::now();
+        let events: Vec<_> = items.iter().map(|i| i.health_event(now)).collect();
+        for (item, result) in items.iter().zip(self.shell.publish(&events).await) {
+            if let Err(e) = result {
+                tracing::warn!(key = %item.key, code = %e.code, error = %e.message, "cannot publish Workflow Unreadable");
+            }
+        }
     }
 
     async fn handle_locked(&self, id: &WorkflowId, input: Input) -> Result<Handled, HandleError> {

@@ -43,6 +43,13 @@ pub trait Shell: Send + Sync + 'static {
         cmd: &CommandMessage,
         delay: Duration,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Publishes health events that belong to no workflow transition, so no outbox carries
+    /// them (`Workflow Unreadable`); the result for each event is at its index.
+    fn publish(
+        &self,
+        events: &[HealthEvent],
+    ) -> impl Future<Output = Vec<Result<(), EffectError>>> + Send;
 }
 
 /// [`Shell`] over the real AWS clients.
@@ -279,5 +286,9 @@ impl Shell for AwsShell {
 
     async fn send_command(&self, cmd: &CommandMessage, delay: Duration) -> Result<(), QueueError> {
         self.queue.send_command(cmd, delay).await.map(|_| ())
+    }
+
+    async fn publish(&self, events: &[HealthEvent]) -> Vec<Result<(), EffectError>> {
+        self.health.publish(events).await
     }
 }

@@ -51,6 +51,7 @@ pub async fn run<S: Store, X: Shell>(
             Ok(Pass {
                 workflows,
                 failures: 0,
+                unreadable: 0,
             }) => {
                 tracing::debug!(workflows, "reconcile pass done");
                 "ok"
@@ -58,10 +59,12 @@ pub async fn run<S: Store, X: Shell>(
             Ok(Pass {
                 workflows,
                 failures,
+                unreadable,
             }) => {
                 tracing::warn!(
                     workflows,
                     failures,
+                    unreadable,
                     "reconcile pass: some workflows did not reconcile"
                 );
                 "partial"
@@ -79,8 +82,9 @@ pub async fn run<S: Store, X: Shell>(
 #[cfg(test)]
 mod tests {
     use flowpilot_core::decide::Policy;
-    use flowpilot_core::effect::Effect;
+    use flowpilot_core::effect::{Effect, EffectError};
     use flowpilot_core::event::CommandMessage;
+    use flowpilot_core::health::HealthEvent;
     use flowpilot_core::model::Workflow;
 
     use super::*;
@@ -102,6 +106,10 @@ mod tests {
             _delay: Duration,
         ) -> Result<(), QueueError> {
             Ok(())
+        }
+
+        async fn publish(&self, events: &[HealthEvent]) -> Vec<Result<(), EffectError>> {
+            events.iter().map(|_| Ok(())).collect()
         }
     }
 
