@@ -32,6 +32,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         MESSAGES_IGNORED,
         "Well-formed messages flowpilot does not act on (deleted).",
     ),
+    (
+        DELETE_FAILURES,
+        "Handled messages SQS did not delete, even on a retry (they are redelivered; handling is idempotent).",
+    ),
     (TRANSITIONS, "State transitions committed to the store."),
     (
         CONFLICTS,
@@ -64,6 +68,7 @@ pub const MESSAGES_RECEIVED: &str = "flowpilot_messages_received_total";
 pub const MESSAGES_HANDLED: &str = "flowpilot_messages_handled_total";
 pub const MESSAGES_POISON: &str = "flowpilot_messages_poison_total";
 pub const MESSAGES_IGNORED: &str = "flowpilot_messages_ignored_total";
+pub const DELETE_FAILURES: &str = "flowpilot_message_delete_failures_total";
 pub const TRANSITIONS: &str = "flowpilot_transitions_total";
 pub const CONFLICTS: &str = "flowpilot_conditional_write_conflicts_total";
 pub const EFFECTS: &str = "flowpilot_effects_total";

@@ -31,6 +31,23 @@ pub struct QueueError {
     pub source: BoxError,
 }
 
+/// A handled message to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// For logs: a receipt handle identifies a receive, not a message.
+    pub message_id: String,
+    pub receipt_handle: String,
+}
+
+/// A message SQS did not delete, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteFailure {
+    pub ack: Ack,
+    /// SQS's error code for the entry (or for the whole call, if that failed).
+    pub code: String,
+    pub reason: String,
+}
+
 /// A received message with what the worker needs from it.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -105,18 +122,19 @@ impl Queue {
             .collect())
     }
 
-    /// Deletes messages by receipt handle (in batches of 10). Returns the receipt handles
-    /// SQS did not delete (they will be redelivered; handling is idempotent).
-    pub async fn delete(&self, receipts: &[String]) -> Vec<String> {
+    /// Deletes messages (in batches of 10). Returns those SQS did not delete; the caller
+    /// decides whether to retry them (left alone, they are redelivered, and handling is
+    /// idempotent).
+    pub async fn delete(&self, acks: &[Ack]) -> Vec<DeleteFailure> {
         let mut failed = Vec::new();
-        for chunk in receipts.chunks(MAX_BATCH) {
+        for chunk in acks.chunks(MAX_BATCH) {
             let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
                 .iter()
                 .enumerate()
-                .filter_map(|(i, r)| {
+                .filter_map(|(i, a)| {
                     DeleteMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .receipt_handle(r)
+                        .receipt_handle(&a.receipt_handle)
                         .build()
                         .ok()
                 })
@@ -131,19 +149,25 @@ impl Queue {
             {
                 Ok(out) => {
                     for f in out.failed() {
-                        tracing::warn!(
-                            code = f.code(),
-                            reason = f.message().unwrap_or_default(),
-                            "DeleteMessageBatch entry failed; the message will be redelivered"
-                        );
-                        if let Some(r) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i)) {
-                            failed.push(r.clone());
+                        if let Some(ack) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i)) {
+                            failed.push(DeleteFailure {
+                                ack: ack.clone(),
+                                code: f.code().to_owned(),
+                                reason: f.message().unwrap_or_default().to_owned(),
+                            });
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "DeleteMessageBatch failed; the messages will be redelivered");
-                    failed.extend(chunk.iter().cloned());
+                    let code = ErrorRef::of(&e)
+                        .code
+                        .unwrap_or_else(|| "Transport".to_owned());
+                    let reason = error_chain(&e);
+                    failed.extend(chunk.iter().map(|ack| DeleteFailure {
+                        ack: ack.clone(),
+                        code: code.clone(),
+                        reason: reason.clone(),
+                    }));
                 }
             }
         }
