@@ -14,11 +14,12 @@ WORKDIR /src
 # cargo to resolve the workspace, and Cargo.lock pins every dependency (--locked).
 COPY . .
 # Cache mounts keep the registry and the build directory between builds; the binary is
-# copied out because the cache mount is not part of the image layer.
+# copied out because the cache mount is not part of the image layer. Without the default
+# `local` feature: no simulator and no demo in the production binary.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin flowpilot \
+    cargo build --release --locked --no-default-features --bin flowpilot \
  && install -D -m 0755 target/release/flowpilot /out/flowpilot
 
 # distroless/cc: glibc, libgcc, CA certificates, no shell, runs as uid 65532 (nonroot).

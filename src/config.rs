@@ -49,7 +49,7 @@ pub struct RawConfig {
     /// Concurrent long-polling receivers [default: 2].
     #[arg(long, env = "FLOWPILOT_POLLERS")]
     pub pollers: Option<u32>,
-    /// Messages handled at once [default: 8].
+    /// Messages in flight at once: received and not yet deleted or handed back [default: 8].
     #[arg(long, env = "FLOWPILOT_CONCURRENCY")]
     pub concurrency: Option<u32>,
     /// Address of /healthz and /metrics; `off` disables it; port 0 picks one [default: 127.0.0.1:9464].

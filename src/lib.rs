@@ -4,9 +4,10 @@
 //! - [`core`] (crate `flowpilot-core`): the pure decision code — spec, planner, event model,
 //!   state machine, health events. No I/O.
 //! - [`cli`]: the command line (`workflow plan|create|status|list|cancel|redrive`, `worker`,
-//!   `sim`, `demo`, `integration rebuild`).
-//! - [`sim_cli`]: `flowpilot sim`, the local AppFlow + Customer Profiles simulator (crate
-//!   `flowpilot-sim`).
+//!   `integration rebuild`; with the default `local` feature also `sim` and `demo`).
+//! - `sim_cli` (feature `local`): `flowpilot sim`, the local AppFlow + Customer Profiles
+//!   simulator (crate `flowpilot-sim`).
+//! - `demo` (feature `local`): `flowpilot demo`, the whole product on the local stack.
 //! - [`config`]: worker/CLI settings layered flags > `FLOWPILOT_*` environment > TOML file.
 //! - [`aws`]: SDK configuration and the adapters (AppFlow, Customer Profiles, EventBridge
 //!   health publisher, SQS work queue); SDK errors mapped to transient/permanent.
@@ -21,8 +22,10 @@ pub use flowpilot_core as core;
 pub mod aws;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "local")]
 pub mod demo;
 pub mod metrics;
+#[cfg(feature = "local")]
 pub mod sim_cli;
 pub mod store;
 pub mod worker;

@@ -22,7 +22,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     (MESSAGES_RECEIVED, "SQS messages received by the pollers."),
     (
         MESSAGES_HANDLED,
-        "Messages whose handling finished, by outcome (acked, deferred, released, failed).",
+        "Messages whose handling finished, by outcome (done, deferred, redelayed, unknown_workflow: deleted; failed: retried).",
     ),
     (
         MESSAGES_POISON,
@@ -31,6 +31,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
     (
         MESSAGES_IGNORED,
         "Well-formed messages flowpilot does not act on (deleted).",
+    ),
+    (
+        DELETE_FAILURES,
+        "Handled messages SQS did not delete, even on a retry (they are redelivered; handling is idempotent).",
     ),
     (TRANSITIONS, "State transitions committed to the store."),
     (
@@ -51,6 +55,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "In-process reconcile-all passes (FLOWPILOT_RECONCILE_EVERY), by result.",
     ),
     (
+        STORE_UNREADABLE,
+        "Stored workflows a reconcile-all pass could not read and skipped (counted again by every pass).",
+    ),
+    (
         AWS_REQUESTS,
         "HTTP requests sent to AWS (every attempt, SDK retries included), by service and operation.",
     ),
@@ -60,12 +68,14 @@ pub const MESSAGES_RECEIVED: &str = "flowpilot_messages_received_total";
 pub const MESSAGES_HANDLED: &str = "flowpilot_messages_handled_total";
 pub const MESSAGES_POISON: &str = "flowpilot_messages_poison_total";
 pub const MESSAGES_IGNORED: &str = "flowpilot_messages_ignored_total";
+pub const DELETE_FAILURES: &str = "flowpilot_message_delete_failures_total";
 pub const TRANSITIONS: &str = "flowpilot_transitions_total";
 pub const CONFLICTS: &str = "flowpilot_conditional_write_conflicts_total";
 pub const EFFECTS: &str = "flowpilot_effects_total";
 pub const RETRIES_SCHEDULED: &str = "flowpilot_retries_scheduled_total";
 pub const DEFERRED: &str = "flowpilot_deferred_commands_total";
 pub const RECONCILE_PASSES: &str = "flowpilot_reconcile_passes_total";
+pub const STORE_UNREADABLE: &str = "flowpilot_store_unreadable_items_total";
 pub const AWS_REQUESTS: &str = "flowpilot_aws_requests_total";
 pub const HANDLING_SECONDS: &str = "flowpilot_message_handling_seconds";
 

@@ -74,6 +74,26 @@ EVENTS = {
     "Integration Rebuilt": ("integration-rebuilt",
                             "The continuous integration was deleted and re-established from its last good point.",
                             ["flow_name"], {}),
+    "Workflow Unreadable": ("workflow-unreadable",
+                            "A stored workflow cannot be read back (hand-edited, or written by an incompatible "
+                            "version); every reconcile pass skips it and reports it again under the same "
+                            "`event_id`. No workflow could be read, so the common members carry what the stored "
+                            "item still says (empty strings where it says nothing readable) and `progress` is "
+                            "all zeros.",
+                            ["error"], {}),
+}
+
+# Members whose constraints a detail type replaces rather than narrows.
+REPLACED = {
+    "Workflow Unreadable": {
+        "workflow_id": {"type": "string", "minLength": 1,
+                        "description": "The id the stored item's key names (the key itself if it names none)"},
+        "domain": {"type": "string", "description": "The stored document's domain, if still readable"},
+        "object_type": {"type": "string", "description": "The stored document's object type, if still readable"},
+        "connector": {"type": "string", "description": "The stored document's connector, if still readable"},
+        "status": {"type": "string", "description": "The stored item's status attribute, if any"},
+        "error": {"type": "string", "description": "Why the stored item does not read back"},
+    },
 }
 
 
@@ -82,6 +102,7 @@ def schema(detail_type, slug, description, extra_required, extra):
     props.update(OPTIONAL_MEMBERS)
     for name, constraint in extra.items():
         props[name] = dict(props[name], **constraint)
+    props.update(REPLACED.get(detail_type, {}))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://flowpilot.dev/schemas/health/{slug}.json",

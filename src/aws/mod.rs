@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_appflow::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_appflow::operation::RequestId as _;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use flowpilot_core::effect::EffectError;
 
@@ -172,6 +173,39 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+/// Where a failed AWS call can be looked up: the service's error code and the request id,
+/// lifted out of the SDK error so an error's own message carries them (the SDK error stays
+/// its source, for the rest of the chain).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorRef {
+    pub code: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl ErrorRef {
+    pub fn of<E>(err: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> Self
+    where
+        E: ProvideErrorMetadata,
+    {
+        Self {
+            code: error_code(err).map(str::to_owned),
+            request_id: err.request_id().map(str::to_owned),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.code, &self.request_id) {
+            (Some(code), Some(id)) => write!(f, "{code}, request id {id}"),
+            (Some(code), None) => f.write_str(code),
+            (None, Some(id)) => write!(f, "request id {id}"),
+            // Timeouts, connection failures: the cause is further down the chain.
+            (None, None) => f.write_str("no answer from AWS"),
+        }
+    }
 }
 
 /// The service error code, if the SDK error is a service answer.

@@ -4,14 +4,17 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName,
 };
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::http::Response;
 use chrono::Utc;
 use flowpilot_core::command::Command;
 
-use super::error_chain;
+use super::{ErrorRef, error_chain};
 
 /// SQS's longest `DelaySeconds`; longer waits are re-delayed when the message arrives.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -19,11 +22,30 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 const MAX_BATCH: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
-#[error("SQS {operation} on {queue_url} failed: {message}")]
+#[error("SQS {operation} on {queue_url} failed ({aws})")]
 pub struct QueueError {
     pub operation: &'static str,
     pub queue_url: String,
-    pub message: String,
+    pub aws: ErrorRef,
+    #[source]
+    pub source: BoxError,
+}
+
+/// A handled message to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// For logs: a receipt handle identifies a receive, not a message.
+    pub message_id: String,
+    pub receipt_handle: String,
+}
+
+/// A message SQS did not delete, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteFailure {
+    pub ack: Ack,
+    /// SQS's error code for the entry (or for the whole call, if that failed).
+    pub code: String,
+    pub reason: String,
 }
 
 /// A received message with what the worker needs from it.
@@ -50,19 +72,15 @@ impl Queue {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    fn error(
-        &self,
-        operation: &'static str,
-        err: &(dyn std::error::Error + 'static),
-    ) -> QueueError {
+    fn error<E>(&self, operation: &'static str, err: SdkError<E, Response>) -> QueueError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         QueueError {
             operation,
             queue_url: self.url.clone(),
-            message: error_chain(err),
+            aws: ErrorRef::of(&err),
+            source: err.into(),
         }
     }
 
@@ -83,7 +101,7 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| self.error("ReceiveMessage", &e))?;
+            .map_err(|e| self.error("ReceiveMessage", e))?;
         Ok(out
             .messages
             .unwrap_or_default()
@@ -104,18 +122,19 @@ impl Queue {
             .collect())
     }
 
-    /// Deletes messages by receipt handle (in batches of 10). Returns the receipt handles
-    /// SQS did not delete (they will be redelivered; handling is idempotent).
-    pub async fn delete(&self, receipts: &[String]) -> Vec<String> {
+    /// Deletes messages (in batches of 10). Returns those SQS did not delete; the caller
+    /// decides whether to retry them (left alone, they are redelivered, and handling is
+    /// idempotent).
+    pub async fn delete(&self, acks: &[Ack]) -> Vec<DeleteFailure> {
         let mut failed = Vec::new();
-        for chunk in receipts.chunks(MAX_BATCH) {
+        for chunk in acks.chunks(MAX_BATCH) {
             let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
                 .iter()
                 .enumerate()
-                .filter_map(|(i, r)| {
+                .filter_map(|(i, a)| {
                     DeleteMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .receipt_handle(r)
+                        .receipt_handle(&a.receipt_handle)
                         .build()
                         .ok()
                 })
@@ -130,19 +149,25 @@ impl Queue {
             {
                 Ok(out) => {
                     for f in out.failed() {
-                        tracing::warn!(
-                            code = f.code(),
-                            reason = f.message().unwrap_or_default(),
-                            "DeleteMessageBatch entry failed; the message will be redelivered"
-                        );
-                        if let Some(r) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i)) {
-                            failed.push(r.clone());
+                        if let Some(ack) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i)) {
+                            failed.push(DeleteFailure {
+                                ack: ack.clone(),
+                                code: f.code().to_owned(),
+                                reason: f.message().unwrap_or_default().to_owned(),
+                            });
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "DeleteMessageBatch failed; the messages will be redelivered");
-                    failed.extend(chunk.iter().cloned());
+                    let code = ErrorRef::of(&e)
+                        .code
+                        .unwrap_or_else(|| "Transport".to_owned());
+                    let reason = error_chain(&e);
+                    failed.extend(chunk.iter().map(|ack| DeleteFailure {
+                        ack: ack.clone(),
+                        code: code.clone(),
+                        reason: reason.clone(),
+                    }));
                 }
             }
         }
@@ -197,20 +222,7 @@ impl Queue {
             .delay_seconds(secs_i32(delay.min(MAX_DELAY)))
             .send()
             .await
-            .map_err(|e| self.error("SendMessage", &e))?;
-        Ok(out.message_id.unwrap_or_default())
-    }
-
-    /// Sends a raw body (tests and tools).
-    pub async fn send_raw(&self, body: &str) -> Result<String, QueueError> {
-        let out = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| self.error("SendMessage", &e))?;
+            .map_err(|e| self.error("SendMessage", e))?;
         Ok(out.message_id.unwrap_or_default())
     }
 }

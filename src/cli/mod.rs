@@ -20,7 +20,8 @@ pub mod workflow;
 #[derive(Debug, Parser)]
 #[command(name = "flowpilot", version, about, long_about = None)]
 pub struct Cli {
-    /// Log format on stderr (level via RUST_LOG, default info for `worker`/`sim`, warn otherwise).
+    /// Log format on stderr (level via RUST_LOG, default info for long-running commands, warn
+    /// otherwise).
     #[arg(
         long,
         global = true,
@@ -50,9 +51,11 @@ pub enum Command {
     #[command(subcommand)]
     Integration(IntegrationCommand),
     /// Run the local AppFlow + Customer Profiles simulator (for tests and experiments).
+    #[cfg(feature = "local")]
     Sim(crate::sim_cli::SimArgs),
     /// The whole product on the local stack in one command: stack, worker, a two-year
     /// Salesforce workflow with injected transient failures, progress, health events, ledger.
+    #[cfg(feature = "local")]
     Demo(crate::demo::DemoArgs),
 }
 
@@ -86,7 +89,9 @@ pub struct UsageError(pub String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Worker(_) | Command::Sim(_) => "info",
+        Command::Worker(_) => "info",
+        #[cfg(feature = "local")]
+        Command::Sim(_) => "info",
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
@@ -123,7 +128,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workflow(WorkflowCommand::Redrive(args)) => workflow::redrive(args).await,
         Command::Integration(IntegrationCommand::Rebuild(args)) => integration::rebuild(args).await,
         Command::Worker(args) => worker::run(args).await,
+        #[cfg(feature = "local")]
         Command::Sim(args) => crate::sim_cli::run(args).await.map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "local")]
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }

@@ -447,11 +447,18 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     };
     let ops = Ops::connect(&args.resources).await?;
     let everything = args.all || wanted.is_some_and(|s| !s.is_active());
-    let mut workflows = if everything {
+    let listing = if everything {
         ops.store.list_all().await?
     } else {
         ops.store.list_active().await?
     };
+    for item in &listing.unreadable {
+        eprintln!(
+            "warning: stored workflow {} is unreadable and not listed: {}",
+            item.key, item.reason
+        );
+    }
+    let mut workflows = listing.workflows;
     workflows.retain(|w| wanted.is_none_or(|s| w.status == s));
     workflows.sort_by_key(|w| w.created_at);
     if args.json {

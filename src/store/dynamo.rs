@@ -15,13 +15,14 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
+use flowpilot_core::health::UnreadableItem;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::model::Workflow;
 
-use super::{Store, StoreError};
-use crate::aws::error_chain;
+use super::{Listing, Store, StoreError};
+use crate::aws::ErrorRef;
 
 /// Name of the sparse GSI on active workflows (partition `active_shard`, sort `pk`).
 pub const ACTIVE_INDEX: &str = "active";
@@ -73,10 +74,17 @@ impl DynamoStore {
         Ok(item)
     }
 
-    fn backend(operation: &'static str, err: &(dyn std::error::Error + 'static)) -> StoreError {
+    fn backend<E>(
+        operation: &'static str,
+        err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         StoreError::Backend {
             operation,
-            message: error_chain(err),
+            aws: ErrorRef::of(&err),
+            source: err.into(),
         }
     }
 }
@@ -86,31 +94,70 @@ fn key(id: &WorkflowId) -> String {
 }
 
 fn parse_item(item: &HashMap<String, AttributeValue>) -> Result<Workflow, StoreError> {
-    let pk = item
-        .get("pk")
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default();
-    let doc = item
-        .get("doc")
-        .and_then(|v| v.as_s().ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            key: pk.clone(),
-            reason: "no `doc` attribute".to_owned(),
-        })?;
-    let mut wf: Workflow = serde_json::from_str(doc).map_err(|e| StoreError::Corrupt {
-        key: pk.clone(),
-        reason: e.to_string(),
-    })?;
-    // The `version` attribute is what conditions check; it wins over the document's copy.
-    if let Some(v) = item
+    read_item(item).map_err(|u| StoreError::Corrupt {
+        key: u.key,
+        reason: u.reason,
+    })
+}
+
+/// The workflow an item holds, or what can still be read of an item that holds none.
+fn read_item(item: &HashMap<String, AttributeValue>) -> Result<Workflow, Box<UnreadableItem>> {
+    let s = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+    let version = item
         .get("version")
         .and_then(|v| v.as_n().ok())
-        .and_then(|n| n.parse().ok())
-    {
-        wf.version = v;
+        .and_then(|n| n.parse().ok());
+    let doc = s("doc");
+    let parsed = match doc {
+        None => Err("no `doc` attribute".to_owned()),
+        Some(doc) => serde_json::from_str::<Workflow>(doc).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(mut wf) => {
+            // The `version` attribute is what conditions check; it wins over the document's copy.
+            if let Some(v) = version {
+                wf.version = v;
+            }
+            Ok(wf)
+        }
+        Err(reason) => {
+            let key = s("pk").cloned().unwrap_or_default();
+            // A document of an incompatible version is usually still JSON with a spec: its
+            // domain and connector tell the alert whom it concerns.
+            let spec = doc
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                .map(|v| v["spec"].clone())
+                .unwrap_or_default();
+            let spec_str = |name: &str| spec[name].as_str().unwrap_or_default().to_owned();
+            Err(Box::new(UnreadableItem {
+                workflow_id: key
+                    .strip_prefix(KEY_PREFIX)
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or(&key)
+                    .to_owned(),
+                key,
+                reason,
+                version,
+                status: s("status").cloned().unwrap_or_default(),
+                domain: spec_str("domain"),
+                object_type: spec_str("object_type"),
+                connector: spec_str("connector"),
+            }))
+        }
     }
-    Ok(wf)
+}
+
+/// Adds a page of items to `listing`, setting aside those that do not read back.
+fn read_page<'a>(
+    items: impl IntoIterator<Item = &'a HashMap<String, AttributeValue>>,
+    listing: &mut Listing,
+) {
+    for item in items {
+        match read_item(item) {
+            Ok(wf) => listing.workflows.push(wf),
+            Err(unreadable) => listing.unreadable.push(*unreadable),
+        }
+    }
 }
 
 impl Store for DynamoStore {
@@ -129,7 +176,7 @@ impl Store for DynamoStore {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
                 Err(StoreError::AlreadyExists(wf.id.clone()))
             }
-            Err(e) => Err(Self::backend("PutItem", &e)),
+            Err(e) => Err(Self::backend("PutItem", e)),
         }
     }
 
@@ -142,7 +189,7 @@ impl Store for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| Self::backend("GetItem", &e))?;
+            .map_err(|e| Self::backend("GetItem", e))?;
         out.item.as_ref().map(parse_item).transpose()
     }
 
@@ -168,12 +215,12 @@ impl Store for DynamoStore {
                     expected: expected_version,
                 })
             }
-            Err(e) => Err(Self::backend("PutItem", &e)),
+            Err(e) => Err(Self::backend("PutItem", e)),
         }
     }
 
-    async fn list_active(&self) -> Result<Vec<Workflow>, StoreError> {
-        let mut out = Vec::new();
+    async fn list_active(&self) -> Result<Listing, StoreError> {
+        let mut out = Listing::default();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
@@ -186,10 +233,8 @@ impl Store for DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| Self::backend("Query", &e))?;
-            for item in page.items() {
-                out.push(parse_item(item)?);
-            }
+                .map_err(|e| Self::backend("Query", e))?;
+            read_page(page.items(), &mut out);
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(out),
@@ -197,8 +242,8 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn list_all(&self) -> Result<Vec<Workflow>, StoreError> {
-        let mut out = Vec::new();
+    async fn list_all(&self) -> Result<Listing, StoreError> {
+        let mut out = Listing::default();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
@@ -208,23 +253,169 @@ impl Store for DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| Self::backend("Scan", &e))?;
-            for item in page.items() {
-                let is_workflow = item
-                    .get("pk")
+                .map_err(|e| Self::backend("Scan", e))?;
+            let workflows = page.items().iter().filter(|item| {
+                item.get("pk")
                     .and_then(|v| v.as_s().ok())
-                    .is_some_and(|pk| pk.starts_with(KEY_PREFIX));
-                if is_workflow {
-                    out.push(parse_item(item)?);
-                }
-            }
+                    .is_some_and(|pk| pk.starts_with(KEY_PREFIX))
+            });
+            read_page(workflows, &mut out);
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => {
-                    out.sort_by_key(|w| w.created_at);
+                    out.workflows.sort_by_key(|w| w.created_at);
                     return Ok(out);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::operation::query::QueryError;
+    use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::*;
+    use crate::aws::error_chain;
+
+    /// A service error as the SDK builds it from DynamoDB's answer (status, request id header).
+    fn service_error(status: u16, error: QueryError) -> SdkError<QueryError, Response> {
+        let mut raw = Response::new(
+            StatusCode::try_from(status).expect("a valid status"),
+            SdkBody::from("{}"),
+        );
+        raw.headers_mut()
+            .insert("x-amzn-requestid", "R3QU35T1D0000000000000000000000000");
+        SdkError::service_error(error, raw)
+    }
+
+    #[test]
+    fn a_backend_error_names_the_aws_code_and_request_id_and_keeps_the_sdk_error() {
+        // A modelled error (as the SDK's deserialiser builds it): its own Display has the code
+        // but never the request id.
+        let missing = QueryError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("ResourceNotFoundException")
+                        .message("Requested resource not found")
+                        .build(),
+                )
+                .build(),
+        );
+        let err = DynamoStore::backend("Query", service_error(400, missing));
+        let text = err.to_string();
+        assert!(text.contains("ResourceNotFoundException"), "{text}");
+        assert!(
+            text.contains("R3QU35T1D0000000000000000000000000"),
+            "{text}"
+        );
+        assert!(
+            error_chain(&err).contains("Requested resource not found"),
+            "the chain keeps the service's message: {}",
+            error_chain(&err)
+        );
+        let source = std::error::Error::source(&err).expect("the SDK error is the source");
+        let sdk = source
+            .downcast_ref::<SdkError<QueryError, Response>>()
+            .expect("the source is the SDK error itself");
+        assert_eq!(sdk.code(), Some("ResourceNotFoundException"));
+
+        // An error code the SDK does not model (what IAM denials are).
+        let denied = QueryError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not authorized to perform: dynamodb:Query")
+                .build(),
+        );
+        let err = DynamoStore::backend("Query", service_error(400, denied));
+        let text = err.to_string();
+        assert!(text.contains("AccessDeniedException"), "{text}");
+        assert!(
+            text.contains("R3QU35T1D0000000000000000000000000"),
+            "{text}"
+        );
+        assert!(
+            error_chain(&err).contains("dynamodb:Query"),
+            "{}",
+            error_chain(&err)
+        );
+    }
+
+    fn workflow(id: &str) -> Workflow {
+        let now = chrono::Utc::now();
+        let spec = flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some("2025-01-01".into()),
+            kms_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k".into()),
+            ..Default::default()
+        }
+        .validate(now)
+        .unwrap();
+        Workflow::new(WorkflowId::new(id).unwrap(), spec, now)
+    }
+
+    #[test]
+    fn a_listing_sets_unreadable_items_aside_with_what_they_still_say() {
+        let good = DynamoStore::item(&workflow("good")).unwrap();
+        // What a newer flowpilot might write: JSON with a spec, but not a workflow we can read.
+        let mut newer = DynamoStore::item(&workflow("newer")).unwrap();
+        let mut doc: serde_json::Value =
+            serde_json::from_str(newer["doc"].as_s().unwrap()).unwrap();
+        doc["status"] = "exploded".into();
+        newer.insert("doc".into(), AttributeValue::S(doc.to_string()));
+        newer.insert("version".into(), AttributeValue::N("7".into()));
+        let mut garbage = DynamoStore::item(&workflow("garbage")).unwrap();
+        garbage.insert("doc".into(), AttributeValue::S("{not json".into()));
+        let mut docless = DynamoStore::item(&workflow("docless")).unwrap();
+        docless.remove("doc");
+        let also_good = DynamoStore::item(&workflow("also-good")).unwrap();
+
+        let mut listing = Listing::default();
+        read_page(&[good, newer, garbage, docless, also_good], &mut listing);
+
+        let ids: Vec<&str> = listing.workflows.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["good", "also-good"]);
+        let unreadable: Vec<(&str, &str)> = listing
+            .unreadable
+            .iter()
+            .map(|u| (u.key.as_str(), u.workflow_id.as_str()))
+            .collect();
+        assert_eq!(
+            unreadable,
+            [
+                ("wf#newer", "newer"),
+                ("wf#garbage", "garbage"),
+                ("wf#docless", "docless")
+            ]
+        );
+        let newer = &listing.unreadable[0];
+        assert!(newer.reason.contains("exploded"), "{}", newer.reason);
+        assert_eq!(newer.version, Some(7));
+        assert_eq!(
+            (
+                newer.status.as_str(),
+                newer.domain.as_str(),
+                newer.object_type.as_str(),
+                newer.connector.as_str()
+            ),
+            ("pending", "acme", "Account", "salesforce")
+        );
+        let garbage = &listing.unreadable[1];
+        assert_eq!(
+            (garbage.domain.as_str(), garbage.connector.as_str()),
+            ("", "")
+        );
+        assert_eq!(listing.unreadable[2].reason, "no `doc` attribute");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::model::Workflow;
 
-use super::{Store, StoreError};
+use super::{Listing, Store, StoreError};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -53,16 +53,23 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn list_active(&self) -> Result<Vec<Workflow>, StoreError> {
-        Ok(self
-            .map()
-            .values()
-            .filter(|w| w.status.is_active())
-            .cloned()
-            .collect())
+    /// Never with unreadable items: this store holds typed workflows, not documents.
+    async fn list_active(&self) -> Result<Listing, StoreError> {
+        Ok(Listing {
+            workflows: self
+                .map()
+                .values()
+                .filter(|w| w.status.is_active())
+                .cloned()
+                .collect(),
+            unreadable: Vec::new(),
+        })
     }
 
-    async fn list_all(&self) -> Result<Vec<Workflow>, StoreError> {
-        Ok(self.map().values().cloned().collect())
+    async fn list_all(&self) -> Result<Listing, StoreError> {
+        Ok(Listing {
+            workflows: self.map().values().cloned().collect(),
+            unreadable: Vec::new(),
+        })
     }
 }

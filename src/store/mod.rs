@@ -13,6 +13,7 @@ pub mod memory;
 
 use std::future::Future;
 
+use flowpilot_core::health::UnreadableItem;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::model::Workflow;
 
@@ -26,10 +27,12 @@ pub enum StoreError {
     /// The stored item cannot be read back (hand-edited, or written by an incompatible version).
     #[error("stored workflow {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
-    #[error("state store {operation} failed: {message}")]
+    #[error("state store {operation} failed ({aws})")]
     Backend {
         operation: &'static str,
-        message: String,
+        aws: crate::aws::ErrorRef,
+        #[source]
+        source: aws_smithy_runtime_api::box_error::BoxError,
     },
 }
 
@@ -52,8 +55,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Every workflow whose status is active (the sparse index), for the reconciler and `list`.
-    fn list_active(&self) -> impl Future<Output = Result<Vec<Workflow>, StoreError>> + Send;
+    fn list_active(&self) -> impl Future<Output = Result<Listing, StoreError>> + Send;
 
     /// Every workflow, including failed and cancelled ones (`workflow list --all`).
-    fn list_all(&self) -> impl Future<Output = Result<Vec<Workflow>, StoreError>> + Send;
+    fn list_all(&self) -> impl Future<Output = Result<Listing, StoreError>> + Send;
+}
+
+/// What a listing found. An item that does not read back as a workflow is set aside in
+/// `unreadable` rather than failing the listing: one bad item must not hide every other
+/// workflow from the reconciler.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub workflows: Vec<Workflow>,
+    pub unreadable: Vec<UnreadableItem>,
 }

@@ -12,13 +12,17 @@ use chrono::Utc;
 use flowpilot_core::command::Command;
 use flowpilot_core::decide::{Policy, decide};
 use flowpilot_core::effect::EffectError;
+use flowpilot_core::health::UnreadableItem;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::input::Input;
 use flowpilot_core::model::Workflow;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::locks::KeyedLocks;
 use super::shell::Shell;
+use crate::aws::error_chain;
+use crate::aws::queue::QueueError;
 use crate::metrics::{self, Metrics};
 use crate::store::{Store, StoreError};
 
@@ -43,6 +47,17 @@ pub enum Handled {
     UnknownWorkflow,
 }
 
+/// What a reconcile-all pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Workflows reconciled (or tried).
+    pub workflows: usize,
+    /// Of those, how many failed (each is retried by the next pass).
+    pub failures: usize,
+    /// Stored workflows skipped because they cannot be read.
+    pub unreadable: usize,
+}
+
 /// Handling failed: keep the message (it is redelivered after its visibility timeout).
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -50,10 +65,13 @@ pub enum HandleError {
     Store(#[from] StoreError),
     #[error("gave up after {0} conflicting concurrent writes")]
     TooManyConflicts(u32),
-    #[error(
-        "an effect failed transiently ({0}) and the follow-up reconcile could not be sent: {1}"
-    )]
-    CannotDefer(String, String),
+    /// `why` says what the delayed command was for.
+    #[error("{why}, and the delayed command that finishes it could not be sent")]
+    CannotDefer {
+        why: String,
+        #[source]
+        source: QueueError,
+    },
 }
 
 pub struct Handler<S, X> {
@@ -77,10 +95,6 @@ impl<S: Store, X: Shell> Handler<S, X> {
         }
     }
 
-    pub fn store(&self) -> &Arc<S> {
-        &self.store
-    }
-
     /// Applies `input` to workflow `id`.
     pub async fn handle(&self, id: &WorkflowId, input: Input) -> Result<Handled, HandleError> {
         let batch = match &input {
@@ -100,19 +114,58 @@ impl<S: Store, X: Shell> Handler<S, X> {
         .await
     }
 
-    /// Feeds `Input::Reconcile` to every active workflow (which also drains their outboxes).
-    /// Returns how many workflows failed to reconcile.
-    pub async fn reconcile_all(&self) -> Result<usize, HandleError> {
-        let active = self.store.list_active().await?;
-        tracing::info!(workflows = active.len(), "reconciling active workflows");
-        let mut failures = 0;
-        for wf in active {
+    /// Feeds `Input::Reconcile` to every active workflow (which also drains their outboxes),
+    /// stopping between workflows once `stop` is cancelled: the next pass does the rest.
+    /// Stored workflows that cannot be read are skipped and reported.
+    /// The one reconcile-all pass, whether the scheduled command or the ticker asks for it.
+    pub async fn reconcile_all(&self, stop: &CancellationToken) -> Result<Pass, HandleError> {
+        let listing = self.store.list_active().await?;
+        tracing::info!(
+            workflows = listing.workflows.len(),
+            unreadable = listing.unreadable.len(),
+            "reconciling active workflows"
+        );
+        let mut pass = Pass {
+            unreadable: listing.unreadable.len(),
+            ..Pass::default()
+        };
+        self.report_unreadable(&listing.unreadable).await;
+        for wf in listing.workflows {
+            if stop.is_cancelled() {
+                break;
+            }
+            pass.workflows += 1;
             if let Err(e) = self.handle(&wf.id, Input::Reconcile).await {
-                tracing::warn!(workflow_id = %wf.id, error = %e, "reconcile failed");
-                failures += 1;
+                tracing::warn!(workflow_id = %wf.id, error = %error_chain(&e), "reconcile failed");
+                pass.failures += 1;
             }
         }
-        Ok(failures)
+        Ok(pass)
+    }
+
+    /// Log line, metric and `Workflow Unreadable` for each item: nothing else would ever look
+    /// at a workflow the reconciler skips. Publishing is best effort; the next pass repeats it.
+    async fn report_unreadable(&self, items: &[UnreadableItem]) {
+        if items.is_empty() {
+            return;
+        }
+        self.metrics
+            .add(metrics::STORE_UNREADABLE, &[], items.len() as u64);
+        for item in items {
+            tracing::error!(
+                key = %item.key,
+                version = ?item.version,
+                reason = %item.reason,
+                "stored workflow is unreadable: skipped by the reconcile pass (fix or delete the item)"
+            );
+        }
+        let now = Utc::now();
+        let events: Vec<_> = items.iter().map(|i| i.health_event(now)).collect();
+        for (item, result) in items.iter().zip(self.shell.publish(&events).await) {
+            if let Err(e) = result {
+                tracing::warn!(key = %item.key, code = %e.code, error = %e.message, "cannot publish Workflow Unreadable");
+            }
+        }
     }
 
     async fn handle_locked(&self, id: &WorkflowId, input: Input) -> Result<Handled, HandleError> {
@@ -134,7 +187,10 @@ impl<S: Store, X: Shell> Handler<S, X> {
                 self.shell
                     .send_command(&cmd, remaining)
                     .await
-                    .map_err(|e| HandleError::CannotDefer("retry not due".into(), e.to_string()))?;
+                    .map_err(|source| HandleError::CannotDefer {
+                        why: "a retry is not due yet".into(),
+                        source,
+                    })?;
                 self.metrics.inc(metrics::DEFERRED);
                 tracing::info!(?remaining, "retry not due yet; re-delayed");
                 return Ok(Handled::Redelayed);
@@ -158,8 +214,12 @@ impl<S: Store, X: Shell> Handler<S, X> {
                     self.shell
                         .send_command(&cmd, RECONCILE_DELAY)
                         .await
-                        .map_err(|e| {
-                            HandleError::CannotDefer(error.message.clone(), e.to_string())
+                        .map_err(|source| HandleError::CannotDefer {
+                            why: format!(
+                                "an effect failed transiently ({}: {})",
+                                error.code, error.message
+                            ),
+                            source,
                         })?;
                     self.metrics.inc(metrics::DEFERRED);
                     return Ok(Handled::Deferred);

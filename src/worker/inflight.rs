@@ -38,12 +38,9 @@ impl InFlight {
         self.map().remove(message_id);
     }
 
-    pub fn len(&self) -> usize {
+    /// How many messages are in flight (for the shutdown log line).
+    pub fn count(&self) -> usize {
         self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn receipts(&self) -> Vec<String> {

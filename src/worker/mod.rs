@@ -131,7 +131,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     shutdown.cancelled().await;
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     tracing::info!(
-        in_flight = inflight.len(),
+        in_flight = inflight.count(),
         grace = ?config.shutdown_grace,
         "shutting down: no new messages; waiting for in-flight work"
     );

@@ -19,6 +19,7 @@ use flowpilot_core::health::HealthEvent;
 use flowpilot_core::model::Workflow;
 
 use crate::aws::appflow::AppFlow;
+use crate::aws::error_chain;
 use crate::aws::health::HealthPublisher;
 use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
@@ -39,6 +40,13 @@ pub trait Shell: Send + Sync + 'static {
         cmd: &Command,
         delay: Duration,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Publishes health events that belong to no workflow transition, so no outbox carries
+    /// them (`Workflow Unreadable`); the result for each event is at its index.
+    fn publish(
+        &self,
+        events: &[HealthEvent],
+    ) -> impl Future<Output = Vec<Result<(), EffectError>>> + Send;
 }
 
 /// [`Shell`] over the real AWS clients.
@@ -75,17 +83,22 @@ impl AwsShell {
         step
     }
 
+    /// Executes the first of `effects`, or all the Publish effects it starts a run of (one
+    /// PutEvents per 10 events); one step per effect executed.
     /// `arns`: flow ARNs that CreateFlow answered earlier in this execution, so linking the
     /// live flow right after creating it needs no DescribeFlow.
-    async fn run_one(
+    async fn run_next(
         &self,
         wf: &Workflow,
-        effect: &Effect,
+        effects: &[Effect],
         arns: &mut HashMap<String, String>,
-    ) -> Step {
+    ) -> Vec<Step> {
+        let Some(effect) = effects.first() else {
+            return Vec::new();
+        };
         let key = &effect.key;
         let done = || Outcome::Done { key: key.clone() };
-        match &effect.kind {
+        let step = match &effect.kind {
             EffectKind::CreateFlow { flow } => {
                 let r = self.appflow.create_flow(flow).await;
                 if let Ok(Some(arn)) = &r {
@@ -165,8 +178,11 @@ impl AwsShell {
                 self.step("delete_integration", key, r, |()| done())
             }
             EffectKind::Publish { .. } => {
-                let mut steps = self.publish_run(&[effect]).await;
-                steps.pop().unwrap_or(Step::Record(done()))
+                let run: Vec<&Effect> = effects
+                    .iter()
+                    .take_while(|e| matches!(e.kind, EffectKind::Publish { .. }))
+                    .collect();
+                return self.publish_run(&run).await;
             }
             EffectKind::ScheduleRetry {
                 batch,
@@ -181,7 +197,8 @@ impl AwsShell {
                 };
                 self.schedule_retry(key, &cmd, *due_at).await
             }
-        }
+        };
+        vec![step]
     }
 
     /// Sends a `retry_due` command delayed until its `due_at` (SQS allows at most 15 minutes;
@@ -202,8 +219,8 @@ impl AwsShell {
             .await
             .map(|_message_id| ())
             .map_err(|e| EffectError {
-                code: "Transport".to_owned(),
-                message: e.to_string(),
+                code: e.aws.code.clone().unwrap_or_else(|| "Transport".to_owned()),
+                message: error_chain(&e),
                 permanent: false,
             });
         if r.is_ok() {
@@ -242,15 +259,7 @@ impl Shell for AwsShell {
         let mut arns = HashMap::new();
         let mut i = 0;
         while i < effects.len() {
-            let steps = if matches!(effects[i].kind, EffectKind::Publish { .. }) {
-                let run: Vec<&Effect> = effects[i..]
-                    .iter()
-                    .take_while(|e| matches!(e.kind, EffectKind::Publish { .. }))
-                    .collect();
-                self.publish_run(&run).await
-            } else {
-                vec![self.run_one(wf, &effects[i], &mut arns).await]
-            };
+            let steps = self.run_next(wf, &effects[i..], &mut arns).await;
             for step in steps {
                 if !executed.push(&effects[i].key, step) {
                     if let Some((key, error)) = &executed.stopped {
@@ -266,5 +275,9 @@ impl Shell for AwsShell {
 
     async fn send_command(&self, cmd: &Command, delay: Duration) -> Result<(), QueueError> {
         self.queue.send_command(cmd, delay).await.map(|_| ())
+    }
+
+    async fn publish(&self, events: &[HealthEvent]) -> Vec<Result<(), EffectError>> {
+        self.health.publish(events).await
     }
 }

@@ -13,12 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowpilot_core::input::Input;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::handler::Handler;
+use super::handler::{Handler, Pass};
 use super::shell::Shell;
+use crate::aws::error_chain;
 use crate::metrics::{self, Metrics};
 use crate::store::Store;
 
@@ -42,7 +42,7 @@ pub async fn run<S: Store, X: Shell>(
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
-        let pass = pass(&handler, &shutdown);
+        let pass = handler.reconcile_all(&shutdown);
         let outcome = tokio::select! {
             _ = hard_stop.cancelled() => break,
             o = pass => o,
@@ -51,6 +51,7 @@ pub async fn run<S: Store, X: Shell>(
             Ok(Pass {
                 workflows,
                 failures: 0,
+                unreadable: 0,
             }) => {
                 tracing::debug!(workflows, "reconcile pass done");
                 "ok"
@@ -58,16 +59,18 @@ pub async fn run<S: Store, X: Shell>(
             Ok(Pass {
                 workflows,
                 failures,
+                unreadable,
             }) => {
                 tracing::warn!(
                     workflows,
                     failures,
+                    unreadable,
                     "reconcile pass: some workflows did not reconcile"
                 );
                 "partial"
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reconcile pass could not list active workflows");
+                tracing::warn!(error = %error_chain(&e), "reconcile pass could not list active workflows");
                 "error"
             }
         };
@@ -76,39 +79,12 @@ pub async fn run<S: Store, X: Shell>(
     tracing::info!("reconcile ticker stopped");
 }
 
-struct Pass {
-    workflows: usize,
-    failures: usize,
-}
-
-/// [`Handler::reconcile_all`], except that it stops between workflows once `stop` is cancelled.
-async fn pass<S: Store, X: Shell>(
-    handler: &Handler<S, X>,
-    stop: &CancellationToken,
-) -> Result<Pass, crate::store::StoreError> {
-    let active = handler.store().list_active().await?;
-    let mut done = Pass {
-        workflows: 0,
-        failures: 0,
-    };
-    for wf in active {
-        if stop.is_cancelled() {
-            break;
-        }
-        done.workflows += 1;
-        if let Err(e) = handler.handle(&wf.id, Input::Reconcile).await {
-            tracing::warn!(workflow_id = %wf.id, error = %e, "reconcile failed");
-            done.failures += 1;
-        }
-    }
-    Ok(done)
-}
-
 #[cfg(test)]
 mod tests {
     use flowpilot_core::command::Command;
     use flowpilot_core::decide::Policy;
-    use flowpilot_core::effect::Effect;
+    use flowpilot_core::effect::{Effect, EffectError};
+    use flowpilot_core::health::HealthEvent;
     use flowpilot_core::model::Workflow;
 
     use super::*;
@@ -126,6 +102,10 @@ mod tests {
 
         async fn send_command(&self, _cmd: &Command, _delay: Duration) -> Result<(), QueueError> {
             Ok(())
+        }
+
+        async fn publish(&self, events: &[HealthEvent]) -> Vec<Result<(), EffectError>> {
+            events.iter().map(|_| Ok(())).collect()
         }
     }
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use chrono::{TimeDelta, Utc};
-use flowpilot::aws::Clients;
 use flowpilot::aws::appflow::AppFlow;
 use flowpilot::aws::health::HealthPublisher;
 use flowpilot::aws::profiles::Profiles;
 use flowpilot::aws::queue::Queue;
+use flowpilot::aws::{Clients, error_chain};
 use flowpilot::core::command::Command;
 use flowpilot::core::decide::{Policy, decide};
 use flowpilot::core::effect::{EffectKind, FlowDefinition};
@@ -122,6 +122,8 @@ fn created_flow(
 /// Runs every operation as the deployed worker role; the first failure, if any, with its text.
 async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result<(), (Op, String)> {
     let fail = |op: Op| move |e: &dyn std::fmt::Display| (op, e.to_string());
+    // Store and queue errors keep the SDK error as their source: the denial is in the chain.
+    let fail_chain = |op: Op| move |e: &(dyn std::error::Error + 'static)| (op, error_chain(e));
     let sdk = profile_sdk_config(sim_url, &stack.identities, WORKER_PROFILE).await;
     let clients = Clients::new(&sdk, &Metrics::new());
     let appflow = AppFlow::new(clients.appflow.clone());
@@ -170,15 +172,15 @@ async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result
     store
         .create(&bulk)
         .await
-        .map_err(|e| fail(Op::SaveWorkflow)(&e))?;
+        .map_err(|e| fail_chain(Op::SaveWorkflow)(&e))?;
     store
         .load(&id)
         .await
-        .map_err(|e| fail(Op::LoadWorkflow)(&e))?;
+        .map_err(|e| fail_chain(Op::LoadWorkflow)(&e))?;
     store
         .list_active()
         .await
-        .map_err(|e| fail(Op::ListActive)(&e))?;
+        .map_err(|e| fail_chain(Op::ListActive)(&e))?;
     queue
         .send_command(
             &Command::Reconcile {
@@ -188,11 +190,11 @@ async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result
             Duration::ZERO,
         )
         .await
-        .map_err(|e| fail(Op::SendCommand)(&e))?;
+        .map_err(|e| fail_chain(Op::SendCommand)(&e))?;
     queue
         .receive(1, Duration::ZERO, Duration::from_secs(30))
         .await
-        .map_err(|e| fail(Op::Receive)(&e))?;
+        .map_err(|e| fail_chain(Op::Receive)(&e))?;
     for r in health.publish(&events).await {
         r.map_err(|e| fail(Op::PublishHealth)(&e.message))?;
     }
@@ -332,6 +334,13 @@ async fn each_worker_role_statement_is_needed_by_a_named_operation() -> anyhow::
         ensure!(
             failed_op == *op && text.contains(action) && text.contains("not authorized"),
             "without {sid}: expected {op:?} to be denied naming {action}, got {failed_op:?}: {text}"
+        );
+        // Store and queue errors name the AWS error code in their own message (issue 11).
+        let own_message = text.split("): ").next().unwrap_or_default();
+        ensure!(
+            !matches!(op, Op::SaveWorkflow | Op::SendCommand)
+                || own_message.contains("AccessDenied"),
+            "without {sid}: the error's own message does not name the AWS error code: {text}"
         );
         report.push(format!("{sid:<22} → {failed_op:?} denied ({action})"));
     }

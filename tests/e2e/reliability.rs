@@ -231,6 +231,104 @@ async fn thirty_percent_of_end_events_lost_the_reconciler_completes_the_workflow
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_item_is_reported_and_the_reconciler_still_completes_every_other_workflow()
+-> anyhow::Result<()> {
+    scenario("unreadable item skipped", async {
+        // Every End report is lost: only the reconcile pass (which lists the active
+        // workflows, the unreadable item among them) moves the workflows on.
+        let env = Env::start(
+            "unreadable",
+            sim_setup(chaos::dropped_end_events(1.0), chaos::seed(11)),
+        )
+        .await?;
+        let key = env.put_unreadable_item("unreadable-item").await?;
+        let worker = env.spawn_worker("a", &[])?;
+        let started = Instant::now();
+        let args = [
+            WorkflowArgs::new(
+                "readable-a",
+                &date("2025-01-01"),
+                &date("2025-01-29"),
+                "P14D",
+            ),
+            WorkflowArgs::new(
+                "readable-b",
+                &date("2025-03-01"),
+                &date("2025-03-29"),
+                "P14D",
+            ),
+        ];
+        let ids = env.create_workflows(&args, 2).await?;
+        let mut ledger = LedgerCheck::default();
+        let wfs = async {
+            let mut wfs = Vec::new();
+            for id in &ids {
+                wfs.push(
+                    env.wait_for(id, "live", Duration::from_secs(120), is_live)
+                        .await?,
+                );
+            }
+            anyhow::Ok(wfs)
+        }
+        .await
+        .with_context(|| format!("worker log:\n{}", e2e::tail(&worker.log_text(), 30)))?;
+        let secs = secs(started);
+        let all_runs = env.runs().await?;
+        for wf in &wfs {
+            let l = ensure_ran_and_complete(&env, &all_runs, wf, true, wf.id.as_str()).await?;
+            ledger.source += l.source;
+            ledger.distinct += l.distinct;
+            ledger.duplicates += l.duplicates;
+        }
+        ensure!(
+            end_reports(&env)
+                .await?
+                .iter()
+                .all(|e| e["dropped"] == true),
+            "an End report got through: the reconciler was not the only way forward"
+        );
+
+        // Reported: a log line with the key and the reason, the metric, the health event.
+        let log = worker.log_text();
+        ensure!(
+            log.lines()
+                .any(|l| l.contains("unreadable") && l.contains(&key) && l.contains("exploded")),
+            "no log line names {key} and why it is unreadable:\n{}",
+            e2e::tail(&log, 30)
+        );
+        let metrics = worker.metrics(&env.http).await?;
+        ensure!(
+            e2e::counter(&metrics, "flowpilot_store_unreadable_items_total") >= 1,
+            "the unreadable item was not counted:\n{metrics}"
+        );
+        let mut seen = Vec::new();
+        let unreadable = |events: &[Value]| {
+            events.iter().any(|e| {
+                e["detail-type"] == "Workflow Unreadable"
+                    && e["detail"]["workflow_id"] == "unreadable-item"
+            })
+        };
+        env.health_until(&mut seen, Duration::from_secs(30), unreadable)
+            .await?;
+        let event = seen
+            .iter()
+            .find(|e| e["detail-type"] == "Workflow Unreadable")
+            .context("no Workflow Unreadable")?;
+        ensure!(
+            event["detail"]["event_id"] == "unreadable-item/workflow-unreadable/v7"
+                && event["detail"]["domain"] == e2e::DOMAIN
+                && event["detail"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("exploded")),
+            "unexpected Workflow Unreadable: {event}"
+        );
+        worker.assert_no_panic()?;
+        Outcome::after_shutdown(env, ledger, secs).await
+    })
+    .await
+}
+
 /// The AppFlow End Flow Run Reports the simulator emitted (with its `dropped` / `duplicated`
 /// marks).
 async fn end_reports(env: &Env) -> anyhow::Result<Vec<Value>> {
@@ -461,7 +559,7 @@ async fn three_workers_fifty_workflows_contend_without_losing_an_update() -> any
             Duration::from_millis(500),
             Duration::from_secs(300),
             || async {
-                let wfs = env.store.list_all().await?;
+                let wfs = env.store.list_all().await?.workflows;
                 let live = wfs.iter().filter(|w| is_live(w)).count();
                 Ok((live == N).then_some(wfs))
             },
@@ -470,7 +568,7 @@ async fn three_workers_fifty_workflows_contend_without_losing_an_update() -> any
         let wfs = match done {
             Ok(w) => w,
             Err(e) => {
-                let wfs = env.store.list_all().await?;
+                let wfs = env.store.list_all().await?.workflows;
                 let stuck: Vec<String> = wfs
                     .iter()
                     .filter(|w| !is_live(w))

@@ -2,9 +2,10 @@
 //! emits must validate against its JSON Schema in `infra/schemas/`.
 //!
 //! One workflow is driven through a retry, a permanent failure, a redrive, a degraded and
-//! recovered continuous integration and a rebuild; a second one stalls. Every event the health
-//! bus delivered is then validated with the `jsonschema` package of the project's virtualenv
-//! (a real JSON Schema 2020-12 validator), and a deliberately broken copy must be rejected.
+//! recovered continuous integration and a rebuild; a second one stalls; an unreadable item in
+//! the state table is reported by the reconcile passes. Every event the health bus delivered
+//! is then validated with the `jsonschema` package of the project's virtualenv (a real JSON
+//! Schema 2020-12 validator), and a deliberately broken copy must be rejected.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -113,6 +114,8 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
         },
     )
     .await?;
+    // Reported by every reconcile pass as `Workflow Unreadable`.
+    env.put_unreadable_item("sch-unreadable").await?;
     let _worker = env.spawn_worker("schemas", &[("FLOWPILOT_MAX_RUN", "3s")])?;
     let mut seen = Vec::new();
 

@@ -19,10 +19,11 @@ pub enum HealthKind {
     IntegrationDegraded,
     IntegrationRecovered,
     IntegrationRebuilt,
+    WorkflowUnreadable,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 10] = [
+    pub const ALL: [HealthKind; 11] = [
         Self::WorkflowStarted,
         Self::BatchSucceeded,
         Self::BatchRetryScheduled,
@@ -33,6 +34,7 @@ impl HealthKind {
         Self::IntegrationDegraded,
         Self::IntegrationRecovered,
         Self::IntegrationRebuilt,
+        Self::WorkflowUnreadable,
     ];
 
     /// The EventBridge `detail-type`.
@@ -48,6 +50,7 @@ impl HealthKind {
             Self::IntegrationDegraded => "Integration Degraded",
             Self::IntegrationRecovered => "Integration Recovered",
             Self::IntegrationRebuilt => "Integration Rebuilt",
+            Self::WorkflowUnreadable => "Workflow Unreadable",
         }
     }
 
@@ -64,6 +67,7 @@ impl HealthKind {
             Self::IntegrationDegraded => "integration-degraded",
             Self::IntegrationRecovered => "integration-recovered",
             Self::IntegrationRebuilt => "integration-rebuilt",
+            Self::WorkflowUnreadable => "workflow-unreadable",
         }
     }
 
@@ -122,4 +126,58 @@ pub struct HealthDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     pub time: DateTime<Utc>,
+}
+
+/// A stored workflow that does not read back (hand-edited, or written by an incompatible
+/// version), with what the item still says. Listings skip it; `Workflow Unreadable` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnreadableItem {
+    /// The item's key, as stored (`wf#{workflow_id}` in DynamoDB).
+    pub key: String,
+    /// Why it does not read back.
+    pub reason: String,
+    /// The workflow id the key names (the key itself if it names none).
+    pub workflow_id: String,
+    /// The item's version, if readable: a rewrite of the item is a new occurrence.
+    pub version: Option<u64>,
+    /// What the item still says about the workflow, each empty when it says nothing readable.
+    pub status: String,
+    pub domain: String,
+    pub object_type: String,
+    pub connector: String,
+}
+
+impl UnreadableItem {
+    /// `Workflow Unreadable`. With no readable workflow, the common members carry what the
+    /// item still says (empty strings where it says nothing) and `progress` is all zeros;
+    /// `error` is the reason. Every listing that meets the item reports it again under the
+    /// same `event_id` (the version is the occurrence), so consumers de-duplicate.
+    pub fn health_event(&self, now: DateTime<Utc>) -> HealthEvent {
+        let kind = HealthKind::WorkflowUnreadable;
+        let occurrence = self.version.map(|v| format!("/v{v}")).unwrap_or_default();
+        HealthEvent {
+            kind,
+            detail: HealthDetail {
+                event_id: format!("{}/{}{occurrence}", self.workflow_id, kind.slug()),
+                workflow_id: self.workflow_id.clone(),
+                domain: self.domain.clone(),
+                object_type: self.object_type.clone(),
+                connector: self.connector.clone(),
+                status: self.status.clone(),
+                flow_name: None,
+                batch: None,
+                attempt: None,
+                progress: Progress {
+                    batches_done: 0,
+                    batches_total: 0,
+                    records: 0,
+                },
+                error: Some(self.reason.clone()),
+                transient: None,
+                retry_at: None,
+                command: None,
+                time: now,
+            },
+        }
+    }
 }

@@ -5,11 +5,13 @@ use std::sync::Mutex;
 
 use chrono::TimeDelta;
 use flowpilot_core::effect::{Effect, EffectError, EffectKind, Outcome, outcome_of};
+use flowpilot_core::health::{HealthEvent, HealthKind, UnreadableItem};
 use flowpilot_core::model::WorkflowStatus;
 use flowpilot_core::spec::SpecInput;
 
 use super::*;
 use crate::aws::queue::QueueError;
+use crate::store::Listing;
 use crate::store::memory::MemoryStore;
 use crate::worker::shell::Executed;
 
@@ -35,8 +37,11 @@ fn workflow(id: &str) -> Workflow {
 #[derive(Default)]
 struct FakeShell {
     fail_kind: Option<&'static str>,
+    /// SQS refuses every command with this error code.
+    refuse_commands: Option<&'static str>,
     executed: Mutex<Vec<Effect>>,
     sent: Mutex<Vec<(Command, Duration)>>,
+    published: Mutex<Vec<HealthEvent>>,
 }
 
 fn kind(e: &Effect) -> &'static str {
@@ -79,13 +84,37 @@ impl Shell for FakeShell {
     }
 
     async fn send_command(&self, cmd: &Command, delay: Duration) -> Result<(), QueueError> {
+        if let Some(code) = self.refuse_commands {
+            return Err(QueueError {
+                operation: "SendMessage",
+                queue_url: "https://sqs.local/work".into(),
+                aws: crate::aws::ErrorRef {
+                    code: Some(code.into()),
+                    request_id: Some("req-1".into()),
+                },
+                source: format!("service error: {code}: not authorized").into(),
+            });
+        }
         self.sent.lock().unwrap().push((cmd.clone(), delay));
         Ok(())
+    }
+
+    async fn publish(&self, events: &[HealthEvent]) -> Vec<Result<(), EffectError>> {
+        self.published.lock().unwrap().extend_from_slice(events);
+        events.iter().map(|_| Ok(())).collect()
     }
 }
 
 fn handler(store: Arc<MemoryStore>, shell: Arc<FakeShell>) -> Handler<MemoryStore, FakeShell> {
-    Handler::new(store, shell, Policy::default(), Metrics::new())
+    handler_on(store, shell, Metrics::new())
+}
+
+fn handler_on<S: Store>(
+    store: Arc<S>,
+    shell: Arc<FakeShell>,
+    metrics: Arc<Metrics>,
+) -> Handler<S, FakeShell> {
+    Handler::new(store, shell, Policy::default(), metrics)
 }
 
 #[tokio::test]
@@ -139,6 +168,32 @@ async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_a_reconcil
     assert_eq!(sent[0].1, RECONCILE_DELAY);
 }
 
+#[tokio::test]
+async fn a_command_that_cannot_be_sent_keeps_the_queue_error_as_its_cause() {
+    let store = Arc::new(MemoryStore::new());
+    let wf = workflow("wf-e");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell {
+        fail_kind: Some("start_flow"),
+        refuse_commands: Some("AccessDenied"),
+        ..FakeShell::default()
+    });
+    let h = handler(Arc::clone(&store), shell);
+
+    let err = h.handle(&wf.id, Input::Start).await.unwrap_err();
+    assert!(matches!(err, HandleError::CannotDefer { .. }), "{err:?}");
+    let queue = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<QueueError>())
+        .expect("the queue error is the source");
+    assert_eq!(queue.aws.code.as_deref(), Some("AccessDenied"));
+    let logged = crate::aws::error_chain(&err);
+    assert!(
+        logged.contains("InternalServerException")
+            && logged.contains("AccessDenied, request id req-1"),
+        "{logged}"
+    );
+}
+
 /// Loses the first conditional save to a "concurrent writer".
 struct RacyStore {
     inner: MemoryStore,
@@ -162,10 +217,10 @@ impl Store for RacyStore {
         }
         self.inner.save(wf, expected).await
     }
-    async fn list_active(&self) -> Result<Vec<Workflow>, StoreError> {
+    async fn list_active(&self) -> Result<Listing, StoreError> {
         self.inner.list_active().await
     }
-    async fn list_all(&self) -> Result<Vec<Workflow>, StoreError> {
+    async fn list_all(&self) -> Result<Listing, StoreError> {
         self.inner.list_all().await
     }
 }
@@ -239,4 +294,92 @@ async fn messages_for_unknown_workflows_are_dropped() {
         h.handle(&id, Input::Reconcile).await.unwrap(),
         Handled::UnknownWorkflow
     );
+}
+
+/// Holds one item that does not read back besides the workflows of `inner`, as the DynamoDB
+/// store reports a hand-edited or incompatible item.
+struct StoreWithUnreadable {
+    inner: MemoryStore,
+    unreadable: UnreadableItem,
+}
+
+impl Store for StoreWithUnreadable {
+    async fn create(&self, wf: &Workflow) -> Result<(), StoreError> {
+        self.inner.create(wf).await
+    }
+    async fn load(&self, id: &WorkflowId) -> Result<Option<Workflow>, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn save(&self, wf: &Workflow, expected: u64) -> Result<(), StoreError> {
+        self.inner.save(wf, expected).await
+    }
+    async fn list_active(&self) -> Result<Listing, StoreError> {
+        let mut listing = self.inner.list_active().await?;
+        listing.unreadable.push(self.unreadable.clone());
+        Ok(listing)
+    }
+    async fn list_all(&self) -> Result<Listing, StoreError> {
+        self.list_active().await
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_item_is_reported_and_every_other_workflow_still_reconciles() {
+    let store = Arc::new(StoreWithUnreadable {
+        inner: MemoryStore::new(),
+        unreadable: UnreadableItem {
+            key: "wf#broken".into(),
+            reason: "unknown variant `exploded`".into(),
+            workflow_id: "broken".into(),
+            version: Some(7),
+            status: "backfilling".into(),
+            domain: "acme".into(),
+            ..UnreadableItem::default()
+        },
+    });
+    // Two workflows whose StartFlow failed transiently: only a reconcile drains them.
+    let stuck = Arc::new(FakeShell {
+        fail_kind: Some("start_flow"),
+        ..FakeShell::default()
+    });
+    for id in ["wf-f", "wf-g"] {
+        let wf = workflow(id);
+        store.create(&wf).await.unwrap();
+        let h = handler_on(Arc::clone(&store), Arc::clone(&stuck), Metrics::new());
+        assert_eq!(
+            h.handle(&wf.id, Input::Start).await.unwrap(),
+            Handled::Deferred
+        );
+    }
+    let shell = Arc::new(FakeShell::default());
+    let metrics = Metrics::new();
+    let h = handler_on(Arc::clone(&store), Arc::clone(&shell), Arc::clone(&metrics));
+
+    let pass = h.reconcile_all(&CancellationToken::new()).await.unwrap();
+
+    assert_eq!(
+        pass,
+        super::Pass {
+            workflows: 2,
+            failures: 0,
+            unreadable: 1
+        }
+    );
+    for id in ["wf-f", "wf-g"] {
+        let wf = store
+            .load(&WorkflowId::new(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(wf.outbox.is_empty(), "{id} not drained: {:?}", wf.outbox);
+    }
+    assert_eq!(metrics.total(crate::metrics::STORE_UNREADABLE), 1);
+    let published = shell.published.lock().unwrap();
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0].kind, HealthKind::WorkflowUnreadable);
+    let detail = &published[0].detail;
+    assert_eq!(detail.event_id, "broken/workflow-unreadable/v7");
+    assert_eq!(detail.workflow_id, "broken");
+    assert_eq!(detail.domain, "acme");
+    assert_eq!(detail.error.as_deref(), Some("unknown variant `exploded`"));
 }

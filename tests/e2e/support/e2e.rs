@@ -461,6 +461,32 @@ impl Env {
         Ok(WorkflowId::new(id)?)
     }
 
+    /// Writes, as an observer straight into moto, an active workflow item whose document is
+    /// JSON with a spec but no workflow this flowpilot can read (what an incompatible version
+    /// or a hand edit leaves): the reconcile pass must skip it. Returns its key.
+    pub async fn put_unreadable_item(&self, id: &str) -> anyhow::Result<String> {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        let key = format!("wf#{id}");
+        // `status` first: reading stops there, with a reason that names "exploded".
+        let doc = format!(
+            r#"{{"status":"exploded","id":"{id}","spec":{{"domain":"{DOMAIN}","object_type":"{OBJECT_TYPE}","connector":"salesforce"}}}}"#
+        );
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+            .put_item()
+            .table_name(&self.stack.table)
+            .item("pk", A::S(key.clone()))
+            .item("version", A::N("7".into()))
+            .item("status", A::S("backfilling".into()))
+            // In the sparse `active` index, as every active workflow is.
+            .item("active_shard", A::S("0".into()))
+            .item("doc", A::S(doc))
+            .item("updated_at", A::S(rfc3339(Utc::now())))
+            .send()
+            .await
+            .context("PutItem of the unreadable item (moto, as an observer)")?;
+        Ok(key)
+    }
+
     pub async fn load(&self, id: &WorkflowId) -> anyhow::Result<Workflow> {
         self.store
             .load(id)
