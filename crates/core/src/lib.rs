@@ -5,7 +5,7 @@
 //! - [`duration`]: ISO-8601 durations (`P2M`, `P14D`, `PT12H`) with calendar-correct addition.
 //! - [`plan`]: splitting `[from, to)` into batch windows; per-window AppFlow filters.
 //! - [`event`]: parsing SQS bodies (AppFlow EventBridge envelopes, command events) or poison.
-//! - [`classify`]: transient vs permanent AppFlow error messages.
+//! - [`classify`]: the error table: transient, permanent, reconnect or source budget.
 //! - [`backoff`]: retry delays (exponential, full jitter derived deterministically).
 //! - [`model`]: the persisted workflow state.
 //! - [`input`], [`effect`]: what goes into and comes out of the state machine.
