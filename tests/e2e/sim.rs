@@ -1355,3 +1355,513 @@ async fn end_report_reaches_sqs_via_moto_and_ledger_matches_source() -> anyhow::
     env.sim.shutdown().await;
     Ok(())
 }
+
+/// Issue 10: a run whose records are not all written still ends "Execution Successful"; the
+/// End report's `num-of-record-failures`, the execution record's `errorInfo` and DescribeFlow
+/// say so, the ledger misses exactly those records, and a re-run of the window writes them
+/// (the records the first run wrote become duplicate writes: the ledger counts every write).
+#[tokio::test]
+async fn record_failures_are_reported_missing_in_the_ledger_and_filled_by_a_rerun()
+-> anyhow::Result<()> {
+    const MESSAGE: &str = "50 records could not be written to Customer Profiles: ObjectType mapping rejected the record";
+    let env = env_with(quiet_config()).await?;
+    env.set_faults(&FaultPlan {
+        record_failures: vec![flowpilot_sim::RecordFailure {
+            flow_suffix: "-b0002".into(),
+            attempts: vec![1],
+            from_attempt: None,
+            to_attempt: None,
+            fraction: 0.1,
+            message: MESSAGE.into(),
+        }],
+        run_duration_ms: flowpilot_sim::DurationRange { min: 20, max: 40 },
+        ..FaultPlan::default()
+    })
+    .await?;
+    create_batch_flow(&env, "fp-rf-b0002", ms(2024, 1, 1), ms(2024, 1, 11)).await?;
+    let source = source_count(&env, "2024-01-01T00:00:00Z", "2024-01-11T00:00:00Z").await?;
+    assert_eq!(source, 500, "10 days × 50");
+
+    let first = start_run(&env, "fp-rf-b0002").await?;
+    let rec = env.finished("fp-rf-b0002", &first).await?;
+    assert_eq!(
+        rec.execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    let result = rec.execution_result().context("executionResult")?;
+    assert_eq!(result.records_processed(), Some(500));
+    let info = result
+        .error_info()
+        .context("errorInfo on a successful run")?;
+    assert_eq!(info.put_failures_count(), Some(50), "10% of 500");
+    assert_eq!(info.execution_message(), Some(MESSAGE));
+
+    let end = find_event(&env, |e| {
+        e["detail"]["execution-id"] == first.as_str()
+            && e["detail-type"] == "AppFlow End Flow Run Report"
+    })
+    .await?
+    .context("End report")?;
+    let d = &end["detail"];
+    assert_eq!(d["status"], "Execution Successful");
+    assert_eq!(d["num-of-record-failures"], "50", "counts are strings");
+    assert_eq!(d["num-of-records-processed"], "500");
+    assert!(
+        d.get("error").is_none(),
+        "no `error` on a successful run: {d}"
+    );
+    assert!(
+        d["end-time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("Z[UTC]"))
+    );
+
+    let flow = env
+        .appflow
+        .describe_flow()
+        .flow_name("fp-rf-b0002")
+        .send()
+        .await?;
+    let last = flow
+        .last_run_execution_details()
+        .context("lastRunExecutionDetails")?;
+    assert_eq!(
+        last.most_recent_execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    assert_eq!(last.most_recent_execution_message(), Some(MESSAGE));
+
+    let ledger = ledger_summary(&env).await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(source - 50));
+    assert_eq!(ledger["failed_records_missing"].as_u64(), Some(50));
+    assert_eq!(ledger["record_put_failures"].as_u64(), Some(50));
+    assert_eq!(ledger["duplicate_writes"].as_u64(), Some(0));
+    let runs = env.admin("runs").await?;
+    assert_eq!(runs["runs"][0]["record_failures"], 50);
+    assert_eq!(runs["runs"][0]["records_written"], 450);
+
+    // The re-run (attempt 2, not matched) writes the whole window: the 50 missing records
+    // once, the 450 others a second time.
+    let second = start_run(&env, "fp-rf-b0002").await?;
+    let rec = env.finished("fp-rf-b0002", &second).await?;
+    assert_eq!(
+        rec.execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    assert!(
+        rec.execution_result()
+            .and_then(|r| r.error_info())
+            .is_none(),
+        "a clean run has no errorInfo"
+    );
+    let ledger = ledger_summary(&env).await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(source));
+    assert_eq!(ledger["failed_records_missing"].as_u64(), Some(0));
+    assert_eq!(ledger["duplicate_writes"].as_u64(), Some(450));
+    assert_eq!(ledger["records_written"].as_u64(), Some(950));
+
+    // DescribeFlowExecutionRecords one record per page still carries the fields.
+    let (mut token, mut seen) = (None, Vec::new());
+    loop {
+        let out = env
+            .appflow
+            .describe_flow_execution_records()
+            .flow_name("fp-rf-b0002")
+            .max_results(1)
+            .set_next_token(token)
+            .send()
+            .await?;
+        seen.extend(out.flow_executions().iter().cloned());
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2);
+    let failures = |id: &str| {
+        seen.iter()
+            .find(|r| r.execution_id() == Some(id))
+            .and_then(|r| r.execution_result())
+            .and_then(|r| r.error_info())
+            .and_then(|i| i.put_failures_count())
+    };
+    assert_eq!((failures(&first), failures(&second)), (Some(50), None));
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+/// The Salesforce refresh-token policy for the credentials of a profile in the tests below.
+fn salesforce_credentials() -> af::ConnectorProfileCredentials {
+    af::ConnectorProfileCredentials::builder()
+        .salesforce(
+            af::SalesforceConnectorProfileCredentials::builder()
+                .access_token("00D-renewed-access-token")
+                .refresh_token("5Aep-renewed-refresh-token")
+                .build(),
+        )
+        .build()
+}
+
+fn salesforce_properties() -> af::ConnectorProfileProperties {
+    af::ConnectorProfileProperties::builder()
+        .salesforce(
+            af::SalesforceConnectorProfileProperties::builder()
+                .instance_url("https://example.my.salesforce.com")
+                .build(),
+        )
+        .build()
+}
+
+async fn profile_state(env: &Env) -> anyhow::Result<Value> {
+    let all = env.admin("profiles").await?;
+    all["profiles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == PROFILE)
+        .cloned()
+        .context("profile in /_sim/profiles")
+}
+
+/// Issue 10: credentials that expire fail runs with Salesforce's session error, CreateFlow and
+/// UpdateFlow answer ConnectorAuthenticationException, and UpdateConnectorProfile with new
+/// credentials (not without) makes runs succeed again.
+#[tokio::test]
+async fn expired_credentials_fail_runs_until_update_connector_profile_renews_them()
+-> anyhow::Result<()> {
+    let env = env_with(quiet_config()).await?;
+    env.set_faults(&FaultPlan {
+        expire_credentials: vec![flowpilot_sim::CredentialExpiry {
+            connector_profile: PROFILE.into(),
+            after_runs: 1,
+            repeat: false,
+            message: flowpilot_sim::faults::DEFAULT_EXPIRED_MESSAGE.into(),
+        }],
+        run_duration_ms: flowpilot_sim::DurationRange { min: 20, max: 40 },
+        ..FaultPlan::default()
+    })
+    .await?;
+    create_batch_flow(&env, "fp-ex-b0000", ms(2024, 1, 1), ms(2024, 1, 3)).await?;
+    let ok = start_run(&env, "fp-ex-b0000").await?;
+    let rec = env.finished("fp-ex-b0000", &ok).await?;
+    assert_eq!(
+        rec.execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    assert_eq!(
+        profile_state(&env).await?["credentials"]["state"],
+        "expired"
+    );
+
+    let failed = start_run(&env, "fp-ex-b0000").await?;
+    let rec = env.finished("fp-ex-b0000", &failed).await?;
+    assert_eq!(rec.execution_status(), Some(&af::ExecutionStatus::Error));
+    let info = rec
+        .execution_result()
+        .and_then(|r| r.error_info())
+        .context("errorInfo")?;
+    assert_eq!(
+        info.execution_message(),
+        Some("INVALID_SESSION_ID: Session expired or invalid")
+    );
+    assert_eq!(
+        rec.execution_result().and_then(|r| r.records_processed()),
+        Some(0)
+    );
+    let flow = env
+        .appflow
+        .describe_flow()
+        .flow_name("fp-ex-b0000")
+        .send()
+        .await?;
+    let last = flow.last_run_execution_details().context("last run")?;
+    assert_eq!(
+        last.most_recent_execution_status(),
+        Some(&af::ExecutionStatus::Error)
+    );
+    assert_eq!(
+        last.most_recent_execution_message(),
+        Some("INVALID_SESSION_ID: Session expired or invalid")
+    );
+
+    let err = service_error(
+        batch_flow(&env.appflow, "fp-ex-b0001", ms(2024, 1, 3), ms(2024, 1, 5)).send(),
+    )
+    .await;
+    assert!(err.is_connector_authentication_exception(), "{err:?}");
+    assert!(
+        err.message().unwrap_or_default().contains(PROFILE),
+        "{err:?}"
+    );
+    let err = service_error(
+        env.appflow
+            .update_flow()
+            .flow_name("fp-ex-b0000")
+            .trigger_config(on_demand())
+            .source_flow_config(source(PROFILE))
+            .destination_flow_config_list(destination("Account"))
+            .tasks(map_all())
+            .send(),
+    )
+    .await;
+    assert!(err.is_connector_authentication_exception(), "{err:?}");
+
+    let before = env
+        .appflow
+        .describe_connector_profiles()
+        .connector_profile_names(PROFILE)
+        .send()
+        .await?;
+    let before = before.connector_profile_details()[0]
+        .last_updated_at()
+        .context("lastUpdatedAt")?
+        .to_millis()?;
+
+    // Properties alone do not re-authenticate.
+    let update = || {
+        env.appflow
+            .update_connector_profile()
+            .connector_profile_name(PROFILE)
+            .connection_mode(af::ConnectionMode::Public)
+    };
+    let out = update()
+        .connector_profile_config(
+            af::ConnectorProfileConfig::builder()
+                .connector_profile_properties(salesforce_properties())
+                .build(),
+        )
+        .send()
+        .await?;
+    assert_eq!(
+        out.connector_profile_arn(),
+        Some(format!("arn:aws:appflow:us-east-1:123456789012:connectorprofile/{PROFILE}").as_str())
+    );
+    assert_eq!(
+        profile_state(&env).await?["credentials"]["state"],
+        "expired"
+    );
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    update()
+        .connector_profile_config(
+            af::ConnectorProfileConfig::builder()
+                .connector_profile_properties(salesforce_properties())
+                .connector_profile_credentials(salesforce_credentials())
+                .build(),
+        )
+        .client_token("renew-1")
+        .send()
+        .await?;
+    let state = profile_state(&env).await?;
+    assert_eq!(state["credentials"]["state"], "valid");
+    assert_eq!(state["credentials"]["renewals"], 1);
+    let after = env
+        .appflow
+        .describe_connector_profiles()
+        .connector_profile_names(PROFILE)
+        .send()
+        .await?;
+    let after = after.connector_profile_details()[0]
+        .last_updated_at()
+        .context("lastUpdatedAt")?
+        .to_millis()?;
+    assert!(after > before, "lastUpdatedAt bumped: {before} → {after}");
+
+    // The same token with other parameters is a conflict; the rule fired once: runs succeed.
+    let err = service_error(
+        update()
+            .connector_profile_config(
+                af::ConnectorProfileConfig::builder()
+                    .connector_profile_properties(salesforce_properties())
+                    .build(),
+            )
+            .client_token("renew-1")
+            .send(),
+    )
+    .await;
+    assert!(err.is_conflict_exception(), "{err:?}");
+    create_batch_flow(&env, "fp-ex-b0001", ms(2024, 1, 3), ms(2024, 1, 5)).await?;
+    for flow in ["fp-ex-b0000", "fp-ex-b0001"] {
+        let id = start_run(&env, flow).await?;
+        let rec = env.finished(flow, &id).await?;
+        assert_eq!(
+            rec.execution_status(),
+            Some(&af::ExecutionStatus::Successful),
+            "{flow}"
+        );
+    }
+    let err = service_error(
+        env.appflow
+            .update_connector_profile()
+            .connector_profile_name("no-such-profile")
+            .connection_mode(af::ConnectionMode::Public)
+            .connector_profile_config(
+                af::ConnectorProfileConfig::builder()
+                    .connector_profile_properties(salesforce_properties())
+                    .build(),
+            )
+            .send(),
+    )
+    .await;
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+/// UpdateConnectorProfile authorizes `appflow:UpdateConnectorProfile` on the profile's ARN.
+#[tokio::test]
+async fn update_connector_profile_is_authorized_on_the_profile_arn() -> anyhow::Result<()> {
+    const KEY: &str = "AKIAPROFILEUPDATER01";
+    let mut config = quiet_config();
+    let mut doc = json!(crate::support::admin_identities(ADMIN_KEY));
+    let other = "arn:aws:appflow:us-east-1:123456789012:connectorprofile/other";
+    doc["users"].as_array_mut().context("users")?.push(json!({
+        "arn": "arn:aws:iam::123456789012:user/profile-updater",
+        "access_key_id": KEY,
+        "secret_access_key": crate::support::SECRET_ACCESS_KEY,
+        "policies": [{ "name": "update-other", "document": { "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Action": "appflow:UpdateConnectorProfile",
+                            "Resource": other }] } }]
+    }));
+    config.iam.identities = Some(serde_json::from_value(doc)?);
+    let env = env_with(config).await?;
+    let sdk = crate::support::sdk_config_with(
+        &env.sim.url(),
+        crate::support::static_credentials(KEY, crate::support::SECRET_ACCESS_KEY),
+    )
+    .await;
+    let restricted = aws_sdk_appflow::Client::new(&sdk);
+    let err = service_error(
+        restricted
+            .update_connector_profile()
+            .connector_profile_name(PROFILE)
+            .connection_mode(af::ConnectionMode::Public)
+            .connector_profile_config(
+                af::ConnectorProfileConfig::builder()
+                    .connector_profile_properties(salesforce_properties())
+                    .connector_profile_credentials(salesforce_credentials())
+                    .build(),
+            )
+            .send(),
+    )
+    .await;
+    assert_eq!(err.code(), Some("AccessDeniedException"), "{err:?}");
+    let msg = err.message().unwrap_or_default();
+    assert!(
+        msg.contains("appflow:UpdateConnectorProfile")
+            && msg.contains(&format!("connectorprofile/{PROFILE}")),
+        "{msg}"
+    );
+    // Allowed on its own profile: past IAM, the missing profile is the answer.
+    let err = service_error(
+        restricted
+            .update_connector_profile()
+            .connector_profile_name("other")
+            .connection_mode(af::ConnectionMode::Public)
+            .connector_profile_config(
+                af::ConnectorProfileConfig::builder()
+                    .connector_profile_properties(salesforce_properties())
+                    .build(),
+            )
+            .send(),
+    )
+    .await;
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    env.sim.shutdown().await;
+    Ok(())
+}
+
+/// Issue 10: the SaaS application's rolling API allowance. Runs of every flow on the profile
+/// spend it; once spent they fail with Salesforce's REQUEST_LIMIT_EXCEEDED and write nothing;
+/// when the (compressed) window rolls past the oldest calls, runs succeed again.
+#[tokio::test]
+async fn spent_api_budget_fails_runs_until_the_compressed_day_rolls() -> anyhow::Result<()> {
+    const WINDOW_MS: u64 = 5_000;
+    let env = env_with(quiet_config()).await?;
+    env.set_faults(&FaultPlan {
+        api_budget: vec![flowpilot_sim::ApiBudget {
+            connector_profile: PROFILE.into(),
+            calls_per_day: 2,
+            calls_per_run: 1,
+            records_per_call: None,
+            window_ms: WINDOW_MS,
+            message: flowpilot_sim::faults::DEFAULT_BUDGET_MESSAGE.into(),
+        }],
+        run_duration_ms: flowpilot_sim::DurationRange { min: 10, max: 20 },
+        ..FaultPlan::default()
+    })
+    .await?;
+    for (i, day) in (1..=4).enumerate() {
+        let name = format!("fp-bud-b000{i}");
+        create_batch_flow(&env, &name, ms(2024, 2, day), ms(2024, 2, day + 1)).await?;
+    }
+    for flow in ["fp-bud-b0000", "fp-bud-b0001"] {
+        let id = start_run(&env, flow).await?;
+        let rec = env.finished(flow, &id).await?;
+        assert_eq!(
+            rec.execution_status(),
+            Some(&af::ExecutionStatus::Successful),
+            "{flow}"
+        );
+    }
+    let refused = start_run(&env, "fp-bud-b0002").await?;
+    let rec = env.finished("fp-bud-b0002", &refused).await?;
+    assert_eq!(rec.execution_status(), Some(&af::ExecutionStatus::Error));
+    assert_eq!(
+        rec.execution_result()
+            .and_then(|r| r.error_info())
+            .and_then(|i| i.execution_message()),
+        Some("REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.")
+    );
+    let end = find_event(&env, |e| {
+        e["detail"]["execution-id"] == refused.as_str()
+            && e["detail-type"] == "AppFlow End Flow Run Report"
+    })
+    .await?
+    .context("End report")?;
+    assert_eq!(end["detail"]["status"], "Execution Failed");
+    assert_eq!(
+        end["detail"]["error"],
+        "REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded."
+    );
+    assert_eq!(end["detail"]["num-of-records-processed"], "0");
+
+    let state = profile_state(&env).await?;
+    let budget = &state["api_budget"];
+    assert_eq!(
+        (budget["used"].as_u64(), budget["remaining"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(budget["refused_runs"], 1);
+    assert_eq!(budget["window_ms"], WINDOW_MS);
+    let refill: chrono::DateTime<Utc> = budget["next_refill_at"]
+        .as_str()
+        .context("next_refill_at")?
+        .parse()?;
+    assert!(
+        refill > Utc::now(),
+        "the oldest call is still in the window"
+    );
+    // Two of the four days are in; the refused run wrote nothing.
+    let ledger = ledger_summary(&env).await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(100));
+
+    // The window rolls: the first call leaves it and one run fits again.
+    poll_until(Duration::from_millis(WINDOW_MS + 10_000), || async {
+        let s = profile_state(&env).await?;
+        Ok((s["api_budget"]["remaining"].as_u64() >= Some(1)).then_some(()))
+    })
+    .await?;
+    assert!(Utc::now() >= refill);
+    let id = start_run(&env, "fp-bud-b0002").await?;
+    let rec = env.finished("fp-bud-b0002", &id).await?;
+    assert_eq!(
+        rec.execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    let ledger = ledger_summary(&env).await?;
+    assert_eq!(ledger["distinct_records"].as_u64(), Some(150));
+    assert_eq!(ledger["duplicate_writes"].as_u64(), Some(0));
+    env.sim.shutdown().await;
+    Ok(())
+}

@@ -6,7 +6,7 @@
 //! - [`plan`]: splitting `[from, to)` into batch windows; per-window AppFlow filters.
 //! - [`event`]: parsing SQS bodies (AppFlow EventBridge envelopes, command events) or poison.
 //! - [`command`]: the commands workflows accept and their one wire form.
-//! - [`classify`]: transient vs permanent AppFlow error messages.
+//! - [`classify`]: the error table: transient, permanent, reconnect or source budget.
 //! - [`backoff`]: retry delays (exponential, full jitter derived deterministically).
 //! - [`model`]: the persisted workflow state.
 //! - [`input`], [`effect`]: what goes into and comes out of the state machine.

@@ -141,6 +141,12 @@ pub fn use_profile(sim: &Sim, def: &Map<String, Value>) -> Option<Check> {
     connector_profile(def).map(|p| Check::new("appflow:UseConnectorProfile", sim.profile_arn(p)))
 }
 
+/// `action` on the connector profile ARN (the SAR's `connectorprofile` resource type takes
+/// no condition keys), e.g. `appflow:UpdateConnectorProfile`.
+pub fn on_profile(sim: &Sim, action: &str, name: &str) -> Check {
+    Check::new(action, sim.profile_arn(name))
+}
+
 /// `action` on the flow ARN with the flow's own tags as `aws:ResourceTag/*`.
 pub fn on_flow(
     sim: &Sim,

@@ -117,6 +117,22 @@ pub async fn flows(State(sim): State<Arc<Sim>>) -> Json<Value> {
     Json(json!({ "flows": flows }))
 }
 
+/// Every connector profile with its SaaS-side state under the current fault plan:
+/// `{profiles: [{name, arn, connector_type, last_updated_at, credentials: {state, expired_at,
+/// error, renewals, runs_authenticated}, api_budget: null | {calls_per_day, window_ms, used,
+/// remaining, next_refill_at, refused_runs}}]}`.
+pub async fn profiles(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    let plan = sim.faults();
+    let now = Utc::now();
+    let mut st = sim.state();
+    let profiles: Vec<Value> = st
+        .profiles
+        .values_mut()
+        .map(|p| crate::connector::profile_json(p, &plan, now))
+        .collect();
+    Json(json!({ "profiles": profiles }))
+}
+
 pub async fn events(State(sim): State<Arc<Sim>>) -> Json<Value> {
     Json(json!({ "events": sim.state().emitted_events }))
 }
@@ -157,11 +173,14 @@ pub async fn put_iam(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 /// Forget every resource, run and ledger entry (identities and STS sessions describe the
 /// deployed stack and stay). Background tasks notice their flow or run is gone and stop.
 pub async fn reset(State(sim): State<Arc<Sim>>) -> Json<Value> {
-    let mut st = sim.state();
-    for r in st.runs.values() {
-        r.cancel.cancel();
+    {
+        let mut st = sim.state();
+        for r in st.runs.values() {
+            r.cancel.cancel();
+        }
+        *st = St::default();
     }
-    *st = St::default();
+    // After releasing the state lock: set_faults takes it.
     sim.set_faults(sim.config.faults.clone());
     tracing::info!("simulator reset");
     Json(json!({ "reset": true }))

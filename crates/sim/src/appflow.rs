@@ -10,13 +10,12 @@ use chrono::{Duration, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::access;
+use crate::appflow_profiles;
 use crate::error::{ApiError, ErrorKind, Service};
-use crate::flow::{Trigger, parse_spec};
+use crate::flow::{FlowSpec, Trigger, parse_spec};
 use crate::iam::{Caller, Check};
 use crate::runs;
-use crate::state::{
-    ConnectorProfile, CreateToken, ExecStatus, Flow, FlowStatus, Sim, StartToken, State as St,
-};
+use crate::state::{CreateToken, ExecStatus, Flow, FlowStatus, Sim, StartToken, State as St};
 use crate::wire::{self, epoch, invalid, opt_str, req, req_str};
 
 const S: Service = Service::AppFlow;
@@ -47,13 +46,14 @@ fn authorize_on_flow(
     sim.authorize(S, caller, &[access::on_flow(sim, action, name, tags)])
 }
 
-fn expire_tokens(st: &mut St) {
+pub(crate) fn expire_tokens(st: &mut St) {
     let cutoff = Utc::now() - Duration::hours(TOKEN_TTL_HOURS);
     st.create_tokens.retain(|_, t| t.at > cutoff);
     st.start_tokens.retain(|_, t| t.at > cutoff);
+    st.profile_tokens.retain(|_, t| t.at > cutoff);
 }
 
-fn opt_token(m: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+pub(crate) fn opt_token(m: &Map<String, Value>) -> Result<Option<String>, ApiError> {
     match m.get("clientToken") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(t)) if (1..=256).contains(&t.len()) => Ok(Some(t.clone())),
@@ -62,111 +62,6 @@ fn opt_token(m: &Map<String, Value>) -> Result<Option<String>, ApiError> {
             "clientToken must be 1..256 printable ASCII characters",
         )),
     }
-}
-
-pub async fn create_connector_profile(
-    State(sim): State<Arc<Sim>>,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> Res {
-    let m = wire::body(S, &body)?;
-    let name = req_str(S, &m, "connectorProfileName")?;
-    let connector_type = req_str(S, &m, "connectorType")?;
-    let connection_mode = req_str(S, &m, "connectionMode")?;
-    let cfg = req(S, &m, "connectorProfileConfig")?;
-    if name.is_empty()
-        || name.len() > 256
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_/!@#+=.-".contains(c))
-    {
-        return Err(invalid(S, format!("invalid connectorProfileName {name:?}")));
-    }
-    // No resource type in the SAR: `*`.
-    sim.authorize(
-        S,
-        &caller,
-        &[Check::unscoped(
-            "appflow:CreateConnectorProfile",
-            sim.profile_arn(name),
-        )],
-    )?;
-    let mut st = sim.state();
-    if st.profiles.contains_key(name) {
-        return Err(ApiError::appflow(
-            ErrorKind::Conflict,
-            format!("Connector profile with name {name} already exists"),
-        ));
-    }
-    let arn = sim.profile_arn(name);
-    st.profiles.insert(
-        name.to_owned(),
-        ConnectorProfile {
-            name: name.to_owned(),
-            arn: arn.clone(),
-            connector_type: connector_type.to_owned(),
-            connector_label: opt_str(&m, "connectorLabel").map(str::to_owned),
-            connection_mode: connection_mode.to_owned(),
-            properties: cfg
-                .get("connectorProfileProperties")
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-            created_at: Utc::now(),
-        },
-    );
-    Ok(Json(json!({ "connectorProfileArn": arn })))
-}
-
-pub async fn describe_connector_profiles(
-    State(sim): State<Arc<Sim>>,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> Res {
-    let m = wire::body(S, &body)?;
-    let names: Option<Vec<String>> = m
-        .get("connectorProfileNames")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        });
-    let ctype = opt_str(&m, "connectorType");
-    sim.authorize(
-        S,
-        &caller,
-        &[Check::new("appflow:DescribeConnectorProfiles", "*")],
-    )?;
-    let st = sim.state();
-    let items: Vec<Value> = st
-        .profiles
-        .values()
-        .filter(|p| names.as_ref().is_none_or(|n| n.contains(&p.name)))
-        .filter(|p| ctype.is_none_or(|t| t == p.connector_type))
-        .map(|p| {
-            let mut v = json!({
-                "connectorProfileArn": p.arn,
-                "connectorProfileName": p.name,
-                "connectorType": p.connector_type,
-                "connectionMode": p.connection_mode,
-                "credentialsArn": format!("arn:aws:secretsmanager:{}:{}:secret:appflow!{}", sim.config.region, sim.config.account_id, p.name),
-                "connectorProfileProperties": p.properties,
-                "createdAt": epoch(p.created_at),
-                "lastUpdatedAt": epoch(p.created_at),
-            });
-            if let Some(l) = &p.connector_label {
-                v["connectorLabel"] = Value::from(l.clone());
-            }
-            v
-        })
-        .collect();
-    let (page, next) = wire::page(S, &items, m.get("maxResults"), 20, opt_str(&m, "nextToken"))?;
-    let mut out = json!({ "connectorProfileDetails": page });
-    if let Some(n) = next {
-        out["nextToken"] = Value::from(n);
-    }
-    Ok(Json(out))
 }
 
 /// Members DescribeFlow echoes back from the create / update request.
@@ -210,6 +105,19 @@ fn parse_tags(m: &Map<String, Value>) -> Result<BTreeMap<String, String>, ApiErr
         .collect()
 }
 
+/// The flow's connector profile exists (ResourceNotFoundException, wording from
+/// terraform-provider-aws #27707) and its credentials still authenticate.
+fn check_source_profile(sim: &Sim, st: &mut St, spec: &FlowSpec) -> Result<(), ApiError> {
+    let Some(name) = &spec.source_profile else {
+        return Ok(());
+    };
+    let p = st
+        .profiles
+        .get_mut(name)
+        .ok_or_else(|| not_found(format!("Connector Profile with name {name} does not exist")))?;
+    appflow_profiles::ensure_authenticates(sim, p)
+}
+
 /// Shared by CreateFlow and Customer Profiles' PutIntegration (which creates flows too).
 pub fn create_flow_in(sim: &Sim, st: &mut St, m: &Map<String, Value>) -> Result<Value, ApiError> {
     let name = req_str(S, m, "flowName")?;
@@ -223,13 +131,7 @@ pub fn create_flow_in(sim: &Sim, st: &mut St, m: &Map<String, Value>) -> Result<
     }
     let spec = parse_spec(m)?;
     let tags = parse_tags(m)?;
-    if let Some(p) = &spec.source_profile
-        && !st.profiles.contains_key(p)
-    {
-        return Err(not_found(format!(
-            "Connector Profile with name {p} does not exist"
-        )));
-    }
+    check_source_profile(sim, st, &spec)?;
     if st.flows.contains_key(name) {
         return Err(ApiError::appflow(
             ErrorKind::Conflict,
@@ -410,13 +312,7 @@ pub async fn update_flow(
     // UNCONFIRMED dependent action (CloudFormation's update handler lists it).
     checks.extend(access::use_profile(&sim, &m));
     sim.authorize(S, &caller, &checks)?;
-    if let Some(p) = &spec.source_profile
-        && !st.profiles.contains_key(p)
-    {
-        return Err(not_found(format!(
-            "Connector Profile with name {p} does not exist"
-        )));
-    }
+    check_source_profile(&sim, &mut st, &spec)?;
     let f = st.flows.get_mut(name).ok_or_else(|| flow_not_found(name))?;
     if (&spec.dest_domain, &spec.dest_object_type, &spec.dest_type)
         != (
@@ -613,10 +509,15 @@ pub async fn describe_flow_execution_records(
                 "bytesWritten": r.records_written * 512,
                 "recordsProcessed": r.records_processed,
             });
-            if r.status == ExecStatus::Error {
+            // A failed run, or a successful one whose records were not all written.
+            let message = match r.status {
+                ExecStatus::Error => Some(r.error.clone().unwrap_or_default()),
+                _ => r.record_failure_message.clone(),
+            };
+            if let Some(message) = message {
                 result["errorInfo"] = json!({
-                    "putFailuresCount": 0,
-                    "executionMessage": r.error.clone().unwrap_or_default(),
+                    "putFailuresCount": r.record_failures,
+                    "executionMessage": message,
                 });
             }
             let mut v = json!({

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     AccessDenied,
     NotFound,
     Conflict,
+    /// AppFlow could not authenticate with the connector (the SaaS application).
+    ConnectorAuthentication,
     Throttling,
     Internal,
     UnknownOperation,
@@ -64,6 +66,7 @@ impl ErrorKind {
             | ErrorKind::MissingAuthenticationToken => StatusCode::FORBIDDEN,
             ErrorKind::NotFound | ErrorKind::UnknownOperation => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::ConnectorAuthentication => StatusCode::UNAUTHORIZED,
             ErrorKind::Throttling => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,6 +80,7 @@ impl ErrorKind {
             ErrorKind::AccessDenied => "AccessDeniedException",
             ErrorKind::NotFound => "ResourceNotFoundException",
             ErrorKind::Conflict => "ConflictException",
+            ErrorKind::ConnectorAuthentication => "ConnectorAuthenticationException",
             ErrorKind::Throttling => "ThrottlingException",
             ErrorKind::Internal => "InternalServerException",
             ErrorKind::UnknownOperation => "UnknownOperationException",

@@ -8,16 +8,22 @@
 //! - [`iam`]      — IAM: identities (`/_sim/iam`), policy evaluation (iam-rs), STS AssumeRole /
 //!   GetCallerIdentity, and the enforcing front that forwards SQS / DynamoDB / EventBridge
 //!   requests to moto (see its own module map).
-//! - `appflow`    — AppFlow operations (camelCase, error member `message`).
+//! - `appflow`    — AppFlow flow operations (camelCase, error member `message`).
+//! - `appflow_profiles` — AppFlow connector profile operations (create, describe, update).
+//! - `connector`  — the SaaS side of a connector profile: expiring credentials, API allowance.
 //! - `access`     — what each AppFlow / Customer Profiles operation authorizes (IAM checks).
 //! - `profiles`   — Customer Profiles operations (PascalCase, error member `Message`).
 //! - `flow`       — the parsed view of a flow definition: trigger, source, destination, filter.
-//! - `runs`       — run lifecycle (timer, outcome, ledger writes), cancellation, scheduler.
+//! - `runs`       — run lifecycle (timer, ledger writes, reports), cancellation, scheduler.
+//! - `outcome`    — how a run ends (cancel, credentials, allowance, domain, scripted and
+//!   record-level failures) and which records it writes.
 //! - [`source`]   — deterministic synthetic records, counted in O(days).
 //! - [`ledger`]   — per domain/object type write counts, distinct ids, duplicates.
-//! - [`faults`]   — the fault plan: scripted run failures, throttling, 5xx, event loss/dupes.
+//! - [`faults`]   — the fault plan: scripted run and record failures, expiring credentials,
+//!   SaaS API allowances, throttling, 5xx, event loss/dupes.
 //! - `events`     — AppFlow run reports published to EventBridge with `PutEvents`.
-//! - `admin`      — `/_sim/` endpoints for tests (ledger, source, runs, flows, faults, iam, reset).
+//! - `admin`      — `/_sim/` endpoints for tests (ledger, source, runs, flows, profiles,
+//!   faults, iam, reset).
 //! - `state`, `wire`, [`error`] — shared state, restJson1 helpers, typed errors.
 
 pub mod config;
@@ -30,8 +36,11 @@ pub mod source;
 mod access;
 mod admin;
 mod appflow;
+mod appflow_profiles;
+mod connector;
 mod events;
 mod flow;
+mod outcome;
 mod profiles;
 mod runs;
 mod server;
@@ -43,7 +52,10 @@ use std::sync::Arc;
 
 pub use config::{EventsConfig, SimConfig, SourceConfig};
 pub use error::SimError;
-pub use faults::{DurationRange, FaultPlan, RunFailure};
+pub use faults::{
+    ApiBudget, CredentialExpiry, DurationRange, FaultPlan, RecordFailure, RunFailure,
+    failing_records,
+};
 pub use iam::IamConfig;
 pub use iam::identity::{IdentityDocument, PolicyDoc, RoleDoc, ServiceDoc, UserDoc};
 

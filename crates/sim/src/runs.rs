@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::events::{self, Outgoing, report_time};
 use crate::flow::Trigger;
+use crate::outcome;
 use crate::source::{MsWindow, ms_to_datetime};
 use crate::state::{ExecStatus, FlowStatus, LastRun, Run, Sim, State};
 
@@ -61,7 +62,9 @@ pub fn start_run(
         incremental,
         records_processed: 0,
         records_written: 0,
+        record_failures: 0,
         error: None,
+        record_failure_message: None,
         pull_first: None,
         pull_last: None,
         cancel: cancel.clone(),
@@ -170,7 +173,6 @@ pub fn finish_run(sim: &Arc<Sim>, execution_id: &str) {
         return;
     }
     let now = Utc::now();
-    let canceled = run.status == ExecStatus::CancelStarted;
     let spec = run.spec.clone();
     let records = sim.source.records(
         &spec.source_key,
@@ -179,43 +181,20 @@ pub fn finish_run(sim: &Arc<Sim>, execution_id: &str) {
         run.started_at.timestamp_millis(),
     );
     let plan = sim.faults();
-    let scripted = plan.scripted_failure(&run.flow_name, run.attempt).cloned();
-    let missing_domain = spec
-        .dest_domain
-        .as_ref()
-        .filter(|d| !st.domains.contains_key(*d))
-        .cloned();
-
-    let (status, error, to_write) = if canceled {
-        let elapsed = (now - run.started_at).num_milliseconds().max(0) as f64;
-        let frac = (elapsed / run.planned_ms.max(1) as f64).min(1.0);
-        (
-            ExecStatus::Canceled,
-            Some("Flow execution canceled".to_owned()),
-            (records.len() as f64 * frac) as usize,
-        )
-    } else if let Some(d) = missing_domain {
-        (
-            ExecStatus::Error,
-            Some(format!(
-                "Customer Profiles domain {d} does not exist or is not accessible"
-            )),
-            0,
-        )
-    } else if let Some(f) = scripted {
-        (
-            ExecStatus::Error,
-            Some(f.message.clone()),
-            (records.len() as f64 * f.partial_fraction).floor() as usize,
-        )
-    } else {
-        (ExecStatus::Successful, None, records.len())
+    // Out of the map while deciding: the decision updates other parts of the state.
+    let Some(taken) = st.runs.remove(execution_id) else {
+        return;
     };
-    let written = &records[..to_write.min(records.len())];
+    let outcome = outcome::decide(st, &plan, sim.config.seed, &taken, &records, now);
+    st.runs.insert(execution_id.to_owned(), taken);
+    let (written, put_failed) = outcome::partition(&records, &outcome);
     if let Some(domain) = &spec.dest_domain {
         let object_type = spec.dest_object_type.as_deref().unwrap_or("");
-        st.ledger.write(domain, object_type, written);
+        st.ledger.write(domain, object_type, &written);
+        st.ledger.put_failed(domain, object_type, &put_failed);
     }
+    let processed = &records[..outcome.processed.min(records.len())];
+    let (status, error) = (outcome.status, outcome.error.clone());
 
     let Some(run) = st.runs.get_mut(execution_id) else {
         return;
@@ -224,10 +203,12 @@ pub fn finish_run(sim: &Arc<Sim>, execution_id: &str) {
     run.error = error.clone();
     run.updated_at = now;
     run.ended_at = Some(now);
-    run.records_processed = to_write as u64;
+    run.records_processed = processed.len() as u64;
     run.records_written = written.len() as u64;
-    run.pull_first = written.first().map(|r| r.ts_ms);
-    run.pull_last = written.last().map(|r| r.ts_ms);
+    run.record_failures = put_failed.len() as u64;
+    run.record_failure_message = outcome.record_failure_message.clone();
+    run.pull_first = processed.first().map(|r| r.ts_ms);
+    run.pull_last = processed.last().map(|r| r.ts_ms);
     tracing::info!(flow = %run.flow_name, execution_id, status = status.as_str(), records = written.len(), "run ended");
 
     let mut end = report_detail(sim, run);
@@ -246,6 +227,7 @@ pub fn finish_run(sim: &Arc<Sim>, execution_id: &str) {
             time: now,
             message: error
                 .clone()
+                .or_else(|| run.record_failure_message.clone())
                 .unwrap_or_else(|| "Execution Successful".into()),
         });
         if status == ExecStatus::Successful {
@@ -277,7 +259,7 @@ pub fn finish_run(sim: &Arc<Sim>, execution_id: &str) {
     end["num-of-records-processed"] = Value::from(n.to_string());
     end["num-of-records-filtered"] = Value::from("0");
     end["num-of-documents-processed"] = Value::from("0");
-    end["num-of-record-failures"] = Value::from("0");
+    end["num-of-record-failures"] = Value::from(run.record_failures.to_string());
     end["data-processed"] = Value::from((n * RECORD_BYTES).to_string());
     end["end-time"] = Value::from(report_time(now));
     end["status"] = Value::from(match status {
@@ -392,6 +374,8 @@ pub fn run_json(r: &Run) -> Value {
         "incremental_to": r.incremental.map(|x| x.1),
         "records_processed": r.records_processed,
         "records_written": r.records_written,
+        "record_failures": r.record_failures,
+        "record_failure_message": r.record_failure_message,
         "error": r.error,
     })
 }

@@ -11,17 +11,21 @@ use axum::routing::{get, post, put};
 
 use crate::error::{ApiError, ErrorKind, Service};
 use crate::state::Sim;
-use crate::{admin, appflow, iam, profiles};
+use crate::{admin, appflow, appflow_profiles, iam, profiles};
 
 pub fn router(sim: Arc<Sim>) -> Router {
     let api = Router::new()
         .route(
             "/create-connector-profile",
-            post(appflow::create_connector_profile),
+            post(appflow_profiles::create_connector_profile),
         )
         .route(
             "/describe-connector-profiles",
-            post(appflow::describe_connector_profiles),
+            post(appflow_profiles::describe_connector_profiles),
+        )
+        .route(
+            "/update-connector-profile",
+            post(appflow_profiles::update_connector_profile),
         )
         .route("/create-flow", post(appflow::create_flow))
         .route("/describe-flow", post(appflow::describe_flow))
@@ -71,6 +75,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/source", get(admin::source))
         .route("/runs", get(admin::runs))
         .route("/flows", get(admin::flows))
+        .route("/profiles", get(admin::profiles))
         .route("/events", get(admin::events))
         .route("/faults", get(admin::get_faults).post(admin::put_faults))
         .route("/iam", get(admin::get_iam).post(admin::put_iam))

@@ -137,6 +137,13 @@ impl Source {
     }
 }
 
+/// A hash of `bytes` under `seed` that is the same in every process and Rust version.
+pub(crate) fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = Fnv::new(seed);
+    h.write(bytes);
+    splitmix(h.finish())
+}
+
 pub fn ms_to_datetime(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::SimConfig;
+use crate::connector::SaasState;
 use crate::events::EventSink;
 use crate::faults::FaultPlan;
 use crate::flow::FlowSpec;
@@ -70,7 +71,14 @@ impl Sim {
             .clone()
     }
 
+    /// Install a new plan. Connector profiles restart counting runs toward
+    /// `expire_credentials` (see [`crate::connector::SaasState::plan_replaced`]).
     pub fn set_faults(&self, plan: FaultPlan) {
+        // Lock order everywhere: state, then faults.
+        let mut st = self.state();
+        for p in st.profiles.values_mut() {
+            p.saas.plan_replaced();
+        }
         *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = plan;
     }
 
@@ -116,6 +124,8 @@ pub struct State {
     /// Execution ids in start order, for `/_sim/runs`.
     pub run_order: Vec<String>,
     pub create_tokens: HashMap<String, CreateToken>,
+    /// UpdateConnectorProfile idempotency tokens (same shape as CreateFlow's).
+    pub profile_tokens: HashMap<String, CreateToken>,
     /// Keyed by (flow uid, clientToken): a recreated flow does not replay an old flow's run.
     pub start_tokens: HashMap<(String, String), StartToken>,
     pub domains: BTreeMap<String, Domain>,
@@ -133,6 +143,10 @@ pub struct ConnectorProfile {
     pub connection_mode: String,
     pub properties: Value,
     pub created_at: DateTime<Utc>,
+    /// Bumped by UpdateConnectorProfile.
+    pub updated_at: DateTime<Utc>,
+    /// Credentials and API allowance as the fault plan drives them.
+    pub saas: SaasState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +248,11 @@ pub struct Run {
     pub incremental: Option<(DateTime<Utc>, DateTime<Utc>)>,
     pub records_processed: u64,
     pub records_written: u64,
+    /// Records read but not written (`num-of-record-failures`, `putFailuresCount`).
+    pub record_failures: u64,
     pub error: Option<String>,
+    /// `errorInfo.executionMessage` of a successful run with record failures.
+    pub record_failure_message: Option<String>,
     pub pull_first: Option<i64>,
     pub pull_last: Option<i64>,
     /// Cancelled by CancelFlowExecutions (or shutdown) to end the run timer early.
