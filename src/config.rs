@@ -67,6 +67,17 @@ pub struct RawConfig {
     /// Reconcile restarts a retry this overdue (its message was lost) [default: 5m].
     #[arg(long, env = "FLOWPILOT_RETRY_GRACE")]
     pub retry_grace: Option<String>,
+    /// A workflow whose effects have kept failing this long gets one `Workflow Stuck`
+    /// [default: 15m].
+    #[arg(long, env = "FLOWPILOT_STALL_AFTER")]
+    pub stall_after: Option<String>,
+    /// First delay before a stuck outbox is drained again; doubles each time [default: 10s].
+    #[arg(long, env = "FLOWPILOT_DRAIN_BASE")]
+    pub drain_base: Option<String>,
+    /// Longest delay between drains of a stuck outbox (at most 15m, SQS's longest delay)
+    /// [default: 5m].
+    #[arg(long, env = "FLOWPILOT_DRAIN_CAP")]
+    pub drain_cap: Option<String>,
     /// Also run the reconcile-all pass in-process this often, e.g. `2s` or `5m`; `off` leaves
     /// it to the scheduled `reconcile` command (EventBridge Scheduler in production) [default: off].
     #[arg(long, env = "FLOWPILOT_RECONCILE_EVERY")]
@@ -98,6 +109,9 @@ impl RawConfig {
             describe_after: self.describe_after.or(lower.describe_after),
             max_run: self.max_run.or(lower.max_run),
             retry_grace: self.retry_grace.or(lower.retry_grace),
+            stall_after: self.stall_after.or(lower.stall_after),
+            drain_base: self.drain_base.or(lower.drain_base),
+            drain_cap: self.drain_cap.or(lower.drain_cap),
             reconcile_every: self.reconcile_every.or(lower.reconcile_every),
         }
     }
@@ -219,10 +233,30 @@ impl WorkerConfig {
                     &raw.retry_grace,
                     defaults.retry_grace,
                 )?,
+                stall_after: duration(
+                    "FLOWPILOT_STALL_AFTER",
+                    &raw.stall_after,
+                    defaults.stall_after,
+                )?,
+                drain_base: duration("FLOWPILOT_DRAIN_BASE", &raw.drain_base, defaults.drain_base)?,
+                drain_cap: drain_cap(&raw.drain_cap, defaults.drain_cap)?,
             },
             reconcile_every: reconcile_every(&raw.reconcile_every)?,
         })
     }
+}
+
+/// SQS delays a message at most 15 minutes: a longer cap could not be honoured.
+fn drain_cap(value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let cap = duration("FLOWPILOT_DRAIN_CAP", value, default)?;
+    if cap > Duration::from_secs(900) || cap.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "FLOWPILOT_DRAIN_CAP",
+            value: value.clone().unwrap_or_default(),
+            expected: "a duration from 1s to 15m (SQS delays a message at most 15 minutes)",
+        });
+    }
+    Ok(cap)
 }
 
 fn duration(

@@ -48,7 +48,11 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         DEFERRED,
-        "Delayed commands sent to finish work later (reconcile after a transient error, re-delayed retries).",
+        "Delayed commands sent to finish work later (re-delayed retries, drains of a stuck outbox).",
+    ),
+    (
+        DRAINS_SCHEDULED,
+        "Delayed drain commands sent for stuck outboxes (at most one pending per workflow).",
     ),
     (
         RECONCILE_PASSES,
@@ -74,6 +78,7 @@ pub const CONFLICTS: &str = "flowpilot_conditional_write_conflicts_total";
 pub const EFFECTS: &str = "flowpilot_effects_total";
 pub const RETRIES_SCHEDULED: &str = "flowpilot_retries_scheduled_total";
 pub const DEFERRED: &str = "flowpilot_deferred_commands_total";
+pub const DRAINS_SCHEDULED: &str = "flowpilot_drains_scheduled_total";
 pub const RECONCILE_PASSES: &str = "flowpilot_reconcile_passes_total";
 pub const STORE_UNREADABLE: &str = "flowpilot_store_unreadable_items_total";
 pub const AWS_REQUESTS: &str = "flowpilot_aws_requests_total";

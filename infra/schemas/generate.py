@@ -74,6 +74,12 @@ EVENTS = {
     "Integration Rebuilt": ("integration-rebuilt",
                             "The continuous integration was deleted and re-established from its last good point.",
                             ["flow_name"], {}),
+    "Workflow Stuck": ("workflow-stuck",
+                       "The workflow's AWS calls have kept failing transiently for FLOWPILOT_STALL_AFTER "
+                       "(AppFlow down or throttling): it is not moving. Once per stuck period; the worker keeps "
+                       "draining with backoff and the workflow resumes by itself when AWS answers again. "
+                       "`flow_name`, `batch` and `attempt` are set when the stuck call concerns a flow or batch.",
+                       ["error", "transient"], {"transient": {"const": True}}),
     "Workflow Unreadable": ("workflow-unreadable",
                             "A stored workflow cannot be read back (hand-edited, or written by an incompatible "
                             "version); every reconcile pass skips it and reports it again under the same "

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use flowpilot_core::command::Command;
 use flowpilot_core::decide::{Policy, decide};
-use flowpilot_core::effect::EffectError;
+use flowpilot_core::effect::{EffectError, EffectKey};
 use flowpilot_core::health::UnreadableItem;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::input::Input;
@@ -30,16 +30,14 @@ use crate::store::{Store, StoreError};
 const MAX_CONFLICTS: u32 = 8;
 /// Decide/execute rounds per message; a healthy workflow needs a handful.
 const MAX_STEPS: u32 = 64;
-/// Delay of the reconcile command sent after a transient effect failure.
-pub const RECONCILE_DELAY: Duration = Duration::from_secs(10);
 
 /// How handling a message ended (every variant means: delete the message).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Handled {
     /// Everything committed and executed.
     Done,
-    /// Committed, but an effect failed transiently: it waits in the outbox and a delayed
-    /// reconcile command will drain it.
+    /// Committed, but an effect failed transiently: it waits in the outbox, and the one
+    /// drain scheduled for the workflow (`decide::drain`) will come back for it.
     Deferred,
     /// A retry that is not due yet was re-delayed.
     Redelayed,
@@ -204,25 +202,18 @@ impl<S: Store, X: Shell> Handler<S, X> {
                 tracing::warn!("message for unknown workflow; dropping it");
                 return Ok(Handled::UnknownWorkflow);
             };
-            match self.advance(&mut wf, &mut input).await {
+            let stuck = match self.advance(&mut wf, &mut input).await {
                 Ok(None) => return Ok(Handled::Done),
-                Ok(Some(error)) => {
-                    let cmd = Command::Reconcile {
-                        workflow_id: id.clone(),
-                        reason: Some(format!("drain outbox after {}", error.code)),
-                    };
-                    self.shell
-                        .send_command(&cmd, RECONCILE_DELAY)
-                        .await
-                        .map_err(|source| HandleError::CannotDefer {
-                            why: format!(
-                                "an effect failed transiently ({}: {})",
-                                error.code, error.message
-                            ),
-                            source,
-                        })?;
-                    self.metrics.inc(metrics::DEFERRED);
-                    return Ok(Handled::Deferred);
+                Ok(Some(stuck)) => self.stuck(&mut wf, stuck).await,
+                Err(e) => Err(e),
+            };
+            match stuck {
+                Ok(None) => return Ok(Handled::Deferred),
+                // The message stays (redelivered after its visibility timeout), so the effects
+                // are tried again even if the drain never goes out; the reconcile pass then
+                // finds the recorded drain overdue and schedules it again.
+                Ok(Some((why, source))) => {
+                    return Err(HandleError::CannotDefer { why, source });
                 }
                 Err(StoreError::Conflict { expected, .. }) => {
                     conflicts += 1;
@@ -241,15 +232,78 @@ impl<S: Store, X: Shell> Handler<S, X> {
         }
     }
 
+    /// The outbox stopped at a transient failure: record it (`Input::Stuck`), publish the
+    /// health events it produced (`Workflow Stuck`: they do not wait behind the stuck effect), and send the drain
+    /// message if the transition scheduled a new one. Everything else finding the outbox still
+    /// stuck changes nothing, so at most one drain per workflow is pending.
+    /// `Ok(Some((why, e)))`: the drain command could not be sent.
+    async fn stuck(
+        &self,
+        wf: &mut Workflow,
+        stuck: Stuck,
+    ) -> Result<Option<(String, QueueError)>, StoreError> {
+        let Stuck { key, error } = stuck;
+        let why = format!(
+            "effect {key} failed transiently ({}: {})",
+            error.code, error.message
+        );
+        tracing::info!(%key, code = %error.code, error = %error.message, "outbox stuck on a transient failure");
+        let scheduled = |w: &Workflow| w.drain.as_ref().map(|d| (d.attempts, d.due_at));
+        let before = scheduled(wf);
+        self.commit(wf, Input::Stuck { key, error }).await?;
+        self.publish_pending(wf).await?;
+        let Some(drain) = wf.drain.as_ref() else {
+            return Ok(None);
+        };
+        let Some(due_at) = drain.due_at else {
+            return Ok(None);
+        };
+        if scheduled(wf) == before {
+            return Ok(None); // one is already on its way
+        }
+        let cmd = Command::Drain {
+            workflow_id: wf.id.clone(),
+            attempt: drain.attempts,
+        };
+        let delay = (due_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        match self.shell.send_command(&cmd, delay).await {
+            Ok(()) => {
+                self.metrics.inc(metrics::DRAINS_SCHEDULED);
+                self.metrics.inc(metrics::DEFERRED);
+                tracing::info!(attempt = drain.attempts, ?delay, "drain scheduled");
+                Ok(None)
+            }
+            Err(e) => Ok(Some((why, e))),
+        }
+    }
+
+    /// Publishes the health events waiting in the outbox (they depend on no other effect).
+    async fn publish_pending(&self, wf: &mut Workflow) -> Result<(), StoreError> {
+        let events: Vec<_> = wf
+            .outbox
+            .iter()
+            .filter(|e| matches!(e.kind, flowpilot_core::effect::EffectKind::Publish { .. }))
+            .cloned()
+            .collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        let executed = self.shell.execute(wf, &events).await;
+        if !executed.outcomes.is_empty() {
+            self.commit(wf, Input::Applied(executed.outcomes)).await?;
+        }
+        Ok(())
+    }
+
     /// Drains the outbox and applies `input` (once), alternating until nothing is pending.
-    /// `Ok(Some(err))`: stopped at a transient effect failure, with everything committed.
+    /// `Ok(Some(stuck))`: stopped at a transient effect failure, with everything committed.
     /// On a conflict, `input` is still `Some` if it was not committed yet.
     async fn advance(
         &self,
         wf: &mut Workflow,
         input: &mut Option<Input>,
-    ) -> Result<Option<EffectError>, StoreError> {
-        let mut stuck: Option<EffectError> = None;
+    ) -> Result<Option<Stuck>, StoreError> {
+        let mut stuck: Option<Stuck> = None;
         for _ in 0..MAX_STEPS {
             if stuck.is_none() && !wf.outbox.is_empty() {
                 let pending = wf.outbox.clone();
@@ -262,15 +316,15 @@ impl<S: Store, X: Shell> Handler<S, X> {
                             applied,
                             "decide ignored effect outcomes; leaving the outbox for reconcile"
                         );
-                        return Ok(Some(EffectError {
-                            code: "OutcomesIgnored".to_owned(),
-                            message: "decide did not record executed effects".to_owned(),
-                            permanent: false,
-                        }));
+                        return Ok(Stuck::on_first(
+                            wf,
+                            "OutcomesIgnored",
+                            "decide did not record executed effects".to_owned(),
+                        ));
                     }
                 }
-                if let Some((_, error)) = executed.stopped {
-                    stuck = Some(error);
+                if let Some((key, error)) = executed.stopped {
+                    stuck = Some(Stuck { key, error });
                 }
                 continue;
             }
@@ -286,11 +340,13 @@ impl<S: Store, X: Shell> Handler<S, X> {
             return Ok(stuck);
         }
         tracing::warn!("workflow still busy after {MAX_STEPS} steps; continuing via reconcile");
-        Ok(Some(stuck.unwrap_or(EffectError {
-            code: "StepLimit".to_owned(),
-            message: format!("more than {MAX_STEPS} steps in one message"),
-            permanent: false,
-        })))
+        Ok(stuck.or_else(|| {
+            Stuck::on_first(
+                wf,
+                "StepLimit",
+                format!("more than {MAX_STEPS} steps in one message"),
+            )
+        }))
     }
 
     /// decide + conditional save. `Ok(false)`: decide changed nothing.
@@ -324,6 +380,27 @@ impl<S: Store, X: Shell> Handler<S, X> {
     }
 }
 
+/// Where the outbox stopped, and why.
+struct Stuck {
+    key: EffectKey,
+    error: EffectError,
+}
+
+impl Stuck {
+    /// The outbox cannot proceed for a reason of the shell's own (no AWS error): treated as
+    /// a transient failure of its first effect, so the same drain comes back for it.
+    fn on_first(wf: &Workflow, code: &str, message: String) -> Option<Self> {
+        Some(Self {
+            key: wf.outbox.first()?.key.clone(),
+            error: EffectError {
+                code: code.to_owned(),
+                message,
+                permanent: false,
+            },
+        })
+    }
+}
+
 fn input_kind(input: &Input) -> &'static str {
     match input {
         Input::Start => "start",
@@ -335,6 +412,8 @@ fn input_kind(input: &Input) -> &'static str {
         Input::RunEnded(_) => "run_ended",
         Input::FlowDeactivated { .. } => "flow_deactivated",
         Input::Applied(_) => "applied",
+        Input::Stuck { .. } => "stuck",
+        Input::Drain { .. } => "drain",
     }
 }
 

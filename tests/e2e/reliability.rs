@@ -1014,3 +1014,127 @@ async fn a_run_past_the_maximum_duration_is_cancelled_and_retried_with_workflow_
     })
     .await
 }
+
+/// The outage: a compressed 10 minutes (production drains start at 10 s and back off to 5 min;
+/// here 300 ms to 4 s), long enough for the backoff to reach its cap several times.
+const OUTAGE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_appflow_outage_keeps_one_drain_per_workflow_and_reports_each_stall_once()
+-> anyhow::Result<()> {
+    scenario("20 workflows through a 100% AppFlow 5xx outage", async {
+        let env = Env::start("outage", sim_setup(runs_lasting(200, 300), chaos::seed(21))).await?;
+        // Every AppFlow and Customer Profiles call answers 500 from the start.
+        env.set_faults(&FaultPlan {
+            server_error_rate: 1.0,
+            ..runs_lasting(200, 300)
+        })
+        .await?;
+        let worker = env.spawn_worker(
+            "a",
+            &[
+                ("FLOWPILOT_DRAIN_BASE", "300ms"),
+                ("FLOWPILOT_DRAIN_CAP", "4s"),
+                ("FLOWPILOT_STALL_AFTER", "5s"),
+            ],
+        )?;
+        let started = Instant::now();
+        let first = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).context("date")?;
+        let args: Vec<WorkflowArgs> = (0..20)
+            .map(|i| {
+                let from = first + chrono::Days::new(14 * i);
+                let to = from + chrono::Days::new(14);
+                WorkflowArgs::new(
+                    &format!("outage-{i:02}"),
+                    &date(&from.to_string()),
+                    &date(&to.to_string()),
+                    "P14D",
+                )
+            })
+            .collect();
+        let ids = env.create_workflows(&args, 4).await?;
+
+        // Through the outage, every workflow is reported stalled (once).
+        let mut seen = Vec::new();
+        env.health_until(&mut seen, OUTAGE * 3, |events| {
+            stalled_workflows(events).len() >= ids.len()
+        })
+        .await?;
+        // ... and the outage lasts its full length, drains backing off all the while.
+        crate::support::poll_until(OUTAGE * 2, || async {
+            Ok((started.elapsed() >= OUTAGE).then_some(()))
+        })
+        .await?;
+        let during = worker.metrics(&env.http).await?;
+        let received = e2e::counter(&during, "flowpilot_messages_received_total");
+        let drains = e2e::counter(&during, "flowpilot_drains_scheduled_total");
+
+        // The outage ends: everything completes.
+        env.set_faults(&runs_lasting(200, 300)).await?;
+        let mut done = Vec::new();
+        for id in &ids {
+            done.push(
+                env.wait_for(id, "live after the outage", Duration::from_secs(90), is_live)
+                    .await?,
+            );
+        }
+        let secs = secs(started);
+        env.health_until(&mut seen, Duration::from_secs(30), |events| {
+            count(&health_counts(events), "Workflow Completed") >= ids.len()
+        })
+        .await?;
+
+        // One stall event per workflow, however many drains and reconcile passes found it stuck.
+        let stalls = stalled_workflows(&seen);
+        for id in &ids {
+            let n = stalls.get(id.as_str()).copied().unwrap_or(0);
+            ensure!(n == 1, "{id}: {n} distinct Workflow Stuck events");
+        }
+        // Bounded messages: per workflow its start command and the drains of a backoff from
+        // 300 ms to 4 s over about 20 s (8), not a chain per reconcile pass (with a delayed
+        // reconcile per stuck handling, the 1 s reconcile ticker alone makes 12 or more).
+        let per_workflow = received as f64 / ids.len() as f64;
+        eprintln!(
+            "outage: {received} messages received ({per_workflow:.1} per workflow), {drains} drains scheduled"
+        );
+        ensure!(
+            per_workflow <= 11.0,
+            "{received} messages for {} workflows during a {OUTAGE:?} outage: drains multiplied",
+            ids.len()
+        );
+        ensure!(drains >= ids.len() as u64, "only {drains} drains were scheduled");
+        worker.assert_no_panic()?;
+        let from = DateTime::<Utc>::from_naive_utc_and_offset(first.and_time(Default::default()), Utc);
+        let to = from + chrono::TimeDelta::days(14 * 20);
+        let ledger = env.ledger_check(OBJECT_TYPE, from, to).await?;
+        ledger.ensure_complete("20 workflows after the outage")?;
+        Outcome::after_shutdown(env, ledger, secs).await
+    })
+    .await
+}
+
+/// Distinct `Workflow Stuck` events per workflow id.
+fn stalled_workflows(events: &[Value]) -> std::collections::BTreeMap<String, usize> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut per = std::collections::BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e["detail-type"] == "Workflow Stuck")
+    {
+        if ids.insert(
+            e["detail"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ) {
+            *per.entry(
+                e["detail"]["workflow_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+            .or_insert(0) += 1;
+        }
+    }
+    per
+}

@@ -116,7 +116,15 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
     .await?;
     // Reported by every reconcile pass as `Workflow Unreadable`.
     env.put_unreadable_item("sch-unreadable").await?;
-    let _worker = env.spawn_worker("schemas", &[("FLOWPILOT_MAX_RUN", "3s")])?;
+    let _worker = env.spawn_worker(
+        "schemas",
+        &[
+            ("FLOWPILOT_MAX_RUN", "3s"),
+            ("FLOWPILOT_STALL_AFTER", "1s"),
+            ("FLOWPILOT_DRAIN_BASE", "200ms"),
+            ("FLOWPILOT_DRAIN_CAP", "1s"),
+        ],
+    )?;
     let mut seen = Vec::new();
 
     // Retry, permanent failure.
@@ -159,7 +167,22 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
     env.create_workflow(&b).await?;
     env.health_until(&mut seen, DEADLINE, has(HealthKind::WorkflowStalled))
         .await?;
+
+    // AppFlow answers 500 to everything for a while: `Workflow Stuck`, then it resumes.
+    env.set_faults(&FaultPlan {
+        server_error_rate: 1.0,
+        ..short_runs()
+    })
+    .await?;
+    let c = WorkflowArgs::new("sch-c", "2024-03-01", "2024-03-15T00:00:00Z", "P14D");
+    let c = env.create_workflow(&c).await?;
+    env.health_until(&mut seen, DEADLINE, has(HealthKind::WorkflowStuck))
+        .await?;
     env.set_faults(&short_runs()).await?;
+    env.wait_for(&c, "sch-c live after the outage", DEADLINE, |w| {
+        w.status == WorkflowStatus::Live
+    })
+    .await?;
 
     let missing: Vec<&str> = HealthKind::ALL
         .iter()

@@ -48,6 +48,12 @@ pub enum Command {
     },
     /// Reconcile every active workflow (the schedule's tick).
     ReconcileAll,
+    /// Drain a workflow's stuck outbox again: drain number `attempt` (the worker schedules
+    /// at most one per workflow, with exponential backoff; see `decide::drain`).
+    Drain {
+        workflow_id: WorkflowId,
+        attempt: u32,
+    },
     /// Start `attempt + 1` of `batch` once `due_at` has passed.
     RetryDue {
         workflow_id: WorkflowId,
@@ -83,6 +89,7 @@ impl Command {
             Self::Rebuild { .. } => "rebuild",
             Self::Reconcile { .. } | Self::ReconcileAll => "reconcile",
             Self::RetryDue { .. } => "retry_due",
+            Self::Drain { .. } => "drain",
         }
     }
 
@@ -93,7 +100,8 @@ impl Command {
             | Self::Redrive { workflow_id, .. }
             | Self::Rebuild { workflow_id, .. }
             | Self::Reconcile { workflow_id, .. }
-            | Self::RetryDue { workflow_id, .. } => Some(workflow_id),
+            | Self::RetryDue { workflow_id, .. }
+            | Self::Drain { workflow_id, .. } => Some(workflow_id),
             Self::ReconcileAll => None,
         }
     }
@@ -119,6 +127,7 @@ impl Command {
                 due_at,
                 ..
             } => (d.batch, d.attempt, d.due_at) = (Some(*batch), Some(*attempt), Some(*due_at)),
+            Self::Drain { attempt, .. } => d.attempt = Some(*attempt),
             Self::Start { .. } | Self::ReconcileAll => {}
         }
         // A struct of strings, numbers and timestamps always serializes; the fallback keeps
@@ -174,6 +183,12 @@ impl Command {
                     ));
                 }
             },
+            "drain" => Self::Drain {
+                workflow_id: workflow_id()?,
+                attempt: d
+                    .attempt
+                    .ok_or_else(|| Poison::new("command `drain` needs attempt"))?,
+            },
             other => return Err(Poison::new(format!("unknown command `{other}`"))),
         })
     }
@@ -193,6 +208,10 @@ impl Command {
                 reason,
             } => (workflow_id, Input::Rebuild { reason }),
             Self::Reconcile { workflow_id, .. } => (workflow_id, Input::Reconcile),
+            Self::Drain {
+                workflow_id,
+                attempt,
+            } => (workflow_id, Input::Drain { attempt }),
             Self::RetryDue {
                 workflow_id,
                 batch,
@@ -229,8 +248,10 @@ impl Command {
     fn envelope_id(&self, now: DateTime<Utc>) -> String {
         let wf = self.workflow_id().map_or("all", WorkflowId::as_str);
         let mut id = format!("{}-{wf}-{}", self.name(), now.timestamp_millis());
-        if let Self::RetryDue { batch, attempt, .. } = self {
-            id.push_str(&format!("-b{batch}-a{attempt}"));
+        match self {
+            Self::RetryDue { batch, attempt, .. } => id.push_str(&format!("-b{batch}-a{attempt}")),
+            Self::Drain { attempt, .. } => id.push_str(&format!("-d{attempt}")),
+            _ => {}
         }
         id
     }

@@ -25,6 +25,7 @@ use crate::model::{Batch, BatchStatus, Workflow, WorkflowStatus};
 use crate::spec::WorkflowSpec;
 
 mod bulk;
+pub mod drain;
 mod health;
 mod live;
 mod outcome;
@@ -39,8 +40,15 @@ pub struct Policy {
     /// (default 6 h).
     pub max_run_duration: Duration,
     /// Reconcile restarts a `retry_wait` batch whose retry is this overdue (lost message;
-    /// default 5 min).
+    /// default 5 min). A drain whose message is this overdue is scheduled again.
     pub retry_grace: Duration,
+    /// First delay of the drain scheduled for a stuck outbox; doubles per drain (default 10 s).
+    pub drain_base: Duration,
+    /// Longest delay between drains (default 5 min; SQS delays at most 15).
+    pub drain_cap: Duration,
+    /// A workflow whose outbox has been stuck this long gets one `Workflow Stuck`
+    /// (default 15 min, `FLOWPILOT_STALL_AFTER`).
+    pub stall_after: Duration,
 }
 
 impl Default for Policy {
@@ -49,6 +57,9 @@ impl Default for Policy {
             describe_after: Duration::from_secs(600),
             max_run_duration: Duration::from_secs(6 * 3600),
             retry_grace: Duration::from_secs(300),
+            drain_base: Duration::from_secs(10),
+            drain_cap: Duration::from_secs(300),
+            stall_after: Duration::from_secs(900),
         }
     }
 }
@@ -109,14 +120,19 @@ impl Workflow {
             last_error: None,
             redrives: 0,
             completed_at: None,
+            drain: None,
         }
     }
 }
 
 /// Computes the next state and the effects to run for one input.
 pub fn decide(wf: &Workflow, input: Input, now: DateTime<Utc>, policy: &Policy) -> Transition {
-    // Cancelled is final: only effect confirmations are still recorded (to empty the outbox).
-    if wf.status == WorkflowStatus::Cancelled && !matches!(input, Input::Applied(_)) {
+    // Cancelled is final, but its cleanup effects can still be stuck and drained.
+    let cleanup = matches!(
+        input,
+        Input::Applied(_) | Input::Stuck { .. } | Input::Drain { .. }
+    );
+    if wf.status == WorkflowStatus::Cancelled && !cleanup {
         return Transition::unchanged(wf);
     }
     let mut cx = Ctx {
@@ -143,6 +159,8 @@ pub fn decide(wf: &Workflow, input: Input, now: DateTime<Utc>, policy: &Policy) 
         },
         Input::FlowDeactivated { role, reason } => live::deactivated(&mut cx, role, reason),
         Input::Applied(outcomes) => outcome::applied(&mut cx, outcomes),
+        Input::Stuck { key, error } => drain::stuck(&mut cx, key, error),
+        Input::Drain { attempt } => drain::due(&mut cx, attempt),
     }
     cx.finish(wf)
 }

@@ -20,10 +20,11 @@ pub enum HealthKind {
     IntegrationRecovered,
     IntegrationRebuilt,
     WorkflowUnreadable,
+    WorkflowStuck,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 11] = [
+    pub const ALL: [HealthKind; 12] = [
         Self::WorkflowStarted,
         Self::BatchSucceeded,
         Self::BatchRetryScheduled,
@@ -35,6 +36,7 @@ impl HealthKind {
         Self::IntegrationRecovered,
         Self::IntegrationRebuilt,
         Self::WorkflowUnreadable,
+        Self::WorkflowStuck,
     ];
 
     /// The EventBridge `detail-type`.
@@ -51,6 +53,7 @@ impl HealthKind {
             Self::IntegrationRecovered => "Integration Recovered",
             Self::IntegrationRebuilt => "Integration Rebuilt",
             Self::WorkflowUnreadable => "Workflow Unreadable",
+            Self::WorkflowStuck => "Workflow Stuck",
         }
     }
 
@@ -68,6 +71,7 @@ impl HealthKind {
             Self::IntegrationRecovered => "integration-recovered",
             Self::IntegrationRebuilt => "integration-rebuilt",
             Self::WorkflowUnreadable => "workflow-unreadable",
+            Self::WorkflowStuck => "workflow-stuck",
         }
     }
 

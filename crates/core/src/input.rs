@@ -36,6 +36,16 @@ pub enum Input {
         role: FlowRole,
         reason: String,
     },
+    /// The outbox stopped at `key`, which failed transiently (the shell reports it after the
+    /// commit that left it there): schedule one delayed drain, report a stall.
+    Stuck {
+        key: crate::effect::EffectKey,
+        error: crate::effect::EffectError,
+    },
+    /// Drain number `attempt` came due (its message arrived; the shell already drained).
+    Drain {
+        attempt: u32,
+    },
     /// Results of executing outbox effects: removes those effects from the outbox and
     /// records what they returned.
     Applied(Vec<Outcome>),

@@ -138,4 +138,26 @@ pub struct Workflow {
     /// When the continuous integration was first linked (`Workflow Completed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
+    /// The outbox is stuck on an effect that keeps failing transiently (see `decide::drain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+/// A stuck outbox: which effect, since when, and the one delayed drain scheduled for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// The effect the outbox stopped at.
+    pub key: crate::effect::EffectKey,
+    /// When it first failed (a stall is judged from here).
+    pub since: DateTime<Utc>,
+    /// Drains scheduled so far: the backoff exponent, and the number the next drain message
+    /// carries.
+    pub attempts: u32,
+    /// When the scheduled drain is due; `None` once its message arrived (the next failure
+    /// schedules another). At most one drain message per workflow is ever pending.
+    pub due_at: Option<DateTime<Utc>>,
+    /// `Workflow Stalled` was published for this stuck period.
+    pub stall_reported: bool,
+    /// The latest transient error.
+    pub last_error: crate::effect::EffectError,
 }

@@ -428,8 +428,38 @@ impl World {
                 self.wf.outbox.iter().any(|e| e.key == key),
                 "{key} failed transiently but left the outbox"
             );
-            self.stopped.insert(key);
+            self.stopped.insert(key.clone());
+            if !crash {
+                self.report_stuck(key, error);
+            }
         }
+    }
+
+    /// What the handler does after a stop: `Input::Stuck`, and the drain message if the
+    /// transition scheduled a new one. At most one drain per workflow may be pending: a new
+    /// one is scheduled only once the previous one's message arrived, or it is overdue (lost).
+    fn report_stuck(&mut self, key: EffectKey, error: EffectError) {
+        let before = self.wf.drain.clone();
+        self.feed(Input::Stuck { key, error });
+        let Some(after) = self.wf.drain.clone() else {
+            return;
+        };
+        let new = before.as_ref().is_none_or(|b| b.attempts != after.attempts);
+        if !new {
+            return;
+        }
+        if let Some(due) = before.as_ref().and_then(|b| b.due_at) {
+            let grace = TimeDelta::from_std(self.policy.retry_grace).unwrap();
+            assert!(
+                self.now > due + grace,
+                "a second drain was scheduled while drain {} (due {due}) was still pending",
+                before.as_ref().map_or(0, |b| b.attempts)
+            );
+        }
+        assert!(after.due_at.is_some_and(|d| d >= self.now), "{after:?}");
+        self.pool.push(Input::Drain {
+            attempt: after.attempts,
+        });
     }
 
     /// An AWS failure that retrying can fix, `pct` percent of the time.

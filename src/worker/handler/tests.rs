@@ -138,7 +138,7 @@ async fn start_commits_then_drains_the_outbox_in_order() {
 }
 
 #[tokio::test]
-async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_a_reconcile() {
+async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_one_drain() {
     let store = Arc::new(MemoryStore::new());
     let wf = workflow("wf-b");
     store.create(&wf).await.unwrap();
@@ -159,13 +159,39 @@ async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_a_reconcil
         !stored.outbox.iter().any(|e| kind(e) == "create_flow"),
         "create was applied"
     );
+    let drain = stored.drain.as_ref().expect("the stuck period is recorded");
+    assert_eq!(drain.attempts, 1);
+    {
+        let sent = shell.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert!(
+            matches!(&sent[0].0, Command::Drain { workflow_id, attempt: 1 } if *workflow_id == wf.id),
+            "{sent:?}"
+        );
+        let base = Policy::default().drain_base.as_secs_f64();
+        assert!((sent[0].1.as_secs_f64() - base).abs() < 1.0, "{sent:?}");
+    }
+
+    // Anything else finding the outbox still stuck (a reconcile pass, a new event) sends
+    // nothing more: the one drain is on its way.
+    for _ in 0..5 {
+        assert_eq!(
+            h.handle(&wf.id, Input::Reconcile).await.unwrap(),
+            Handled::Deferred
+        );
+    }
+    assert_eq!(shell.sent.lock().unwrap().len(), 1, "drains multiplied");
+
+    // The drain arrives and the effect still fails: the next drain, twice as late.
+    h.handle(&wf.id, Input::Drain { attempt: 1 }).await.unwrap();
     let sent = shell.sent.lock().unwrap();
-    assert_eq!(sent.len(), 1);
+    assert_eq!(sent.len(), 2);
     assert!(
-        matches!(&sent[0].0, Command::Reconcile { workflow_id, .. } if *workflow_id == wf.id),
+        matches!(&sent[1].0, Command::Drain { attempt: 2, .. }),
         "{sent:?}"
     );
-    assert_eq!(sent[0].1, RECONCILE_DELAY);
+    let twice = 2.0 * Policy::default().drain_base.as_secs_f64();
+    assert!((sent[1].1.as_secs_f64() - twice).abs() < 1.0, "{sent:?}");
 }
 
 #[tokio::test]

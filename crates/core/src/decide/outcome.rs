@@ -17,6 +17,15 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
             continue;
         };
         let effect = cx.wf.outbox.remove(pos);
+        // The effect the outbox was stuck on has run (or failed for good): unstuck.
+        if cx
+            .wf
+            .drain
+            .as_ref()
+            .is_some_and(|d| &d.key == outcome.key())
+        {
+            cx.wf.drain = None;
+        }
         if cx.wf.status == WorkflowStatus::Cancelled {
             continue;
         }

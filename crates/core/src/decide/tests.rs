@@ -1,7 +1,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::effect::{Outcome, PermanentError, Trigger};
+use crate::effect::{EffectError, Outcome, PermanentError, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, WorkflowId};
 use crate::input::RunReport;
@@ -794,4 +794,114 @@ fn batch_numbers_are_the_flow_names_numbers() {
     assert_eq!(ev.flow_name.as_deref(), Some("fp-acme-b0002"));
     assert_eq!(ev.batch.as_ref().map(|b| b.index), Some(2));
     assert_eq!(ev.event_id, "acme/batch-retry-scheduled/b2/a1");
+}
+
+fn transient(code: &str) -> EffectError {
+    EffectError {
+        code: code.into(),
+        message: "AppFlow is having a bad day".into(),
+        permanent: false,
+    }
+}
+
+#[test]
+fn a_stuck_outbox_schedules_one_drain_and_reports_one_stall() {
+    let policy = Policy::default();
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    let stuck = Input::Stuck {
+        key: key("b0/a1/create"),
+        error: transient("InternalServerException"),
+    };
+    let t = step(&w, stuck.clone(), t0());
+    let d = t.workflow.drain.clone().unwrap();
+    assert_eq!((d.attempts, d.since), (1, t0()));
+    assert_eq!(d.due_at, Some(t0() + TimeDelta::seconds(10)));
+    // Found stuck again (a reconcile pass, another event) while the drain is pending:
+    // nothing new is scheduled, only the error refreshed.
+    let again = step(&t.workflow, stuck.clone(), t0() + TimeDelta::seconds(5));
+    assert_eq!(again.workflow.drain.as_ref().unwrap().attempts, 1);
+    assert!(again.effects.is_empty());
+    // The drain arrives and it still fails: the next one, twice as late.
+    let w = step(
+        &again.workflow,
+        Input::Drain { attempt: 1 },
+        t0() + TimeDelta::seconds(10),
+    )
+    .workflow;
+    let w = step(&w, stuck.clone(), t0() + TimeDelta::seconds(10)).workflow;
+    let d = w.drain.clone().unwrap();
+    assert_eq!(
+        (d.attempts, d.due_at),
+        (2, Some(t0() + TimeDelta::seconds(30)))
+    );
+    // A stale drain message (attempt 1) does not consume the pending one.
+    let stale = step(
+        &w,
+        Input::Drain { attempt: 1 },
+        t0() + TimeDelta::seconds(11),
+    );
+    assert!(stale.is_noop(&w));
+    // Stuck past FLOWPILOT_STALL_AFTER: one Workflow Stuck, naming the flow and the effect.
+    let late = t0() + TimeDelta::from_std(policy.stall_after).unwrap();
+    let t = step(&w, stuck.clone(), late);
+    let ev = events(&t);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].kind, HealthKind::WorkflowStuck);
+    let detail = &ev[0].detail;
+    assert_eq!(detail.flow_name.as_deref(), Some("fp-acme-b0000"));
+    assert!(
+        detail.error.as_deref().unwrap().contains("b0/a1/create"),
+        "{detail:?}"
+    );
+    let t2 = step(&t.workflow, stuck, late + TimeDelta::minutes(10));
+    assert!(
+        events(&t2).is_empty(),
+        "a stall is reported once per stuck period"
+    );
+    // The stuck effect finally runs: the stuck period is over.
+    let done = step(
+        &t2.workflow,
+        Input::Applied(vec![Outcome::Done {
+            key: key("b0/a1/create"),
+        }]),
+        late + TimeDelta::minutes(11),
+    );
+    assert_eq!(done.workflow.drain, None);
+}
+
+#[test]
+fn a_lost_drain_is_scheduled_again_once_overdue() {
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    let stuck = Input::Stuck {
+        key: key("b0/a1/create"),
+        error: transient("ThrottlingException"),
+    };
+    let w = step(&w, stuck.clone(), t0()).workflow;
+    let grace = TimeDelta::from_std(Policy::default().retry_grace).unwrap();
+    // Due at +10 s; still within the grace: not lost yet.
+    let within = t0() + TimeDelta::seconds(10) + grace;
+    assert_eq!(
+        step(&w, stuck.clone(), within)
+            .workflow
+            .drain
+            .unwrap()
+            .attempts,
+        1
+    );
+    let lost = within + TimeDelta::seconds(1);
+    assert_eq!(step(&w, stuck, lost).workflow.drain.unwrap().attempts, 2);
+}
+
+#[test]
+fn a_report_about_an_effect_no_longer_pending_changes_nothing() {
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    let t = step(
+        &w,
+        Input::Stuck {
+            key: key("b3/a9/create"),
+            error: transient("InternalServerException"),
+        },
+        t0(),
+    );
+    assert!(t.is_noop(&w));
 }
