@@ -46,7 +46,7 @@ pub enum Command {
     #[command(subcommand)]
     Workflow(WorkflowCommand),
     /// Run the worker: consume the work queue until SIGTERM/SIGINT.
-    Worker(worker::WorkerArgs),
+    Worker(Box<worker::WorkerArgs>),
     /// Operate a workflow's continuous integration.
     #[command(subcommand)]
     Integration(IntegrationCommand),
@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workflow(WorkflowCommand::Cancel(args)) => workflow::cancel(args).await,
         Command::Workflow(WorkflowCommand::Redrive(args)) => workflow::redrive(args).await,
         Command::Integration(IntegrationCommand::Rebuild(args)) => integration::rebuild(args).await,
-        Command::Worker(args) => worker::run(args).await,
+        Command::Worker(args) => worker::run(*args).await,
         #[cfg(feature = "local")]
         Command::Sim(args) => crate::sim_cli::run(args).await.map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "local")]
