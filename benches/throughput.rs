@@ -10,6 +10,7 @@
 //! default 4), `FLOWPILOT_BENCH_CONCURRENCY` (batches per workflow at once, default 1),
 //! `FLOWPILOT_BENCH_RUN_MS` (simulated run duration, default 400).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 #[allow(unused_imports)] // the benchmark uses part of the test harness
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;

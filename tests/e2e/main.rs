@@ -16,6 +16,7 @@
 //! - [`worker`], [`reliability`], [`schemas`]: the worker end to end, under faults, and the
 //!   health events it emits against their JSON Schemas.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 mod support;
 
 mod cli_plan;

@@ -1,5 +1,6 @@
 //! Fixture tests for `event::parse_message`, plus fuzzing: it must never panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 use chrono::{DateTime, Utc};
 use flowpilot_core::command::Command;
 use flowpilot_core::event::{Message, parse_message};

@@ -21,6 +21,7 @@
 //!   maximum over a ten-thousand-year range, retry policies stored before the bounds existed,
 //!   and a clock at the end of chrono's range.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};

@@ -2,6 +2,7 @@
 //! the batch size, filters that tile the millisecond line; no panic anywhere in chrono's range
 //! with any duration, and every spec at the validation bounds plans.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 use chrono::{DateTime, TimeDelta, Utc};
 use flowpilot_core::duration::IsoDuration;
 use flowpilot_core::effect::FilterTask;

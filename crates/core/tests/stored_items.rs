@@ -2,6 +2,7 @@
 //! version whose effect keys were plain strings (every key form it produced appears), and they
 //! must read back into typed keys and write out exactly as stored.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 use flowpilot_core::effect::{AttemptStep, EffectKey, LiveStep};
 use flowpilot_core::model::Workflow;
 use serde_json::Value;
