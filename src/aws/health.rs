@@ -1,4 +1,4 @@
-//! Health events on the EventBridge health bus (DESIGN.md §6): PutEvents in batches of at
+//! Health events on the EventBridge health bus (docs/architecture.md, "Health events"): PutEvents in batches of at
 //! most 10 entries; entries EventBridge reports as failed are resent, a bounded number of times.
 
 use aws_sdk_eventbridge::Client;

@@ -1,4 +1,4 @@
-//! Workflow state persistence with optimistic concurrency (DESIGN.md §4.1, §5).
+//! Workflow state persistence with optimistic concurrency (docs/architecture.md, "The outbox" and "The workflow model").
 //!
 //! - [`dynamo`]: the DynamoDB store used in production and end-to-end tests.
 //! - [`memory`]: an in-memory store with identical semantics, for unit tests only.

@@ -1,4 +1,4 @@
-//! The imperative shell around `decide` (DESIGN.md §3–4.1): load, drain the outbox, decide,
+//! The imperative shell around `decide` (docs/architecture.md, "The functional core" and "The outbox"): load, drain the outbox, decide,
 //! commit conditionally, execute, record the results, until nothing is pending.
 //!
 //! Crash safety comes from the order of operations: a transition and the effects it asks for

@@ -1,6 +1,6 @@
 //! `flowpilot worker`: the long-running consumer of the work queue.
 //!
-//! - [`handler`]: one message → load, drain outbox, decide, commit, execute (DESIGN.md §4.1).
+//! - [`handler`]: one message → load, drain outbox, decide, commit, execute (docs/architecture.md, "The outbox").
 //! - [`shell`]: executing effects against AWS ([`shell::Shell`] is the test seam).
 //! - [`poller`]: receive, group per workflow, dispatch with a concurrency bound, acknowledge.
 //! - [`inflight`]: visibility extension of in-flight messages and their release on shutdown.

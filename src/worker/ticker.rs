@@ -8,7 +8,7 @@
 //!
 //! Shutdown: no new pass starts once `shutdown` is cancelled, and a running pass stops between
 //! workflows; `hard_stop` (the grace period ran out) abandons it mid-workflow, which is safe for
-//! the same reason abandoning a message handler is (DESIGN.md §4.1).
+//! the same reason abandoning a message handler is (docs/architecture.md, "The outbox").
 
 use std::sync::Arc;
 use std::time::Duration;

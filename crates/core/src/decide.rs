@@ -1,4 +1,4 @@
-//! The state machine: `decide(workflow, input, now, policy) -> Transition` (DESIGN.md §3–5).
+//! The state machine: `decide(workflow, input, now, policy) -> Transition` (docs/architecture.md, "The functional core").
 //! Pure: no I/O, no clock, no randomness of its own.
 //!
 //! - A duplicate / late / out-of-order input returns [`Transition::unchanged`] (same workflow,

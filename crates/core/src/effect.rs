@@ -1,5 +1,5 @@
 //! Effects: what `decide` asks the shell to do, carrying everything needed to do it
-//! idempotently (DESIGN.md §3–4); an [`EffectKey`] names each one, and [`outcome_of`] is the
+//! idempotently (docs/architecture.md, "The outbox"); an [`EffectKey`] names each one, and [`outcome_of`] is the
 //! one contract for what executing it comes to.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Parsing SQS message bodies: EventBridge envelopes from AppFlow and flowpilot's own command
-//! events (DESIGN.md §1, wire facts §1). Liberal in what it accepts (numbers as strings or
+//! events (docs/architecture.md, "The life of one AppFlow event"; wire facts §1). Liberal in what it accepts (numbers as strings or
 //! numbers, `"N/A"`, `[UTC]` time suffixes, missing `account`, unknown extra fields); anything
 //! that is not such an envelope is [`Poison`] with the reason (never deleted by the worker; SQS
 //! moves it to the DLQ). Never panics: every access is checked.

@@ -1,4 +1,4 @@
-//! Health events: the public interface alerting subscribes to (DESIGN.md §6).
+//! Health events: the public interface alerting subscribes to (docs/architecture.md, "Health events").
 //! Published with source [`HEALTH_SOURCE`]; the JSON of [`HealthDetail`] is a compatibility
 //! promise (schemas in `infra/schemas/`).
 

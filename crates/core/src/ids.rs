@@ -1,4 +1,4 @@
-//! Validated identifiers and the deterministic names derived from them (DESIGN.md §4.2–4.3).
+//! Validated identifiers and the deterministic names derived from them (docs/architecture.md, "Names and idempotency").
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The persisted workflow state: what one DynamoDB item holds (DESIGN.md §5).
+//! The persisted workflow state: what one DynamoDB item holds (docs/architecture.md, "The workflow model").
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

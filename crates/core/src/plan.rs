@@ -1,4 +1,4 @@
-//! Batch planner (DESIGN.md §1, §4.6): half-open, contiguous windows anchored at `from`.
+//! Batch planner (docs/architecture.md, "Names and idempotency"): half-open, contiguous windows anchored at `from`.
 //!
 //! - There is a bulk phase iff `to > from + bulk_threshold` (the threshold is added to `from`
 //!   with calendar arithmetic, so `P60D` means "more than 60 days after `from`").

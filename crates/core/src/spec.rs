@@ -1,4 +1,4 @@
-//! Workflow spec: the operator's request, validated (DESIGN.md §5).
+//! Workflow spec: the operator's request, validated (docs/architecture.md, "The workflow model").
 //!
 //! [`SpecInput`] is the raw, all-optional form (CLI flags or a TOML file, same keys);
 //! [`SpecInput::validate`] checks every field and reports every problem, each naming the field,

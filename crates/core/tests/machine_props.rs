@@ -78,7 +78,7 @@ fn arb_action() -> impl Strategy<Value = Action> {
     ]
 }
 
-/// Specs and clocks at the edges of what the core accepts (DESIGN.md §3: input must never make
+/// Specs and clocks at the edges of what the core accepts (docs/architecture.md, "The functional core": input must never make
 /// `decide` panic).
 #[derive(Clone, Copy, Debug, Default)]
 struct Extreme {

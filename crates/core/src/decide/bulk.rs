@@ -136,7 +136,7 @@ pub(super) fn managed_tags(user: &BTreeMap<String, String>) -> BTreeMap<String, 
 }
 
 /// An end report for batch `index` (from the event or a reconciled execution record). Counts
-/// only for the running attempt (DESIGN.md §4.4).
+/// only for the running attempt (docs/architecture.md, "Names and idempotency").
 pub(super) fn run_ended(cx: &mut Ctx, index: u32, report: &RunReport) {
     let Some(idx) = cx.batch_index(index) else {
         return;
