@@ -82,6 +82,10 @@ pub struct RawConfig {
     /// it to the scheduled `reconcile` command (EventBridge Scheduler in production) [default: off].
     #[arg(long, env = "FLOWPILOT_RECONCILE_EVERY")]
     pub reconcile_every: Option<String>,
+    /// Outcomes of a workflow's effects are written with its next transition, or after it has
+    /// been idle this long [default: 5s].
+    #[arg(long, env = "FLOWPILOT_FLUSH_AFTER")]
+    pub flush_after: Option<String>,
 }
 
 impl RawConfig {
@@ -113,6 +117,7 @@ impl RawConfig {
             drain_base: self.drain_base.or(lower.drain_base),
             drain_cap: self.drain_cap.or(lower.drain_cap),
             reconcile_every: self.reconcile_every.or(lower.reconcile_every),
+            flush_after: self.flush_after.or(lower.flush_after),
         }
     }
 
@@ -169,6 +174,7 @@ pub struct WorkerConfig {
     pub policy: Policy,
     /// None: no in-process reconcile ticker (the scheduled `reconcile` command does it).
     pub reconcile_every: Option<Duration>,
+    pub flush_after: Duration,
 }
 
 impl WorkerConfig {
@@ -242,6 +248,11 @@ impl WorkerConfig {
                 drain_cap: drain_cap(&raw.drain_cap, defaults.drain_cap)?,
             },
             reconcile_every: reconcile_every(&raw.reconcile_every)?,
+            flush_after: duration(
+                "FLOWPILOT_FLUSH_AFTER",
+                &raw.flush_after,
+                Duration::from_secs(5),
+            )?,
         })
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use flowpilot_core::command::Command;
 use flowpilot_core::decide::{Policy, decide};
-use flowpilot_core::effect::{EffectError, EffectKey};
+use flowpilot_core::effect::{Effect, EffectError, EffectKey, EffectKind, Outcome};
 use flowpilot_core::health::UnreadableItem;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::input::Input;
@@ -19,6 +19,7 @@ use flowpilot_core::model::Workflow;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::known::{Known, State};
 use super::locks::KeyedLocks;
 use super::shell::Shell;
 use crate::aws::error_chain;
@@ -80,6 +81,8 @@ pub struct Handler<S, X> {
     /// One workflow at a time per process: concurrent handlers of the same workflow would only
     /// produce conditional-write conflicts.
     locks: KeyedLocks<WorkflowId>,
+    /// Workflows as this process last wrote or read them, with outcomes not yet written.
+    known: Known,
 }
 
 impl<S: Store, X: Shell> Handler<S, X> {
@@ -90,6 +93,7 @@ impl<S: Store, X: Shell> Handler<S, X> {
             policy,
             metrics,
             locks: KeyedLocks::default(),
+            known: Known::default(),
         }
     }
 
@@ -195,25 +199,55 @@ impl<S: Store, X: Shell> Handler<S, X> {
             }
         }
 
+        let original = input.clone();
         let mut input = Some(input);
         let mut conflicts = 0;
+        let mut trust_memory = true;
+        // Outcomes executed by an attempt that lost a race: still valid for whatever of their
+        // effects the reloaded outbox holds.
+        let mut carried = Vec::new();
         loop {
-            let Some(mut wf) = self.store.load(id).await? else {
-                tracing::warn!("message for unknown workflow; dropping it");
-                return Ok(Handled::UnknownWorkflow);
+            let mut st = match self.known.take(id).filter(|_| trust_memory) {
+                Some(st) => st,
+                None => match self.store.load(id).await? {
+                    Some(wf) => State::loaded(wf),
+                    None => {
+                        self.known.forget(id);
+                        tracing::warn!("message for unknown workflow; dropping it");
+                        return Ok(Handled::UnknownWorkflow);
+                    }
+                },
             };
-            let stuck = match self.advance(&mut wf, &mut input).await {
-                Ok(None) => return Ok(Handled::Done),
-                Ok(Some(stuck)) => self.stuck(&mut wf, stuck).await,
+            st.defer(std::mem::take(&mut carried));
+            st.keep_pending_of_outbox();
+            let result = match self.advance(&mut st, &mut input).await {
+                // A remembered workflow on which the input changes nothing may just be behind
+                // another worker's write: decide once more on the stored item before the
+                // message is let go.
+                Ok(p) if p.input_noop && st.remembered => {
+                    trust_memory = false;
+                    input = Some(original.clone());
+                    carried = st.take_pending();
+                    continue;
+                }
+                Ok(Progress { stuck: None, .. }) => Ok(None),
+                Ok(Progress {
+                    stuck: Some(stuck), ..
+                }) => self.stuck(&mut st, stuck).await.map(Some),
                 Err(e) => Err(e),
             };
-            match stuck {
-                Ok(None) => return Ok(Handled::Deferred),
-                // The message stays (redelivered after its visibility timeout), so the effects
-                // are tried again even if the drain never goes out; the reconcile pass then
-                // finds the recorded drain overdue and schedules it again.
-                Ok(Some((why, source))) => {
-                    return Err(HandleError::CannotDefer { why, source });
+            match result {
+                Ok(outcome) => {
+                    self.known.put(st);
+                    return match outcome {
+                        None => Ok(Handled::Done),
+                        Some(None) => Ok(Handled::Deferred),
+                        // The message stays (redelivered after its visibility timeout), so the
+                        // effects are tried again even if the drain never goes out; the
+                        // reconcile pass then finds the recorded drain overdue and schedules
+                        // it again.
+                        Some(Some((why, source))) => Err(HandleError::CannotDefer { why, source }),
+                    };
                 }
                 Err(StoreError::Conflict { expected, .. }) => {
                     conflicts += 1;
@@ -223,6 +257,8 @@ impl<S: Store, X: Shell> Handler<S, X> {
                         conflicts,
                         "conditional write lost a race; reloading"
                     );
+                    trust_memory = false;
+                    carried = st.take_pending();
                     if conflicts >= MAX_CONFLICTS {
                         return Err(HandleError::TooManyConflicts(conflicts));
                     }
@@ -232,14 +268,37 @@ impl<S: Store, X: Shell> Handler<S, X> {
         }
     }
 
+    /// Writes the outcomes of workflows idle for `idle` with outcomes not yet written, so the
+    /// stored item catches up (an operator's `workflow status`, another replica taking over).
+    pub async fn flush_idle(&self, idle: Duration) {
+        for id in self.known.idle(idle) {
+            let _guard = self.locks.lock(id.clone()).await;
+            let Some(mut st) = self.known.take(&id) else {
+                continue;
+            };
+            let outcomes = st.take_pending();
+            if outcomes.is_empty() {
+                self.known.put(st);
+                continue;
+            }
+            match self.write(&mut st.wf, &outcomes, None).await {
+                Ok(_) => self.known.put(st),
+                // Someone else moved it on: they (or the next drain) run those effects.
+                Err(e) => {
+                    tracing::info!(workflow_id = %id, error = %error_chain(&e), "flush lost to another writer; forgetting what this process knew")
+                }
+            }
+        }
+    }
+
     /// The outbox stopped at a transient failure: record it (`Input::Stuck`), publish the
-    /// health events it produced (`Workflow Stuck`: they do not wait behind the stuck effect), and send the drain
-    /// message if the transition scheduled a new one. Everything else finding the outbox still
-    /// stuck changes nothing, so at most one drain per workflow is pending.
-    /// `Ok(Some((why, e)))`: the drain command could not be sent.
+    /// health events it produced (`Workflow Stuck`: they do not wait behind the stuck effect),
+    /// and send the drain message if the transition scheduled a new one. Everything else
+    /// finding the outbox still stuck changes nothing, so at most one drain per workflow is
+    /// pending. `Ok(Some((why, e)))`: the drain command could not be sent.
     async fn stuck(
         &self,
-        wf: &mut Workflow,
+        st: &mut State,
         stuck: Stuck,
     ) -> Result<Option<(String, QueueError)>, StoreError> {
         let Stuck { key, error } = stuck;
@@ -249,20 +308,20 @@ impl<S: Store, X: Shell> Handler<S, X> {
         );
         tracing::info!(%key, code = %error.code, error = %error.message, "outbox stuck on a transient failure");
         let scheduled = |w: &Workflow| w.drain.as_ref().map(|d| (d.attempts, d.due_at));
-        let before = scheduled(wf);
-        self.commit(wf, Input::Stuck { key, error }).await?;
-        self.publish_pending(wf).await?;
-        let Some(drain) = wf.drain.as_ref() else {
+        let before = scheduled(&st.wf);
+        self.commit(st, Input::Stuck { key, error }).await?;
+        self.publish_pending(st).await?;
+        let Some(drain) = st.wf.drain.as_ref() else {
             return Ok(None);
         };
         let Some(due_at) = drain.due_at else {
             return Ok(None);
         };
-        if scheduled(wf) == before {
+        if scheduled(&st.wf) == before {
             return Ok(None); // one is already on its way
         }
         let cmd = Command::Drain {
-            workflow_id: wf.id.clone(),
+            workflow_id: st.wf.id.clone(),
             attempt: drain.attempts,
         };
         let delay = (due_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -278,106 +337,173 @@ impl<S: Store, X: Shell> Handler<S, X> {
     }
 
     /// Publishes the health events waiting in the outbox (they depend on no other effect).
-    async fn publish_pending(&self, wf: &mut Workflow) -> Result<(), StoreError> {
-        let events: Vec<_> = wf
+    async fn publish_pending(&self, st: &mut State) -> Result<(), StoreError> {
+        let events: Vec<_> = st
+            .wf
             .outbox
             .iter()
-            .filter(|e| matches!(e.kind, flowpilot_core::effect::EffectKind::Publish { .. }))
+            .filter(|e| matches!(e.kind, EffectKind::Publish { .. }))
+            .filter(|e| !st.pending.iter().any(|o| o.key() == &e.key))
             .cloned()
             .collect();
         if events.is_empty() {
             return Ok(());
         }
-        let executed = self.shell.execute(wf, &events).await;
-        if !executed.outcomes.is_empty() {
-            self.commit(wf, Input::Applied(executed.outcomes)).await?;
-        }
+        let executed = self.shell.execute(&st.wf, &events).await;
+        st.defer(executed.outcomes);
         Ok(())
     }
 
     /// Drains the outbox and applies `input` (once), alternating until nothing is pending.
-    /// `Ok(Some(stuck))`: stopped at a transient effect failure, with everything committed.
+    /// `stuck`: stopped at a transient effect failure, with everything needed committed.
     /// On a conflict, `input` is still `Some` if it was not committed yet.
     async fn advance(
         &self,
-        wf: &mut Workflow,
+        st: &mut State,
         input: &mut Option<Input>,
-    ) -> Result<Option<Stuck>, StoreError> {
-        let mut stuck: Option<Stuck> = None;
+    ) -> Result<Progress, StoreError> {
+        let mut progress = Progress::default();
         for _ in 0..MAX_STEPS {
-            if stuck.is_none() && !wf.outbox.is_empty() {
-                let pending = wf.outbox.clone();
-                let executed = self.shell.execute(wf, &pending).await;
-                if !executed.outcomes.is_empty() {
-                    let applied = executed.outcomes.len();
-                    if !self.commit(wf, Input::Applied(executed.outcomes)).await? {
-                        // decide ignored our results: executing again would loop forever.
-                        tracing::error!(
-                            applied,
-                            "decide ignored effect outcomes; leaving the outbox for reconcile"
-                        );
-                        return Ok(Stuck::on_first(
-                            wf,
-                            "OutcomesIgnored",
-                            "decide did not record executed effects".to_owned(),
-                        ));
-                    }
-                }
+            let todo: Vec<Effect> = st
+                .wf
+                .outbox
+                .iter()
+                .filter(|e| !st.pending.iter().any(|o| o.key() == &e.key))
+                .cloned()
+                .collect();
+            if progress.stuck.is_none() && !todo.is_empty() {
+                let executed = self.shell.execute(&st.wf, &todo).await;
+                st.defer(executed.outcomes);
                 if let Some((key, error)) = executed.stopped {
-                    stuck = Some(Stuck { key, error });
+                    progress.stuck = Some(Stuck { key, error });
                 }
+                self.write_if_outcomes_need_effects(st).await?;
                 continue;
             }
             if let Some(next) = input.take() {
                 // Even with a stuck outbox the input is committed now (its effects queue up
                 // behind the stuck one), so acknowledging the message loses nothing.
-                if let Err(e) = self.commit(wf, next.clone()).await {
-                    *input = Some(next);
-                    return Err(e);
+                match self.commit(st, next.clone()).await {
+                    Ok(changed) => progress.input_noop = !changed,
+                    Err(e) => {
+                        *input = Some(next);
+                        return Err(e);
+                    }
                 }
                 continue;
             }
-            return Ok(stuck);
+            return Ok(progress);
         }
-        tracing::warn!("workflow still busy after {MAX_STEPS} steps; continuing via reconcile");
-        Ok(stuck.or_else(|| {
+        tracing::warn!("workflow still busy after {MAX_STEPS} steps; continuing via a drain");
+        progress.stuck = progress.stuck.or_else(|| {
             Stuck::on_first(
-                wf,
+                &st.wf,
                 "StepLimit",
                 format!("more than {MAX_STEPS} steps in one message"),
             )
-        }))
+        });
+        Ok(progress)
     }
 
-    /// decide + conditional save. `Ok(false)`: decide changed nothing.
-    async fn commit(&self, wf: &mut Workflow, input: Input) -> Result<bool, StoreError> {
-        let kind = input_kind(&input);
-        let t = decide(wf, input, Utc::now(), &self.policy);
-        if t.is_noop(wf) {
-            tracing::debug!(input = kind, "no change");
+    /// Outcomes are written with the next transition, unless they lead to new effects (a
+    /// linked integration's StartFlow, a failure's health event): an effect runs only once it
+    /// is committed, so those are written now.
+    async fn write_if_outcomes_need_effects(&self, st: &mut State) -> Result<(), StoreError> {
+        if st.pending.is_empty() {
+            return Ok(());
+        }
+        let t = decide(
+            &st.wf,
+            Input::Applied(st.pending.clone()),
+            Utc::now(),
+            &self.policy,
+        );
+        if t.is_noop(&st.wf) {
+            // decide ignored them: keeping them would only carry a protocol error along.
+            tracing::error!(
+                pending = st.pending.len(),
+                "decide ignored effect outcomes; dropping them (the outbox keeps their effects)"
+            );
+            st.take_pending();
+            return Ok(());
+        }
+        if !t.effects.is_empty() {
+            let outcomes = st.take_pending();
+            self.write(&mut st.wf, &outcomes, None).await?;
+        }
+        Ok(())
+    }
+
+    /// decide(`input`) on top of the outcomes not yet written, and one conditional save of
+    /// both. `Ok(false)`: the input changes nothing (the outcomes then wait for the next write).
+    async fn commit(&self, st: &mut State, input: Input) -> Result<bool, StoreError> {
+        let outcomes = st.pending.clone();
+        let changed = self.write(&mut st.wf, &outcomes, Some(input)).await?;
+        if changed {
+            st.take_pending();
+        }
+        Ok(changed)
+    }
+
+    /// Applies `outcomes` (if any) and `input` (if any) and saves the result conditionally on
+    /// the version `wf` was stored at. With an input that changes nothing, nothing is written.
+    async fn write(
+        &self,
+        wf: &mut Workflow,
+        outcomes: &[Outcome],
+        input: Option<Input>,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let mut next = wf.clone();
+        let mut effects = 0;
+        if !outcomes.is_empty() {
+            let t = decide(&next, Input::Applied(outcomes.to_vec()), now, &self.policy);
+            effects += t.effects.len();
+            next = t.workflow;
+        }
+        let kind = input.as_ref().map_or("applied", input_kind);
+        if let Some(input) = input {
+            let t = decide(&next, input, now, &self.policy);
+            if t.is_noop(&next) {
+                tracing::debug!(input = kind, "no change");
+                return Ok(false);
+            }
+            effects += t.effects.len();
+            next = t.workflow;
+        }
+        if next.version == wf.version {
             return Ok(false);
         }
-        self.store.save(&t.workflow, wf.version).await?;
+        self.store.save(&next, wf.version).await?;
         self.metrics.inc(metrics::TRANSITIONS);
-        if t.workflow.status != wf.status {
+        if next.status != wf.status {
             tracing::info!(
                 input = kind,
                 from = wf.status.as_str(),
-                to = t.workflow.status.as_str(),
-                version = t.workflow.version,
+                to = next.status.as_str(),
+                version = next.version,
                 "workflow status changed"
             );
         } else {
             tracing::debug!(
                 input = kind,
-                version = t.workflow.version,
-                effects = t.effects.len(),
+                version = next.version,
+                effects,
                 "transition committed"
             );
         }
-        *wf = t.workflow;
+        *wf = next;
         Ok(true)
     }
+}
+
+/// How far `advance` got.
+#[derive(Default)]
+struct Progress {
+    stuck: Option<Stuck>,
+    /// The input changed nothing (a duplicate, late or out-of-order input — or a remembered
+    /// workflow that is behind the store).
+    input_noop: bool,
 }
 
 /// Where the outbox stopped, and why.

@@ -15,6 +15,7 @@
 
 pub mod handler;
 pub mod inflight;
+mod known;
 pub mod locks;
 pub mod poller;
 pub mod server;
@@ -23,6 +24,7 @@ pub mod ticker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +121,21 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         ));
     }
     pollers.close();
+    // Writes what handlers deferred once a workflow goes quiet (see `known`).
+    let flusher = {
+        let handler = Arc::clone(&dispatch.handler);
+        let stop = helpers_stop.clone();
+        let idle = config.flush_after;
+        tokio::spawn(async move {
+            let tick = (idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(tick) => handler.flush_idle(idle).await,
+                }
+            }
+        })
+    };
     tracing::info!(
         queue = %config.queue_url,
         table = %config.table,
@@ -150,6 +167,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let released = inflight.release_all(&queue).await;
     helpers_stop.cancel();
     let _ = extender.await;
+    let _ = flusher.await;
+    // What handlers deferred goes into the store before the process ends (a crash would only
+    // make the next drain run those effects again).
+    dispatch.handler.flush_idle(Duration::ZERO).await;
     tracing::info!(released, "worker stopped");
     Ok(())
 }

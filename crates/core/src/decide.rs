@@ -99,6 +99,7 @@ impl Workflow {
                 budget_base: 0,
                 execution_id: None,
                 past_execution_ids: Vec::new(),
+                flow_ready: false,
                 started_at: None,
                 finished_at: None,
                 retry_at: None,

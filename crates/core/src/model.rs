@@ -75,6 +75,12 @@ pub struct Batch {
     /// `attempt` at the last redrive: the retry budget counts attempts above this.
     #[serde(default)]
     pub budget_base: u32,
+    /// A CreateFlow for this batch's flow is committed (done or in the outbox), so starting it
+    /// needs only StartFlow. Set ahead of the batch's turn: the next batch's flow is created
+    /// while the current one runs, which keeps CreateFlow off the path from one run's end to
+    /// the next run's start.
+    #[serde(default)]
+    pub flow_ready: bool,
     /// Execution id of the current attempt, once StartFlow answered.
     pub execution_id: Option<String>,
     /// Execution ids of earlier, failed attempts: their late or duplicated end reports must not

@@ -126,6 +126,8 @@ async fn start_commits_then_drains_the_outbox_in_order() {
     let h = handler(Arc::clone(&store), Arc::clone(&shell));
 
     assert_eq!(h.handle(&wf.id, Input::Start).await.unwrap(), Handled::Done);
+    // The effects' outcomes are written with the next transition, or once idle.
+    h.flush_idle(Duration::ZERO).await;
 
     let stored = store.load(&wf.id).await.unwrap().unwrap();
     assert_eq!(stored.status, WorkflowStatus::Backfilling);
@@ -156,8 +158,12 @@ async fn transient_failure_keeps_the_rest_in_the_outbox_and_schedules_one_drain(
     let stored = store.load(&wf.id).await.unwrap().unwrap();
     assert!(stored.outbox.iter().any(|e| kind(e) == "start_flow"));
     assert!(
-        !stored.outbox.iter().any(|e| kind(e) == "create_flow"),
-        "create was applied"
+        !stored
+            .outbox
+            .iter()
+            .any(|e| e.key.to_string() == "b0/a1/create"),
+        "create was applied: {:?}",
+        stored.outbox
     );
     let drain = stored.drain.as_ref().expect("the stuck period is recorded");
     assert_eq!(drain.attempts, 1);
@@ -270,6 +276,7 @@ async fn a_lost_conditional_write_reloads_and_decides_again() {
 
     assert_eq!(h.handle(&wf.id, Input::Start).await.unwrap(), Handled::Done);
     assert_eq!(metrics.total(crate::metrics::CONFLICTS), 1);
+    h.flush_idle(Duration::ZERO).await;
     let stored = store.load(&wf.id).await.unwrap().unwrap();
     assert_eq!(stored.status, WorkflowStatus::Backfilling);
     assert!(stored.outbox.is_empty());
@@ -382,6 +389,7 @@ async fn an_unreadable_item_is_reported_and_every_other_workflow_still_reconcile
     let h = handler_on(Arc::clone(&store), Arc::clone(&shell), Arc::clone(&metrics));
 
     let pass = h.reconcile_all(&CancellationToken::new()).await.unwrap();
+    h.flush_idle(Duration::ZERO).await;
 
     assert_eq!(
         pass,
@@ -408,4 +416,135 @@ async fn an_unreadable_item_is_reported_and_every_other_workflow_still_reconcile
     assert_eq!(detail.workflow_id, "broken");
     assert_eq!(detail.domain, "acme");
     assert_eq!(detail.error.as_deref(), Some("unknown variant `exploded`"));
+}
+
+/// [`MemoryStore`] counting reads and writes.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    loads: Mutex<u32>,
+    saves: Mutex<u32>,
+}
+
+impl Store for CountingStore {
+    async fn create(&self, wf: &Workflow) -> Result<(), StoreError> {
+        self.inner.create(wf).await
+    }
+    async fn load(&self, id: &WorkflowId) -> Result<Option<Workflow>, StoreError> {
+        *self.loads.lock().unwrap() += 1;
+        self.inner.load(id).await
+    }
+    async fn save(&self, wf: &Workflow, expected: u64) -> Result<(), StoreError> {
+        *self.saves.lock().unwrap() += 1;
+        self.inner.save(wf, expected).await
+    }
+    async fn list_active(&self) -> Result<Listing, StoreError> {
+        self.inner.list_active().await
+    }
+    async fn list_all(&self) -> Result<Listing, StoreError> {
+        self.inner.list_all().await
+    }
+}
+
+fn ended(wf: &WorkflowId, batch: u32, exec: &str) -> Input {
+    Input::RunEnded(flowpilot_core::input::RunReport {
+        flow_name: flowpilot_core::ids::flow_name(wf, flowpilot_core::ids::FlowRole::Batch(batch)),
+        role: flowpilot_core::ids::FlowRole::Batch(batch),
+        execution_id: Some(exec.into()),
+        succeeded: true,
+        error: None,
+        records_processed: Some(10),
+        record_failures: Some(0),
+        pull_start: None,
+        pull_end: None,
+        ended_at: None,
+    })
+}
+
+#[tokio::test]
+async fn one_write_per_transition_and_no_read_for_a_workflow_this_process_wrote() {
+    let store = Arc::new(CountingStore::default());
+    let wf = workflow("wf-h");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell::default());
+    let h = handler_on(Arc::clone(&store), Arc::clone(&shell), Metrics::new());
+
+    assert_eq!(h.handle(&wf.id, Input::Start).await.unwrap(), Handled::Done);
+    // Start: one read, one write; the effects' outcomes (execution ids) wait for the next one.
+    assert_eq!(
+        (*store.loads.lock().unwrap(), *store.saves.lock().unwrap()),
+        (1, 1)
+    );
+    let stored = store.inner.load(&wf.id).await.unwrap().unwrap();
+    assert!(!stored.outbox.is_empty(), "outcomes were written at once");
+
+    // Batch 0 ends: no read (this process wrote the item), one write with both the deferred
+    // outcomes and the transition — which started batch 1 with its flow created ahead.
+    let t = h
+        .handle(&wf.id, ended(&wf.id, 0, "exec-b0/a1/start"))
+        .await
+        .unwrap();
+    assert_eq!(t, Handled::Done);
+    assert_eq!(
+        (*store.loads.lock().unwrap(), *store.saves.lock().unwrap()),
+        (1, 2)
+    );
+    let stored = store.inner.load(&wf.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.batches[0].status,
+        flowpilot_core::model::BatchStatus::Succeeded
+    );
+    assert_eq!(
+        stored.batches[0].execution_id.as_deref(),
+        Some("exec-b0/a1/start")
+    );
+
+    // A duplicate of that report changes nothing on what this process remembers, so it is
+    // checked against the stored item before the message is let go: one read, no write.
+    let t = h
+        .handle(&wf.id, ended(&wf.id, 0, "exec-b0/a1/start"))
+        .await
+        .unwrap();
+    assert_eq!(t, Handled::Done);
+    assert_eq!(
+        (*store.loads.lock().unwrap(), *store.saves.lock().unwrap()),
+        (2, 2)
+    );
+
+    // Idle: the flusher writes what is deferred, and the stored outbox empties.
+    h.flush_idle(Duration::ZERO).await;
+    let stored = store.inner.load(&wf.id).await.unwrap().unwrap();
+    assert!(stored.outbox.is_empty(), "{:?}", stored.outbox);
+}
+
+#[tokio::test]
+async fn a_remembered_workflow_another_worker_moved_on_is_reloaded_not_overwritten() {
+    let store = Arc::new(CountingStore::default());
+    let wf = workflow("wf-i");
+    store.create(&wf).await.unwrap();
+    let shell = Arc::new(FakeShell::default());
+    let ours = handler_on(Arc::clone(&store), Arc::clone(&shell), Metrics::new());
+    let theirs = handler_on(Arc::clone(&store), Arc::clone(&shell), Metrics::new());
+    ours.handle(&wf.id, Input::Start).await.unwrap();
+    // Another replica handles batch 0's end: the item moves on without us.
+    theirs
+        .handle(&wf.id, ended(&wf.id, 0, "exec-b0/a1/start"))
+        .await
+        .unwrap();
+    let moved = store.inner.load(&wf.id).await.unwrap().unwrap();
+    // Batch 1's end reaches us, remembering the item from before: our write loses, we reload
+    // and decide on the stored item.
+    ours.handle(&wf.id, ended(&wf.id, 1, "exec-b1/a1/start"))
+        .await
+        .unwrap();
+    let stored = store.inner.load(&wf.id).await.unwrap().unwrap();
+    assert!(stored.version > moved.version);
+    assert_eq!(
+        stored.batches[0].status,
+        flowpilot_core::model::BatchStatus::Succeeded
+    );
+    assert_eq!(
+        stored.batches[1].status,
+        flowpilot_core::model::BatchStatus::Succeeded
+    );
 }

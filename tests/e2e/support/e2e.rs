@@ -167,6 +167,8 @@ pub fn fast_worker_env() -> Vec<(String, String)> {
         // Far above any run's duration: no test here wants a stall verdict.
         ("FLOWPILOT_MAX_RUN", "10m"),
         ("FLOWPILOT_SHUTDOWN_GRACE", "5s"),
+        // What the worker defers is written soon, so tests see a settled item quickly.
+        ("FLOWPILOT_FLUSH_AFTER", "200ms"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

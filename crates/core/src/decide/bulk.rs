@@ -66,8 +66,9 @@ pub(super) fn fill_slots(cx: &mut Ctx) {
     }
 }
 
-/// One more attempt: (re)create the flow (a conflict means it exists: fine) and start it with
-/// this attempt's client token.
+/// One more attempt: start the flow with this attempt's client token — creating it first
+/// unless it is ready — then get the next pending batch's flow ready, so that when this run
+/// ends the next one needs only StartFlow.
 pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
     let now = cx.now;
     let Some(b) = cx.wf.batches.get_mut(idx) else {
@@ -80,31 +81,60 @@ pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
     b.finished_at = None;
     b.retry_at = None;
     let (i, attempt) = (b.index, b.attempt);
-    let Some(flow) = batch_flow(&cx.wf, idx) else {
-        return;
-    };
-    let name = flow.name.clone();
-    cx.effect(
-        EffectKey::attempt(i, attempt, AttemptStep::Create),
-        EffectKind::CreateFlow { flow },
-    );
+    create_flow(cx, idx, attempt);
     cx.effect(
         EffectKey::attempt(i, attempt, AttemptStep::Start),
         EffectKind::StartFlow {
-            flow_name: name,
+            flow_name: flow_name(&cx.wf.id, FlowRole::Batch(i)),
             client_token: batch_token(&cx.wf.id, i, attempt),
             role: FlowRole::Batch(i),
             attempt,
         },
     );
+    // At most `concurrency` flows ready ahead: as many as could start at once.
+    let limit = cx.wf.spec.concurrency.max(1) as usize;
+    let ahead = cx
+        .wf
+        .batches
+        .iter()
+        .filter(|b| b.status == BatchStatus::Pending && b.flow_ready)
+        .count();
+    let next = cx
+        .wf
+        .batches
+        .iter()
+        .position(|b| b.status == BatchStatus::Pending && !b.flow_ready);
+    if let (Some(next), true) = (next, ahead < limit) {
+        let attempt = cx.wf.batches[next].attempt.saturating_add(1);
+        create_flow(cx, next, attempt);
+    }
 }
 
-fn batch_flow(wf: &Workflow, idx: usize) -> Option<FlowDefinition> {
+/// Queues CreateFlow for batch `idx` under `attempt`'s key and token, unless its flow is
+/// ready already (a conflict with a flow of the same name means an earlier attempt made it).
+fn create_flow(cx: &mut Ctx, idx: usize, attempt: u32) {
+    let Some(b) = cx.wf.batches.get_mut(idx) else {
+        return;
+    };
+    if b.flow_ready {
+        return;
+    }
+    b.flow_ready = true;
+    let i = b.index;
+    if let Some(flow) = batch_flow(&cx.wf, idx, attempt) {
+        cx.effect(
+            EffectKey::attempt(i, attempt, AttemptStep::Create),
+            EffectKind::CreateFlow { flow },
+        );
+    }
+}
+
+fn batch_flow(wf: &Workflow, idx: usize, attempt: u32) -> Option<FlowDefinition> {
     let b = wf.batches.get(idx)?;
     let spec = &wf.spec;
     Some(FlowDefinition {
         name: flow_name(&wf.id, FlowRole::Batch(b.index)),
-        client_token: format!("{}:create", batch_token(&wf.id, b.index, b.attempt)),
+        client_token: format!("{}:create", batch_token(&wf.id, b.index, attempt)),
         // AppFlow's description pattern allows no ':' or brackets: epoch ms, not RFC 3339.
         // Batches are numbered from 0 everywhere, as in the flow name (`-b0002` is batch 2).
         description: format!(
@@ -170,8 +200,12 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     b.records = records;
     b.finished_at = Some(now);
     b.retry_at = None;
+    b.flow_ready = false;
     let (i, attempt) = (b.index, b.attempt);
     let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
+    // The next batch's StartFlow first: it is what the source is waiting for; deleting the
+    // finished flow and the health event can come after it.
+    fill_slots(cx);
     cx.effect(
         EffectKey::BatchFlowDelete { batch: i },
         EffectKind::DeleteFlow {
@@ -183,7 +217,6 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     d.attempt = Some(attempt);
     d.flow_name = Some(name);
     cx.publish(d);
-    fill_slots(cx);
 }
 
 /// The current attempt of batch `idx` failed: retry with backoff if transient and within the

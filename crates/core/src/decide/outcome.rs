@@ -100,9 +100,14 @@ fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
             let Some(idx) = cx.batch_index(batch) else {
                 return;
             };
+            if step == AttemptStep::Create {
+                // The flow does not exist: the batch's next start must create it (and, should
+                // it fail again, report that) rather than start a flow that is not there.
+                cx.wf.batches[idx].flow_ready = false;
+            }
             let b = &cx.wf.batches[idx];
             if b.attempt != attempt || b.status != BatchStatus::Running {
-                return; // e.g. StartFlow failing because its CreateFlow already failed
+                return; // a flow created ahead of its batch's turn, or an older attempt
             }
             let op = if step == AttemptStep::Create {
                 "CreateFlow"

@@ -117,7 +117,7 @@ pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
     });
     for idx in 0..cx.wf.batches.len() {
         let b = &cx.wf.batches[idx];
-        if b.attempt == 0 || b.status == BatchStatus::Succeeded {
+        if (b.attempt == 0 && !b.flow_ready) || b.status == BatchStatus::Succeeded {
             continue; // never created, or already deleted
         }
         let (i, status, exec) = (b.index, b.status, b.execution_id.clone());
