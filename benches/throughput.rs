@@ -1,28 +1,52 @@
-//! Throughput benchmark on the local stack (moto + simulator + a real worker process).
+//! Throughput benchmark on the local stack (moto + simulator, IAM enforced, one real worker
+//! process holding the deployed worker role).
 //!
-//! Runs N concurrent two-year Salesforce workflows (12 batches each) and prints:
-//! wall time vs the ideal (sum of run durations / concurrency), AWS requests per batch by
-//! service (the worker's own request counter, plus the simulator's AppFlow events), worker CPU
-//! seconds per handled message (`/proc/<pid>/stat`) and peak RSS (`VmHWM`).
+//! Per scenario (N concurrent two-year Salesforce workflows of 12 batches, one batch at a time
+//! each, simulated runs of a fixed length) it prints:
+//! - batches/s, and that rate as a fraction of the local stack's ceiling, measured in the same
+//!   run by a calibration phase: the minimal request mix of one batch (the End report through
+//!   EventBridge into SQS, ReceiveMessage, one PutItem, CreateFlow, StartFlow, DeleteFlow, one
+//!   PutEvents, DeleteMessage) replayed against the same moto and simulator, with the worker's
+//!   credentials, by many concurrent lanes, as fast as they take it;
+//! - run end → next run start, p50/p99/max, from the simulator's run records;
+//! - AWS requests per batch by service (every attempt, from the worker's own counter), and on
+//!   the critical path (requests from receiving an End report to the next StartFlow);
+//! - worker CPU per handled message and peak RSS.
+//!
+//! Then DynamoDB bytes written per transition for 12-, 130- and 500-batch workflows (the item
+//! size a write is billed by, replayed through `decide` without AWS).
 //!
 //! `cargo bench --bench throughput` (optimised), or in the dev profile:
-//! `FLOWPILOT_BENCH=1 cargo test --bench throughput`. Knobs: `FLOWPILOT_BENCH_WORKFLOWS` (N,
-//! default 4), `FLOWPILOT_BENCH_CONCURRENCY` (batches per workflow at once, default 1),
-//! `FLOWPILOT_BENCH_RUN_MS` (simulated run duration, default 400).
+//! `FLOWPILOT_BENCH=1 cargo test --bench throughput`. Knobs: `FLOWPILOT_BENCH_SCENARIOS`
+//! (workflow counts, default `4,20,200`), `FLOWPILOT_BENCH_RUN_MS` (run length, default 400),
+//! `FLOWPILOT_BENCH_LANES` (calibration concurrency, default 16).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark: failing loudly is its job
+
 #[allow(unused_imports)] // the benchmark uses part of the test harness
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure};
+use anyhow::{Context as _, anyhow, ensure};
 use chrono::{DateTime, Utc};
-use flowpilot::core::model::WorkflowStatus;
+use flowpilot::aws::Clients;
+use flowpilot::aws::appflow::AppFlow;
+use flowpilot::aws::health::HealthPublisher;
+use flowpilot::core::decide::{Policy, decide};
+use flowpilot::core::effect::{EffectKind, Outcome};
+use flowpilot::core::ids::{FlowRole, WorkflowId, flow_name};
+use flowpilot::core::input::{Input, RunReport};
+use flowpilot::core::model::{Workflow, WorkflowStatus};
+use flowpilot::core::spec::SpecInput;
+use flowpilot::metrics::Metrics;
+use flowpilot::store::dynamo::DynamoStore;
 use flowpilot_sim::{DurationRange, FaultPlan};
-use support::e2e::{self, Env, SimSetup, WorkflowArgs};
+use serde_json::{Value, json};
+use support::e2e::{self, Env, KMS_ARN, SimSetup, WorkflowArgs};
 
 fn env_u64(key: &str, default: u64) -> u64 {
     std::env::var(key)
@@ -39,19 +63,26 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let scenarios: Vec<u64> = std::env::var("FLOWPILOT_BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "4,20,200".to_owned())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run())
+        .build()?;
+    for n in scenarios {
+        rt.block_on(scenario(n))?;
+    }
+    item_sizes()?;
+    Ok(())
 }
 
-async fn run() -> anyhow::Result<()> {
-    let n = env_u64("FLOWPILOT_BENCH_WORKFLOWS", 4);
-    let per_wf = env_u64("FLOWPILOT_BENCH_CONCURRENCY", 1);
+async fn scenario(n: u64) -> anyhow::Result<()> {
     let run_ms = env_u64("FLOWPILOT_BENCH_RUN_MS", 400);
-
+    let lanes = env_u64("FLOWPILOT_BENCH_LANES", 16);
     let env = Env::start(
-        "bench",
+        &format!("bench{n}"),
         SimSetup {
             faults: FaultPlan {
                 run_duration_ms: DurationRange {
@@ -64,8 +95,11 @@ async fn run() -> anyhow::Result<()> {
         },
     )
     .await?;
+
+    let ceiling = calibrate(&env, lanes as usize, Duration::from_secs(10)).await?;
+
     // Production timings (no fast reconcile ticks: they would add requests), little logging.
-    let worker_concurrency = (n * per_wf).clamp(8, 64).to_string();
+    let worker_concurrency = n.clamp(8, 256).to_string();
     let mut worker = env.spawn_default_worker(
         "a",
         &[
@@ -79,9 +113,8 @@ async fn run() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let all: Vec<WorkflowArgs> = (0..n)
-        .map(|i| WorkflowArgs {
-            concurrency: per_wf as u32,
-            ..WorkflowArgs::new(
+        .map(|i| {
+            WorkflowArgs::new(
                 &format!("bench-{i}"),
                 "2024-01-01T00:00:00Z",
                 "2026-01-01T00:00:00Z",
@@ -89,10 +122,10 @@ async fn run() -> anyhow::Result<()> {
             )
         })
         .collect();
-    let ids = env.create_workflows(&all, 1).await?;
+    let ids = env.create_workflows(&all, 8).await?;
     let mut batches = 0usize;
     for id in &ids {
-        let wf = support::poll_until(Duration::from_secs(600), || async {
+        let wf = support::poll_until(Duration::from_secs(1800), || async {
             let wf = env.load(id).await?;
             ensure!(
                 !wf.status.is_terminal(),
@@ -113,36 +146,30 @@ async fn run() -> anyhow::Result<()> {
     worker.kill9().await?;
 
     let runs = env.runs().await?;
-    let mut run_total = Duration::ZERO;
-    for r in runs["runs"].as_array().into_iter().flatten() {
-        let start: DateTime<Utc> = serde_json::from_value(r["started_at"].clone())?;
-        let end: Option<DateTime<Utc>> = serde_json::from_value(r["ended_at"].clone())?;
-        if let (Some(end), true) = (end, r["trigger"] == "OnDemand") {
-            run_total += (end - start).to_std().unwrap_or_default();
-        }
-    }
-    let events = env.sim_get("/_sim/events").await?;
-    let sim_events = events["events"].as_array().map_or(0, Vec::len);
-
-    let concurrency = (n * per_wf) as u32;
-    let ideal = run_total / concurrency.max(1);
+    let gaps = run_gaps(&runs, &ids)?;
     let by_service = requests_by_service(&metrics);
     let handled = e2e::counter(&metrics, "flowpilot_messages_handled_total");
+    let paths = e2e::counter(&metrics, "flowpilot_critical_paths_total");
+    let path_requests = e2e::counter(&metrics, "flowpilot_critical_path_requests_total");
 
+    let rate = batches as f64 / wall.as_secs_f64();
     println!(
-        "\nflowpilot throughput: {n} workflow(s) x 12 batches, {per_wf} batch(es) at a time each, runs of {run_ms} ms"
+        "\nflowpilot throughput: {n} workflow(s) x 12 batches, one batch at a time each, runs of {run_ms} ms"
     );
     println!("  wall time            {:>10.2} s", wall.as_secs_f64());
-    println!(
-        "  ideal                {:>10.2} s  (sum of run durations {:.2} s / concurrency {concurrency})",
-        ideal.as_secs_f64(),
-        run_total.as_secs_f64()
-    );
-    println!(
-        "  overhead             {:>10.2} x ideal",
-        wall.as_secs_f64() / ideal.as_secs_f64().max(1e-9)
-    );
     println!("  batches              {batches:>10}");
+    println!(
+        "  batches/s            {rate:>10.2}  ({:.0}% of the stack's ceiling {ceiling:.2}/s; run-bound ideal {:.2}/s)",
+        100.0 * rate / ceiling.max(1e-9),
+        n as f64 * 1000.0 / run_ms as f64
+    );
+    println!(
+        "  run end -> next start p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms  ({} gaps)",
+        percentile(&gaps, 0.50),
+        percentile(&gaps, 0.99),
+        gaps.iter().copied().fold(0.0, f64::max),
+        gaps.len()
+    );
     println!("  AWS requests per batch (worker, every attempt):");
     let mut total = 0.0;
     for (service, count) in &by_service {
@@ -152,12 +179,12 @@ async fn run() -> anyhow::Result<()> {
     }
     println!("    {:<20} {total:>8.2}", "all services");
     println!(
-        "  AppFlow events/batch {:>10.2}  (simulator PutEvents to the default bus)",
-        sim_events as f64 / batches.max(1) as f64
+        "  critical path        {:>10.2} requests from an End report to the next StartFlow ({paths} measured)",
+        path_requests as f64 / paths.max(1) as f64
     );
     println!("  messages handled     {handled:>10}");
     println!(
-        "  worker CPU / message {:>10.2} ms  ({cpu:.2} s total)",
+        "  worker CPU / message {:>10.3} ms  ({cpu:.2} s total)",
         cpu * 1000.0 / handled.max(1) as f64
     );
     println!(
@@ -165,6 +192,269 @@ async fn run() -> anyhow::Result<()> {
         rss_kb as f64 / 1024.0
     );
     env.shutdown().await;
+    Ok(())
+}
+
+/// The local stack's ceiling in batches/s: `lanes` concurrent loops of one batch's minimal
+/// request mix, for `for_how_long`, through the same front with the worker's credentials.
+async fn calibrate(env: &Env, lanes: usize, for_how_long: Duration) -> anyhow::Result<f64> {
+    let sdk = env.sdk_as(support::WORKER_PROFILE).await;
+    let clients = Clients::new(&sdk, &Metrics::new());
+    let spec = SpecInput {
+        domain: Some(e2e::DOMAIN.into()),
+        object_type: Some(e2e::OBJECT_TYPE.into()),
+        connector: Some("salesforce".into()),
+        connector_profile: Some(e2e::PROFILE.into()),
+        object: Some("Account".into()),
+        from: Some("2024-01-01".into()),
+        to: Some("2024-03-01".into()),
+        bulk_threshold: Some("P1D".into()),
+        kms_arn: Some(KMS_ARN.into()),
+        ..SpecInput::default()
+    }
+    .validate(Utc::now())
+    .map_err(|e| anyhow!("{e}"))?;
+    // The publisher of the AppFlow End report is AWS itself: straight to moto.
+    let observer = aws_sdk_eventbridge::Client::new(&env.sdk);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + for_how_long;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let (clients, spec, observer, done) = (
+            clients.clone(),
+            spec.clone(),
+            observer.clone(),
+            Arc::clone(&done),
+        );
+        let (queue_url, table, bus) = (
+            env.stack.queue_url.clone(),
+            env.stack.table.clone(),
+            env.stack.health_bus.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let appflow = AppFlow::new(clients.appflow.clone());
+            let health = HealthPublisher::new(clients.events.clone(), &bus);
+            let store = DynamoStore::new(clients.dynamodb.clone(), &table);
+            let mut round = 0u32;
+            while Instant::now() < deadline {
+                let id = WorkflowId::new(format!("calib-{lane}-{round}"))?;
+                let wf = Workflow::new(id.clone(), spec.clone(), Utc::now());
+                let t = decide(&wf, Input::Start, Utc::now(), &Policy::default());
+                let flow = t
+                    .effects
+                    .iter()
+                    .find_map(|e| match &e.kind {
+                        EffectKind::CreateFlow { flow } => Some(flow.clone()),
+                        _ => None,
+                    })
+                    .context("no CreateFlow")?;
+                let event = t.effects.iter().find_map(|e| match &e.kind {
+                    EffectKind::Publish { event } => Some(event.clone()),
+                    _ => None,
+                });
+                // The End report through the rule into the queue, and its receive.
+                observer
+                    .put_events()
+                    .entries(
+                        aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                            .source("aws.appflow")
+                            .detail_type("AppFlow End Flow Run Report")
+                            .detail(
+                                json!({"flow-name": format!("fp-calib-{lane}-{round}-b0000"), "status": "Execution Successful"})
+                                    .to_string(),
+                            )
+                            .build(),
+                    )
+                    .send()
+                    .await?;
+                let got = clients
+                    .sqs
+                    .receive_message()
+                    .queue_url(&queue_url)
+                    .max_number_of_messages(1)
+                    .send()
+                    .await?;
+                flowpilot::store::Store::create(&store, &wf).await?;
+                appflow.create_flow(&flow).await.map_err(|e| anyhow!(e.message))?;
+                appflow
+                    .start_flow(&flow.name, &format!("{id}:0:1"))
+                    .await
+                    .map_err(|e| anyhow!(e.message))?;
+                appflow.delete_flow(&flow.name).await.map_err(|e| anyhow!(e.message))?;
+                if let Some(event) = event {
+                    health.publish(&[event]).await;
+                }
+                for m in got.messages() {
+                    if let Some(receipt) = m.receipt_handle() {
+                        clients
+                            .sqs
+                            .delete_message()
+                            .queue_url(&queue_url)
+                            .receipt_handle(receipt)
+                            .send()
+                            .await?;
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                round += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await??;
+    }
+    let rate =
+        done.load(std::sync::atomic::Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Leave nothing of the calibration in the work queue for the worker: wait for the runs it
+    // started to end (their End reports land in the queue), then purge.
+    support::poll_until(Duration::from_secs(60), || async {
+        let runs = env.runs().await?;
+        let running = runs["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["ended_at"].is_null());
+        Ok((!running).then_some(()))
+    })
+    .await?;
+    let sqs = aws_sdk_sqs::Client::new(&env.sdk);
+    sqs.purge_queue()
+        .queue_url(&env.stack.queue_url)
+        .send()
+        .await?;
+    println!(
+        "\ncalibration: {lanes} lanes of one batch's minimal request mix: {rate:.2} batches/s"
+    );
+    Ok(rate)
+}
+
+/// For every workflow, the time between one batch run's end and the next batch run's start
+/// (milliseconds), from the simulator's run records.
+fn run_gaps(runs: &Value, ids: &[WorkflowId]) -> anyhow::Result<Vec<f64>> {
+    let time = |v: &Value| -> Option<DateTime<Utc>> { serde_json::from_value(v.clone()).ok() };
+    let mut gaps = Vec::new();
+    for id in ids {
+        let mut by_batch: BTreeMap<u32, (DateTime<Utc>, Option<DateTime<Utc>>)> = BTreeMap::new();
+        for i in 0..12u32 {
+            let name = flow_name(id, FlowRole::Batch(i));
+            // The last run of the batch is the one that succeeded.
+            if let Some(r) = e2e::runs_of(runs, &name).last()
+                && let Some(start) = time(&r["started_at"])
+            {
+                by_batch.insert(i, (start, time(&r["ended_at"])));
+            }
+        }
+        for (i, (_, end)) in &by_batch {
+            if let (Some(end), Some((next_start, _))) = (end, by_batch.get(&(i + 1))) {
+                gaps.push((*next_start - *end).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
+        }
+    }
+    Ok(gaps)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[rank.min(v.len() - 1)]
+}
+
+/// DynamoDB bytes per write while a workflow of 12, 130 and 500 batches runs to live: the
+/// billed item size of every transition a fair run produces, replayed through `decide`.
+fn item_sizes() -> anyhow::Result<()> {
+    println!("\nDynamoDB bytes written per transition (the item a conditional PutItem replaces):");
+    for (_planned, batch_size, to) in [
+        (12, "P2M", "2026-01-01"),
+        (130, "P14D", "2028-12-31"),
+        (500, "P3D", "2028-02-08"),
+    ] {
+        let spec = SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some(to.into()),
+            batch_size: Some(batch_size.into()),
+            kms_arn: Some(KMS_ARN.into()),
+            ..SpecInput::default()
+        }
+        .validate(Utc::now())
+        .map_err(|e| anyhow!("{e}"))?;
+        let mut wf = Workflow::new(WorkflowId::new("wf-size")?, spec, Utc::now());
+        let n = wf.batches.len();
+        let policy = Policy::default();
+        let mut sizes = Vec::new();
+        let mut feed = |wf: &mut Workflow,
+                        input: Input|
+         -> anyhow::Result<Vec<flowpilot::core::effect::Effect>> {
+            let t = decide(wf, input, Utc::now(), &policy);
+            if !t.is_noop(wf) {
+                sizes.push(DynamoStore::item_bytes(&t.workflow)? as f64);
+            }
+            *wf = t.workflow;
+            Ok(t.effects)
+        };
+        let mut effects = feed(&mut wf, Input::Start)?;
+        for i in 0..n as u32 {
+            // Execute everything pending (the run of batch i starts), then it ends.
+            let outcomes: Vec<Outcome> = wf
+                .outbox
+                .iter()
+                .map(|e| match &e.kind {
+                    EffectKind::StartFlow { role, attempt, .. } => Outcome::Started {
+                        key: e.key.clone(),
+                        role: *role,
+                        attempt: *attempt,
+                        execution_id: Some(format!("exec-{}", e.key)),
+                    },
+                    _ => Outcome::Done { key: e.key.clone() },
+                })
+                .collect();
+            effects.clear();
+            // Folded into the next transition's write, as the worker does.
+            let t = decide(&wf, Input::Applied(outcomes), Utc::now(), &policy);
+            wf = t.workflow;
+            let name = flow_name(&wf.id, FlowRole::Batch(i));
+            effects.extend(feed(
+                &mut wf,
+                Input::RunEnded(RunReport {
+                    flow_name: name,
+                    role: FlowRole::Batch(i),
+                    execution_id: Some(format!("exec-b{i}/a1/start")),
+                    succeeded: true,
+                    error: None,
+                    records_processed: Some(3000),
+                    record_failures: Some(0),
+                    pull_start: None,
+                    pull_end: None,
+                    ended_at: None,
+                }),
+            )?);
+        }
+        ensure!(
+            matches!(wf.status, WorkflowStatus::Linking | WorkflowStatus::Live),
+            "{n}-batch replay ended {}",
+            wf.status.as_str()
+        );
+        let avg = sizes.iter().sum::<f64>() / sizes.len().max(1) as f64;
+        let max = sizes.iter().copied().fold(0.0, f64::max);
+        let wcu: f64 =
+            sizes.iter().map(|b| (b / 1024.0).ceil()).sum::<f64>() / sizes.len().max(1) as f64;
+        println!(
+            "  {n:>4} batches: {:>3} transitions, {:>8.0} bytes on average, {:>8.0} at most, {wcu:.1} write units per transition",
+            sizes.len(),
+            avg,
+            max
+        );
+    }
     Ok(())
 }
 

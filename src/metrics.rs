@@ -66,6 +66,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         AWS_REQUESTS,
         "HTTP requests sent to AWS (every attempt, SDK retries included), by service and operation.",
     ),
+    (
+        CRITICAL_PATHS,
+        "Run End reports whose handling started the next batch (the denominator of the next metric).",
+    ),
+    (
+        CRITICAL_PATH_REQUESTS,
+        "AWS requests made from receiving a run's End report up to and including the next batch's StartFlow, summed.",
+    ),
 ];
 
 pub const MESSAGES_RECEIVED: &str = "flowpilot_messages_received_total";
@@ -82,6 +90,8 @@ pub const DRAINS_SCHEDULED: &str = "flowpilot_drains_scheduled_total";
 pub const RECONCILE_PASSES: &str = "flowpilot_reconcile_passes_total";
 pub const STORE_UNREADABLE: &str = "flowpilot_store_unreadable_items_total";
 pub const AWS_REQUESTS: &str = "flowpilot_aws_requests_total";
+pub const CRITICAL_PATHS: &str = "flowpilot_critical_paths_total";
+pub const CRITICAL_PATH_REQUESTS: &str = "flowpilot_critical_path_requests_total";
 pub const HANDLING_SECONDS: &str = "flowpilot_message_handling_seconds";
 
 /// Upper bounds (seconds) of the handling-latency histogram buckets.
@@ -234,8 +244,41 @@ impl Intercept for RequestCounter {
             AWS_REQUESTS,
             &[("service", &service), ("operation", &operation)],
         );
+        let _ = PATH.try_with(|p| {
+            if !p.done.get() {
+                p.requests.set(p.requests.get().saturating_add(1));
+            }
+        });
         Ok(())
     }
+}
+
+tokio::task_local! {
+    /// The AWS requests of one handling on the critical path (see [`measure_critical_path`]).
+    static PATH: CriticalPath;
+}
+
+#[derive(Default)]
+struct CriticalPath {
+    requests: std::cell::Cell<u64>,
+    done: std::cell::Cell<bool>,
+}
+
+/// Runs `handling` (of a run's End report) counting the AWS requests it makes until
+/// [`critical_path_reached`]: the requests between a run's end and the next run's start, the
+/// latency the source waits for.
+pub async fn measure_critical_path<F: std::future::Future>(handling: F) -> F::Output {
+    PATH.scope(CriticalPath::default(), handling).await
+}
+
+/// The next batch's StartFlow answered: record the requests so far (once per handling).
+pub fn critical_path_reached(metrics: &Metrics) {
+    let _ = PATH.try_with(|p| {
+        if !p.done.replace(true) {
+            metrics.inc(CRITICAL_PATHS);
+            metrics.add(CRITICAL_PATH_REQUESTS, &[], p.requests.get());
+        }
+    });
 }
 
 #[cfg(test)]

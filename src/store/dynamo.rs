@@ -74,6 +74,22 @@ impl DynamoStore {
         Ok(item)
     }
 
+    /// The size DynamoDB bills a write of `wf` by: attribute names plus values (strings by
+    /// their UTF-8 length; numbers counted as their decimal text, which over-counts a little).
+    /// A write costs one write unit per started KiB.
+    pub fn item_bytes(wf: &Workflow) -> Result<usize, StoreError> {
+        Ok(Self::item(wf)?
+            .iter()
+            .map(|(name, v)| {
+                name.len()
+                    + match v {
+                        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                        _ => 0,
+                    }
+            })
+            .sum())
+    }
+
     fn backend<E>(
         operation: &'static str,
         err: SdkError<E, aws_smithy_runtime_api::http::Response>,

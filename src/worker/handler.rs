@@ -108,12 +108,17 @@ impl<S: Store, X: Shell> Handler<S, X> {
             _ => None,
         };
         let span = tracing::info_span!("workflow", workflow_id = %id, batch);
-        async {
+        let run_ended = matches!(input, Input::RunEnded(_));
+        let handling = async {
             let _guard = self.locks.lock(id.clone()).await;
             self.handle_locked(id, input).await
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        if run_ended {
+            metrics::measure_critical_path(handling).await
+        } else {
+            handling.await
+        }
     }
 
     /// Feeds `Input::Reconcile` to every active workflow (which also drains their outboxes),

@@ -113,6 +113,9 @@ impl AwsShell {
                 attempt,
             } => {
                 let r = self.appflow.start_flow(flow_name, client_token).await;
+                if r.is_ok() && matches!(role, flowpilot_core::ids::FlowRole::Batch(_)) {
+                    metrics::critical_path_reached(&self.metrics);
+                }
                 self.step("start_flow", key, r, |execution_id| Outcome::Started {
                     key: key.clone(),
                     role: *role,
