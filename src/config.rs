@@ -58,10 +58,12 @@ pub struct RawConfig {
     /// How long in-flight messages may take to finish after SIGTERM/SIGINT [default: 20s].
     #[arg(long, env = "FLOWPILOT_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
-    /// Reconcile asks AppFlow about a run after it has run this long [default: 10m].
+    /// Reconcile asks AppFlow about a run after it has run this long; a rebuild waits this long
+    /// for a late End report of the previous live flow [default: 10m].
     #[arg(long, env = "FLOWPILOT_DESCRIBE_AFTER")]
     pub describe_after: Option<String>,
-    /// Reconcile cancels and retries runs longer than this [default: 6h].
+    /// Reconcile cancels and retries runs longer than this; a rebuild cancels the previous live
+    /// flow's runs past it [default: 6h].
     #[arg(long, env = "FLOWPILOT_MAX_RUN")]
     pub max_run: Option<String>,
     /// Reconcile restarts a retry this overdue (its message was lost) [default: 5m].

@@ -12,8 +12,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_MEMBERS = {
-    "flow_name": {"type": "string", "pattern": "^fp-[a-z0-9][a-z0-9-]*-(b[0-9]{4,}|live)$",
-                  "description": "AppFlow flow the event is about"},
+    "flow_name": {"type": "string", "pattern": "^fp-[a-z0-9][a-z0-9-]*-(b[0-9]{4,}|live|live-g[1-9][0-9]*)$",
+                  "description": "AppFlow flow the event is about (the live flow of link generation N >= 2 is "
+                                 "`fp-{workflow}-live-gN`)"},
     "batch": {
         "type": "object",
         "description": "The batch window [start, end)",

@@ -9,7 +9,7 @@ use aws_sdk_appflow::types::{
 use chrono::{DateTime, Utc};
 use flowpilot_core::effect::{EffectError, FlowDefinition, Trigger};
 use flowpilot_core::ids::FlowRole;
-use flowpilot_core::input::RunReport;
+use flowpilot_core::input::{ActiveRun, FlowRuns, RunReport};
 
 use super::flow_parts::{source_flow_config, task};
 use super::tasks;
@@ -19,6 +19,9 @@ use super::{build_error, effect_error, error_code};
 const DESCRIBE_PAGE_SIZE: i32 = 100;
 /// Pages read before giving up on finding an execution id (10 000 runs of one flow).
 const DESCRIBE_MAX_PAGES: usize = 100;
+/// Pages read to learn whether any run of a flow is in progress (100 000 runs: a flow scheduled
+/// every hour for eleven years). Beyond it nothing can be said for sure (an error).
+const RUNS_MAX_PAGES: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub struct AppFlow {
@@ -128,6 +131,57 @@ impl AppFlow {
         }
     }
 
+    /// StopFlow: a scheduled flow starts no further run; runs in progress continue (wire facts
+    /// §2.5). Not found: already gone, nothing to stop.
+    pub async fn stop_flow(&self, flow_name: &str) -> Result<(), EffectError> {
+        match self.client.stop_flow().flow_name(flow_name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(effect_error(&e)),
+        }
+    }
+
+    /// Every run of a flow in DescribeFlowExecutionRecords (every page, no ordering assumption):
+    /// the ones still in progress, and the successful one whose pull reached furthest. A flow
+    /// that does not exist has no runs.
+    pub async fn describe_runs(&self, flow_name: &str) -> Result<FlowRuns, EffectError> {
+        let mut runs = FlowRuns::default();
+        let mut next_token: Option<String> = None;
+        for _ in 0..RUNS_MAX_PAGES {
+            let out = match self
+                .client
+                .describe_flow_execution_records()
+                .flow_name(flow_name)
+                .max_results(DESCRIBE_PAGE_SIZE)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                    return Ok(FlowRuns::default());
+                }
+                Err(e) => return Err(effect_error(&e)),
+            };
+            for record in out.flow_executions() {
+                add_run(&mut runs, flow_name, record);
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next_token = Some(t.to_owned()),
+                _ => return Ok(runs),
+            }
+        }
+        Err(EffectError {
+            code: "TooManyExecutionRecords".to_owned(),
+            message: format!(
+                "`{flow_name}` has more than {} execution records: cannot tell whether one is \
+                 still in progress",
+                RUNS_MAX_PAGES * DESCRIBE_PAGE_SIZE as usize
+            ),
+            permanent: true,
+        })
+    }
+
     /// Finds a run in DescribeFlowExecutionRecords (every page, no ordering assumption) and
     /// reports it if it has ended. With no execution id (StartFlow's answer was lost), the most
     /// recently started run stands in. `Ok(None)`: still running, or not found.
@@ -178,6 +232,32 @@ impl AppFlow {
             }
         }
         Ok(latest.and_then(|r| report(flow_name, role, &r)))
+    }
+}
+
+/// Adds one execution record to what [`AppFlow::describe_runs`] reports. A status this code
+/// does not know counts as in progress: waiting on it is bounded (the rebuild cancels runs past
+/// the maximum run duration), deleting a flow that still writes is not undone.
+fn add_run(runs: &mut FlowRuns, flow_name: &str, record: &ExecutionRecord) {
+    match record.execution_status() {
+        Some(ExecutionStatus::Successful) => {
+            let Some(r) = report(flow_name, FlowRole::Live, record) else {
+                return;
+            };
+            let further = match (&runs.furthest_success, r.pull_end) {
+                (None, _) => true,
+                (Some(best), Some(end)) => best.pull_end.is_none_or(|b| end > b),
+                (Some(_), None) => false,
+            };
+            if further {
+                runs.furthest_success = Some(r);
+            }
+        }
+        Some(ExecutionStatus::Error | ExecutionStatus::Canceled) => {}
+        _ => runs.in_progress.push(ActiveRun {
+            execution_id: record.execution_id().unwrap_or_default().to_owned(),
+            started_at: record.started_at().and_then(to_chrono),
+        }),
     }
 }
 

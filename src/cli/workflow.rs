@@ -330,6 +330,10 @@ pub fn status_json(wf: &Workflow) -> Value {
             "runs_failed": l.runs_failed,
             "records": l.records,
             "consecutive_failures": l.consecutive_failures,
+            "retiring": l.retiring.as_ref().map(|r| json!({
+                "since": r.since,
+                "in_progress": r.in_progress,
+            })),
         })),
         "error": wf.last_error.as_ref().map(|e| e.message.clone()),
         "version": wf.version,
@@ -424,6 +428,20 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
                 .map(|u| format!(", uri {u}"))
                 .unwrap_or_default()
         );
+        if let Some(r) = &live.retiring {
+            // A rebuild waiting for the previous flow's runs (README, "The integration degraded").
+            let _ = writeln!(
+                out,
+                "rebuilding: {} stopped at {}, waiting for run(s) in progress: {}",
+                live.flow_name,
+                r.since.to_rfc3339(),
+                if r.in_progress.is_empty() {
+                    "checking".to_owned()
+                } else {
+                    r.in_progress.join(", ")
+                }
+            );
+        }
     }
     if let Some(e) = &wf.last_error {
         let _ = writeln!(out, "\nerror: {}", e.message);

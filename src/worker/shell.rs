@@ -134,6 +134,17 @@ impl AwsShell {
                 let r = self.appflow.delete_flow(flow_name).await;
                 self.step("delete_flow", key, r, |()| done())
             }
+            EffectKind::StopFlow { flow_name } => {
+                let r = self.appflow.stop_flow(flow_name).await;
+                self.step("stop_flow", key, r, |()| done())
+            }
+            EffectKind::DescribeRuns { flow_name } => {
+                let r = self.appflow.describe_runs(flow_name).await;
+                self.step("describe_runs", key, r, |runs| Outcome::Runs {
+                    key: key.clone(),
+                    runs,
+                })
+            }
             EffectKind::DescribeRun {
                 flow_name,
                 role,

@@ -40,6 +40,7 @@ enum Op {
     CreateBatchFlow,
     StartBatchFlow,
     LinkLiveFlow,
+    RetireLiveFlow,
     SaveWorkflow,
     LoadWorkflow,
     ListActive,
@@ -79,6 +80,15 @@ const STATEMENTS: &[(&str, Op, &str)] = &[
 ];
 
 fn spec(from: &str, to: &str) -> anyhow::Result<flowpilot::core::spec::WorkflowSpec> {
+    spec_with_threshold(from, to, "P1D")
+}
+
+/// A spec whose range is below `bulk_threshold` links its continuous integration at once.
+fn spec_with_threshold(
+    from: &str,
+    to: &str,
+    bulk_threshold: &str,
+) -> anyhow::Result<flowpilot::core::spec::WorkflowSpec> {
     SpecInput {
         domain: Some(DOMAIN.into()),
         object_type: Some(OBJECT_TYPE.into()),
@@ -87,7 +97,7 @@ fn spec(from: &str, to: &str) -> anyhow::Result<flowpilot::core::spec::WorkflowS
         object: Some("Account".into()),
         from: Some(from.into()),
         to: Some(to.into()),
-        bulk_threshold: Some("P1D".into()),
+        bulk_threshold: Some(bulk_threshold.into()),
         kms_arn: Some(KMS_ARN.into()),
         ..SpecInput::default()
     }
@@ -168,6 +178,29 @@ async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result
         .put_integration(DOMAIN, OBJECT_TYPE, &arn)
         .await
         .map_err(|e| fail(Op::LinkLiveFlow)(&e.message))?;
+    // What a rebuild does to the previous generation's scheduled flow before it deletes it: a
+    // workflow without a bulk phase creates its scheduled live flow at once.
+    let scheduled_id =
+        WorkflowId::new(format!("iam-{tag}-sched")).map_err(|e| fail(Op::RetireLiveFlow)(&e))?;
+    let scheduled = Workflow::new(
+        scheduled_id,
+        spec_with_threshold(&recent, "2099-01-01", "P100Y")
+            .map_err(|e| fail(Op::RetireLiveFlow)(&e))?,
+        Utc::now(),
+    );
+    let (scheduled_flow, _) = created_flow(&scheduled).map_err(|e| fail(Op::RetireLiveFlow)(&e))?;
+    appflow
+        .create_flow(&scheduled_flow)
+        .await
+        .map_err(|e| fail(Op::RetireLiveFlow)(&e.message))?;
+    appflow
+        .stop_flow(&scheduled_flow.name)
+        .await
+        .map_err(|e| fail(Op::RetireLiveFlow)(&e.message))?;
+    appflow
+        .describe_runs(&scheduled_flow.name)
+        .await
+        .map_err(|e| fail(Op::RetireLiveFlow)(&e.message))?;
 
     store
         .create(&bulk)

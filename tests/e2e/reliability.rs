@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use crate::support::chaos::{self, WorkerPool, secs};
 use crate::support::e2e::{
     self, Env, LedgerCheck, OBJECT_TYPE, POLL, SimSetup, WorkflowArgs, batch_flow, count,
-    health_counts, live_flow, poll_every, runs_of,
+    health_counts, live_flow, live_flow_of, poll_every, runs_of,
 };
 use crate::support::fuzz;
 use anyhow::{Context as _, anyhow, ensure};
 use chrono::{DateTime, Utc};
-use flowpilot::core::ids::WorkflowId;
 use flowpilot::core::model::{BatchStatus, Workflow, WorkflowStatus};
 use flowpilot::store::Store as _;
 use flowpilot_sim::{DurationRange, FaultPlan};
@@ -713,14 +712,14 @@ async fn a_thousand_fuzzed_messages_end_in_the_dlq_and_the_worker_keeps_working(
     .await
 }
 
-/// Where the first successful run of the live flow whose pull started at `from` stopped
+/// Where the first successful run of live flow `flow` whose pull started at `from` stopped
 /// pulling, if there is such a run.
 fn live_pull_end(
     runs: &Value,
-    id: &WorkflowId,
+    flow: &str,
     from: DateTime<Utc>,
 ) -> anyhow::Result<Option<DateTime<Utc>>> {
-    runs_of(runs, &live_flow(id))
+    runs_of(runs, flow)
         .into_iter()
         .filter(|r| time(&r["incremental_from"]).is_ok_and(|t| t == from))
         .find(|r| r["status"] == "Successful")
@@ -731,13 +730,26 @@ fn live_pull_end(
 /// [`live_pull_end`], polled for up to 30 s.
 async fn wait_live_pull_end(
     env: &Env,
-    id: &WorkflowId,
+    flow: &str,
     from: DateTime<Utc>,
 ) -> anyhow::Result<DateTime<Utc>> {
     poll_every(POLL, Duration::from_secs(30), || async {
-        live_pull_end(&env.runs().await?, id, from)
+        live_pull_end(&env.runs().await?, flow, from)
     })
     .await
+}
+
+/// The end of the last successful pull of live flow `flow` (its runs' windows are contiguous:
+/// the cursor advances on success only).
+fn last_live_pull_end(runs: &Value, flow: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let mut last = None;
+    for r in runs_of(runs, flow) {
+        if r["status"] == "Successful" {
+            let end = time(&r["incremental_to"])?;
+            last = Some(last.map_or(end, |l: DateTime<Utc>| l.max(end)));
+        }
+    }
+    Ok(last)
 }
 
 fn live_args(id: &str) -> WorkflowArgs {
@@ -804,17 +816,21 @@ async fn three_failed_live_runs_degrade_and_auto_rebuild_resumes_without_a_gap()
             .clone()
             .ok_or_else(|| anyhow!("no live integration"))?;
         let backfill_to = wf.spec.to;
-        // Generation 1 pulled [to, T1) once, then failed: the rebuild resumes at T1.
+        // Generation 1 pulled [to, T1) once, then failed (and, if a run of it was under way
+        // when the rebuild stopped its schedule, that run's window too): the rebuild resumes
+        // at the end of generation 1's last successful pull.
         let runs = env.runs().await?;
-        let t1 = live_pull_end(&runs, &id, backfill_to)?
+        live_pull_end(&runs, &live_flow(&id), backfill_to)?
             .ok_or_else(|| anyhow!("no successful first live run from {backfill_to}"))?;
+        let t1 = last_live_pull_end(&runs, &live_flow(&id))?
+            .ok_or_else(|| anyhow!("no successful live run of generation 1"))?;
         ensure!(
             live.first_execution_from == t1 && t1 > backfill_to,
             "rebuilt from {} instead of the last good pull end {t1}",
             live.first_execution_from
         );
         // The rebuilt integration's first run.
-        let t2 = wait_live_pull_end(&env, &id, t1)
+        let t2 = wait_live_pull_end(&env, &live_flow_of(&id, 2), t1)
             .await
             .context("the rebuilt integration never ran")?;
         let secs = secs(started);
@@ -901,7 +917,7 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
             from3 > backfill_to,
             "generation 3 restarted at the backfill's end"
         );
-        let t3 = wait_live_pull_end(&env, &id, from3)
+        let t3 = wait_live_pull_end(&env, &live_flow_of(&id, 3), from3)
             .await
             .context("generation 3 never ran")?;
         let secs = secs(started);
@@ -935,11 +951,16 @@ async fn rebuild_on_demand_by_cli_and_command_event_resumes_without_a_gap() -> a
             })
             .unwrap_or_default();
         ensure!(
-            flows == [(format!("\"fp-{id}-live\""), "\"Active\"".to_owned())],
+            flows
+                == [(
+                    format!("\"{}\"", live_flow_of(&id, 3)),
+                    "\"Active\"".to_owned()
+                )],
             "flows left: {flows:?}"
         );
-        // No gap. A run in progress when its flow was deleted still lands, and the next
-        // generation pulls its window again: overlap (re-written records) is allowed, loss is not.
+        // No gap. Overlap (re-written records) is tolerated here: should a run's End report be
+        // later than FLOWPILOT_DESCRIBE_AFTER (2 s), a rebuild resumes from AppFlow's record of
+        // the last record that run transferred, which it may write again; loss is never allowed.
         let span = env.ledger_check(OBJECT_TYPE, backfill_to, t3).await?;
         ensure!(
             span.source > 0 && span.missing() == 0,
@@ -1113,6 +1134,161 @@ async fn a_long_appflow_outage_keeps_one_drain_per_workflow_and_reports_each_sta
     .await
 }
 
+/// A worker for the live-generation scenarios: a lost End report is given 15 s (not 2) before
+/// a rebuild settles for AppFlow's execution record, so a slow machine cannot turn a late report
+/// into re-written records and the ledger must come out exact.
+fn patient_worker(env: &Env) -> anyhow::Result<e2e::Worker> {
+    env.spawn_worker("a", &[("FLOWPILOT_DESCRIBE_AFTER", "15s")])
+}
+
+/// Polls until live flow `flow` has at least `n` successful runs.
+async fn wait_live_successes(env: &Env, flow: &str, n: usize) -> anyhow::Result<()> {
+    poll_every(POLL, Duration::from_secs(60), || async {
+        let runs = env.runs().await?;
+        let ok = runs_of(&runs, flow)
+            .iter()
+            .filter(|r| r["status"] == "Successful")
+            .count();
+        Ok((ok >= n).then_some(()))
+    })
+    .await
+    .with_context(|| format!("{flow} never succeeded {n} time(s)"))
+}
+
+/// Polls until the work queue is empty (nothing visible, in flight or delayed): every message
+/// sent before was handled.
+async fn wait_queue_empty(env: &Env) -> anyhow::Result<()> {
+    poll_every(POLL, Duration::from_secs(60), || async {
+        Ok((env.queue_counts(&env.stack.queue_url).await? == (0, 0, 0)).then_some(()))
+    })
+    .await
+    .context("work queue never drained")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_end_report_of_the_previous_generation_does_not_count_against_the_next()
+-> anyhow::Result<()> {
+    scenario("late gen-1 report after rebuild", async {
+        let env = Env::start(
+            "lateend",
+            SimSetup {
+                tick_ms: 1000,
+                ..sim_setup(chaos::short_runs(), chaos::seed(12))
+            },
+        )
+        .await?;
+        let worker = patient_worker(&env)?;
+        let mut args = live_args("lateend");
+        // One failure would degrade the integration: a report that counts shows at once.
+        args.extra
+            .extend(["--degraded-threshold".into(), "1".into()]);
+        let started = Instant::now();
+        let id = env.create_workflow(&args).await?;
+        let wf = env
+            .wait_for(&id, "live", Duration::from_secs(90), is_live)
+            .await?;
+        let backfill_to = wf.spec.to;
+        let gen1 = live_flow(&id);
+        wait_live_successes(&env, &gen1, 1).await?;
+
+        env.cli(&["integration", "rebuild", id.as_str()]).await?;
+        let wf2 = env
+            .wait_for(&id, "generation 2", Duration::from_secs(60), |w| {
+                is_live(w) && w.live.as_ref().is_some_and(|l| l.generation == 2)
+            })
+            .await?;
+        // Generation 2's flow, as the workflow names it (checked against the naming rule last,
+        // so that the scenario shows what a late report does whatever the names).
+        let gen2 = wf2
+            .live
+            .as_ref()
+            .map(|l| l.flow_name.clone())
+            .ok_or_else(|| anyhow!("no live integration"))?;
+        let from2 = wf2
+            .live
+            .as_ref()
+            .map(|l| l.first_execution_from)
+            .ok_or_else(|| anyhow!("no live integration"))?;
+        wait_live_pull_end(&env, &gen2, from2)
+            .await
+            .context("generation 2 never ran")?;
+        let secs = secs(started);
+
+        // Generation 1's reports arrive again, late (SQS and EventBridge deliver at least
+        // once), plus a failed run and a deactivation of its flow nobody had heard of yet.
+        let gen1_ends: Vec<Value> = end_reports(&env)
+            .await?
+            .into_iter()
+            .filter(|e| e["detail"]["flow-name"] == gen1.as_str())
+            .collect();
+        let last = gen1_ends
+            .last()
+            .ok_or_else(|| anyhow!("no End report of {gen1}"))?;
+        let mut bodies: Vec<String> = gen1_ends
+            .iter()
+            .enumerate()
+            .map(|(n, e)| appflow_envelope(e, n).to_string())
+            .collect();
+        let mut failed = last.clone();
+        failed["detail"]["execution-id"] = json!(uuid::Uuid::new_v4().to_string());
+        failed["detail"]["status"] = json!("Execution Failed");
+        failed["detail"]["error"] = json!("INVALID_SESSION_ID: Session expired or invalid");
+        bodies.push(appflow_envelope(&failed, bodies.len()).to_string());
+        let deactivated = json!({
+            "detail-type": "AppFlow Scheduled Flow Deactivated",
+            "detail": {
+                "flow-name": gen1,
+                "flow-arn": last["detail"]["flow-arn"],
+                "deactivation-reason": "Flow deactivated after 2 consecutive failed runs",
+            },
+        });
+        bodies.push(appflow_envelope(&deactivated, bodies.len()).to_string());
+        let before = env.load(&id).await?;
+        env.send_raw(&bodies).await?;
+        wait_queue_empty(&env).await?;
+        ensure!(
+            env.dlq_depth().await? == 0,
+            "the injected reports went to the DLQ"
+        );
+
+        let after = env.load(&id).await?;
+        let (b, a) = match (&before.live, &after.live) {
+            (Some(b), Some(a)) => (b, a),
+            _ => anyhow::bail!("no live integration"),
+        };
+        ensure!(
+            after.status == WorkflowStatus::Live
+                && a.generation == 2
+                && a.consecutive_failures == 0
+                && a.runs_failed == b.runs_failed,
+            "generation 1's late reports counted against generation 2: {:?}, {a:?}",
+            after.status
+        );
+        let health = crate::support::drain_available(&env.sqs, &env.stack.health_tap_url).await?;
+        let degraded = count(&health_counts(&health), "Integration Degraded");
+        ensure!(degraded == 0, "{degraded} Integration Degraded event(s)");
+        ensure!(
+            gen2 == live_flow_of(&id, 2) && gen2 != gen1,
+            "generation 2's flow is {gen2}"
+        );
+
+        // Every record of the integration's window, once: from the backfill's end to the end of
+        // generation 2's last successful pull.
+        let runs = env.runs().await?;
+        let t_end = last_live_pull_end(&runs, &gen2)?
+            .ok_or_else(|| anyhow!("no successful run of {gen2}"))?;
+        let ledger = env.ledger_check(OBJECT_TYPE, backfill_to, t_end).await?;
+        ledger.ensure_complete("from the backfill's end through generation 2")?;
+        worker.assert_no_panic()?;
+        eprintln!(
+            "{} late reports of {gen1} ignored; [{backfill_to}, {t_end}): {ledger:?}",
+            bodies.len()
+        );
+        Outcome::after_shutdown(env, ledger, secs).await
+    })
+    .await
+}
+
 /// Distinct `Workflow Stuck` events per workflow id.
 fn stalled_workflows(events: &[Value]) -> std::collections::BTreeMap<String, usize> {
     let mut ids = std::collections::BTreeSet::new();
@@ -1137,4 +1313,110 @@ fn stalled_workflows(events: &[Value]) -> std::collections::BTreeMap<String, usi
         }
     }
     per
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_while_a_live_run_is_in_flight_waits_for_it_and_resumes_after_it()
+-> anyhow::Result<()> {
+    scenario("rebuild with a live run in flight", async {
+        let env = Env::start(
+            "inflight",
+            SimSetup {
+                tick_ms: 300,
+                ..sim_setup(chaos::short_runs(), chaos::seed(13))
+            },
+        )
+        .await?;
+        let worker = patient_worker(&env)?;
+        let started = Instant::now();
+        let id = env.create_workflow(&live_args("inflight")).await?;
+        let wf = env
+            .wait_for(&id, "live", Duration::from_secs(90), is_live)
+            .await?;
+        let backfill_to = wf.spec.to;
+        let gen1 = live_flow(&id);
+        wait_live_successes(&env, &gen1, 1).await?;
+
+        // From now on a run takes 6 s: catch one of generation 1 in flight and rebuild.
+        let slow_from = Utc::now();
+        env.set_faults(&runs_lasting(6_000, 6_000)).await?;
+        let inflight = poll_every(POLL, Duration::from_secs(30), || async {
+            let runs = env.runs().await?;
+            Ok(runs_of(&runs, &gen1)
+                .into_iter()
+                .find(|r| {
+                    r["status"] == "InProgress"
+                        && time(&r["started_at"]).is_ok_and(|t| t > slow_from)
+                })
+                .and_then(|r| r["execution_id"].as_str().map(str::to_owned)))
+        })
+        .await
+        .context("no slow run of generation 1 started")?;
+        env.cli(&["integration", "rebuild", id.as_str()]).await?;
+        // The run in flight keeps its 6 s; the next generation's runs are quick again.
+        env.set_faults(&chaos::short_runs()).await?;
+        let wf = env
+            .wait_for(&id, "generation 2", Duration::from_secs(60), |w| {
+                is_live(w) && w.live.as_ref().is_some_and(|l| l.generation == 2)
+            })
+            .await?;
+        let (gen2, from2) = wf
+            .live
+            .as_ref()
+            .map(|l| (l.flow_name.clone(), l.first_execution_from))
+            .ok_or_else(|| anyhow!("no live integration"))?;
+        // The run in flight ends by itself (flowpilot waited for it, or left it to finish).
+        let run = poll_every(POLL, Duration::from_secs(30), || async {
+            let runs = env.runs().await?;
+            Ok(runs_of(&runs, &gen1)
+                .into_iter()
+                .find(|r| r["execution_id"] == inflight.as_str() && r["status"] != "InProgress")
+                .cloned())
+        })
+        .await
+        .with_context(|| format!("run {inflight} never ended"))?;
+        ensure!(
+            run["status"] == "Successful",
+            "the run in flight did not succeed: {run}"
+        );
+        let t_in = time(&run["incremental_to"])?;
+        let t2 = wait_live_pull_end(&env, &gen2, from2)
+            .await
+            .context("generation 2 never ran")?;
+        let secs = secs(started);
+        let ledger = env
+            .ledger_check(OBJECT_TYPE, backfill_to, t2.max(t_in))
+            .await?;
+        // Generation 2 starts where the run in flight stopped pulling, not where the last run
+        // before it did (which would pull that run's window a second time).
+        ensure!(
+            from2 == t_in,
+            "generation 2 starts at {from2}, not at the end of the run in flight ({t_in}); \
+             ledger {ledger:?}"
+        );
+        ensure!(
+            gen2 == live_flow_of(&id, 2),
+            "generation 2's flow is {gen2}"
+        );
+        // Nothing of generation 1 ran after it was stopped, and its flow is gone.
+        let runs = env.runs().await?;
+        let ended = time(&run["ended_at"])?;
+        let later: Vec<&Value> = runs_of(&runs, &gen1)
+            .into_iter()
+            .filter(|r| time(&r["started_at"]).is_ok_and(|t| t > ended))
+            .collect();
+        ensure!(later.is_empty(), "{gen1} ran after the rebuild: {later:?}");
+        let flows = env.flows().await?;
+        ensure!(
+            !flows.to_string().contains(&format!("\"{gen1}\"")),
+            "{gen1} was not deleted: {flows}"
+        );
+        ledger.ensure_complete("from the backfill's end through generation 2's first run")?;
+        worker.assert_no_panic()?;
+        eprintln!(
+            "run {inflight} in flight until {t_in}; generation 2 from {from2} to {t2}: {ledger:?}"
+        );
+        Outcome::after_shutdown(env, ledger, secs).await
+    })
+    .await
 }

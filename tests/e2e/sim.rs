@@ -1143,6 +1143,134 @@ async fn scheduled_flow_pulls_contiguous_windows_and_deactivates_after_failures(
     Ok(())
 }
 
+/// A rebuild relies on these: StopFlow leaves a run in progress alone (it finishes and writes,
+/// and no further run starts), and a forced DeleteFlow does not stop one either (it still
+/// writes, after DescribeFlowExecutionRecords stopped knowing the flow).
+#[tokio::test]
+async fn stop_flow_and_a_forced_delete_leave_the_run_in_progress_writing() -> anyhow::Result<()> {
+    let mut config = quiet_config();
+    config.tick_ms = 50;
+    let env = env_with(config).await?;
+    env.set_faults(&FaultPlan {
+        run_duration_ms: flowpilot_sim::DurationRange {
+            min: 1_500,
+            max: 1_500,
+        },
+        ..FaultPlan::default()
+    })
+    .await?;
+    let trigger = af::TriggerConfig::builder()
+        .trigger_type(af::TriggerType::Scheduled)
+        .trigger_properties(
+            af::TriggerProperties::builder()
+                .scheduled(
+                    af::ScheduledTriggerProperties::builder()
+                        .schedule_expression("rate(1 days)")
+                        .data_pull_mode(af::DataPullMode::Incremental)
+                        .first_execution_from(aws_sdk_appflow::primitives::DateTime::from_millis(
+                            ms(2024, 6, 1),
+                        ))
+                        .build()?,
+                )
+                .build(),
+        )
+        .build()?;
+    let in_progress = |flow: &'static str| {
+        let env = &env;
+        async move {
+            poll_until(WAIT, || async {
+                let out = env
+                    .appflow
+                    .describe_flow_execution_records()
+                    .flow_name(flow)
+                    .send()
+                    .await?;
+                Ok(out
+                    .flow_executions()
+                    .iter()
+                    .find(|r| r.execution_status() == Some(&af::ExecutionStatus::Inprogress))
+                    .and_then(|r| r.execution_id().map(str::to_owned)))
+            })
+            .await
+        }
+    };
+    for flow in ["fp-wf3-live", "fp-wf3-live-g2"] {
+        env.appflow
+            .create_flow()
+            .flow_name(flow)
+            .trigger_config(trigger.clone())
+            .source_flow_config(source(PROFILE))
+            .destination_flow_config_list(destination("Account"))
+            .tasks(map_all())
+            .send()
+            .await?;
+        env.appflow.start_flow().flow_name(flow).send().await?;
+    }
+
+    // StopFlow: the run in progress finishes and writes; nothing starts after it.
+    let run = in_progress("fp-wf3-live").await?;
+    let stopped = env
+        .appflow
+        .stop_flow()
+        .flow_name("fp-wf3-live")
+        .send()
+        .await?;
+    assert_eq!(stopped.flow_status(), Some(&af::FlowStatus::Suspended));
+    let record = env.finished("fp-wf3-live", &run).await?;
+    assert_eq!(
+        record.execution_status(),
+        Some(&af::ExecutionStatus::Successful)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let runs = env.admin("runs").await?;
+    let of_stopped = runs["runs"]
+        .as_array()
+        .context("runs")?
+        .iter()
+        .filter(|r| r["flow_name"] == "fp-wf3-live")
+        .count();
+    assert_eq!(of_stopped, 1, "a run started after StopFlow: {runs}");
+
+    // A forced DeleteFlow: the flow is gone at once, its run still writes and reports.
+    let run = in_progress("fp-wf3-live-g2").await?;
+    let written = ledger_summary(&env).await?["records_written"]
+        .as_u64()
+        .context("records_written")?;
+    env.appflow
+        .delete_flow()
+        .flow_name("fp-wf3-live-g2")
+        .force_delete(true)
+        .send()
+        .await?;
+    let gone = service_error(
+        env.appflow
+            .describe_flow_execution_records()
+            .flow_name("fp-wf3-live-g2")
+            .send(),
+    )
+    .await;
+    assert_eq!(gone.code(), Some("ResourceNotFoundException"));
+    let ended = poll_until(WAIT, || async {
+        let runs = env.admin("runs").await?;
+        Ok(runs["runs"].as_array().and_then(|a| {
+            a.iter()
+                .find(|r| r["execution_id"] == run.as_str() && r["status"] != "InProgress")
+                .cloned()
+        }))
+    })
+    .await?;
+    assert_eq!(ended["status"], "Successful", "{ended}");
+    let after = ledger_summary(&env).await?["records_written"]
+        .as_u64()
+        .context("records_written")?;
+    assert!(
+        after > written,
+        "the deleted flow's run wrote nothing ({written} → {after})"
+    );
+    env.sim.shutdown().await;
+    Ok(())
+}
+
 async fn runs_max(env: &Env) -> anyhow::Result<u64> {
     env.admin("runs").await?["max_concurrent_per_flow"]["fp-wf2-live"]
         .as_u64()

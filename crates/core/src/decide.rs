@@ -7,8 +7,9 @@
 //!   `workflow.outbox == (wf.outbox minus effects whose keys appear in Input::Applied) ++ effects`.
 //!
 //! Submodules by phase: [`bulk`] (batches, retries, redrive), [`live`] (linking, the continuous
-//! integration, rebuilds), [`outcome`] (results of executed effects), [`reconcile`] (periodic
-//! checks, cancel), [`health`] (health event drafting).
+//! integration, rebuilds), [`retire`] (a rebuild waiting for the previous flow's runs),
+//! [`outcome`] (results of executed effects), [`reconcile`] (periodic checks, cancel),
+//! [`health`] (health event drafting).
 //!
 //! Effect keys ([`EffectKey`]) are unique over the workflow's life: a batch attempt's step,
 //! a link generation's step, a health event's id, a cancellation's cleanup.
@@ -30,14 +31,18 @@ mod health;
 mod live;
 mod outcome;
 mod reconcile;
+mod retire;
 
 /// Worker-level knobs for `decide` (the spec holds per-workflow ones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
-    /// Reconcile asks AppFlow about a run once it has been running this long (default 10 min).
+    /// Reconcile asks AppFlow about a run once it has been running this long (default 10 min);
+    /// a rebuild waits this long for a finished run's End report before it takes the run's
+    /// pull end from AppFlow's execution record instead.
     pub describe_after: Duration,
     /// Reconcile cancels and retries a run running longer than this, with `Workflow Stalled`
-    /// (default 6 h).
+    /// (default 6 h); a rebuild cancels the previous live flow's runs still in progress past it
+    /// (or once it has waited this long) and goes on.
     pub max_run_duration: Duration,
     /// Reconcile restarts a `retry_wait` batch whose retry is this overdue (lost message;
     /// default 5 min). A drain whose message is this overdue is scheduled again.
@@ -158,7 +163,11 @@ pub fn decide(wf: &Workflow, input: Input, now: DateTime<Utc>, policy: &Policy) 
             crate::ids::FlowRole::Batch(i) => bulk::run_ended(&mut cx, i, &report),
             crate::ids::FlowRole::Live => live::run_ended(&mut cx, &report),
         },
-        Input::FlowDeactivated { role, reason } => live::deactivated(&mut cx, role, reason),
+        Input::FlowDeactivated {
+            role,
+            flow_name,
+            reason,
+        } => live::deactivated(&mut cx, role, &flow_name, reason),
         Input::Applied(outcomes) => outcome::applied(&mut cx, outcomes),
         Input::Stuck { key, error } => drain::stuck(&mut cx, key, error),
         Input::Drain { attempt } => drain::due(&mut cx, attempt),

@@ -44,6 +44,13 @@ pub enum EffectKind {
     },
     /// AppFlow DeleteFlow (force). `ResourceNotFoundException` means already gone: fine.
     DeleteFlow { flow_name: String },
+    /// AppFlow StopFlow: deactivates a scheduled flow, so it starts no further run (runs in
+    /// progress continue). `ResourceNotFoundException` means already gone: fine.
+    StopFlow { flow_name: String },
+    /// AppFlow DescribeFlowExecutionRecords (every page, no ordering assumed): which runs of
+    /// the flow are still in progress, and its furthest successful pull. The result comes back
+    /// as [`Outcome::Runs`]; a flow that no longer exists has no runs.
+    DescribeRuns { flow_name: String },
     /// AppFlow DescribeFlowExecutionRecords (paginated), matched by execution id; the result
     /// comes back as [`Outcome::Described`].
     DescribeRun {

@@ -91,6 +91,7 @@ fn parse_appflow(detail_type: &str, detail: &Map<String, Value>) -> Result<Messa
         START_REPORT => return Ok(ignored(format!("start report for `{name}`"))),
         SCHEDULED_DEACTIVATED => Input::FlowDeactivated {
             role,
+            flow_name: name.to_owned(),
             reason: str_field(detail, "deactivation-reason")
                 .unwrap_or("unknown")
                 .to_owned(),

@@ -75,28 +75,62 @@ pub enum FlowRole {
     Live,
 }
 
-/// `fp-{workflow_id}-b{index:04}` or `fp-{workflow_id}-live`.
+/// `fp-{workflow_id}-b{index:04}`, or generation 1's live flow `fp-{workflow_id}-live` (see
+/// [`live_flow_name`] for later generations).
 pub fn flow_name(workflow: &WorkflowId, role: FlowRole) -> String {
     match role {
         FlowRole::Batch(i) => format!("{FLOW_PREFIX}{workflow}-b{i:04}"),
-        FlowRole::Live => format!("{FLOW_PREFIX}{workflow}-live"),
+        FlowRole::Live => live_flow_name(workflow, 1),
     }
 }
 
-/// Inverse of [`flow_name`]; `None` for flows that are not flowpilot's.
+/// The live flow of link generation `generation`: `fp-{workflow_id}-live` for generation 1 (the
+/// name every flow linked before generations had names of their own carries, so existing flows
+/// keep theirs), `fp-{workflow_id}-live-g{generation}` from 2 on. Distinct names are what tell a
+/// late End report or deactivation of a retired generation from the current one's; all keep
+/// the `fp-` prefix the EventBridge rule and the IAM statements match.
+pub fn live_flow_name(workflow: &WorkflowId, generation: u32) -> String {
+    if generation <= 1 {
+        format!("{FLOW_PREFIX}{workflow}-live")
+    } else {
+        format!("{FLOW_PREFIX}{workflow}-live-g{generation}")
+    }
+}
+
+/// Inverse of [`flow_name`] and [`live_flow_name`]; `None` for flows that are not flowpilot's.
 pub fn parse_flow_name(name: &str) -> Option<(WorkflowId, FlowRole)> {
+    if let Some((wf, _)) = parse_live_flow_name(name) {
+        return Some((wf, FlowRole::Live));
+    }
     let rest = name.strip_prefix(FLOW_PREFIX)?;
     let (wf, suffix) = rest.rsplit_once('-')?;
-    let role = if suffix == "live" {
-        FlowRole::Live
-    } else {
-        let digits = suffix.strip_prefix('b')?;
-        if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        FlowRole::Batch(digits.parse().ok()?)
-    };
-    Some((WorkflowId::new(wf).ok()?, role))
+    let digits = suffix.strip_prefix('b')?;
+    if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((
+        WorkflowId::new(wf).ok()?,
+        FlowRole::Batch(digits.parse().ok()?),
+    ))
+}
+
+/// Inverse of [`live_flow_name`]: the workflow and the link generation a live flow name carries
+/// (1 for `fp-{id}-live`). Only the spelling [`live_flow_name`] writes is accepted (no `-g1`,
+/// no leading zeros), so every generation has exactly one name.
+pub fn parse_live_flow_name(name: &str) -> Option<(WorkflowId, u32)> {
+    let rest = name.strip_prefix(FLOW_PREFIX)?;
+    if let Some(wf) = rest.strip_suffix("-live") {
+        return Some((WorkflowId::new(wf).ok()?, 1));
+    }
+    // `{id}-live-g{N}`: a workflow id never contains `-live-g{N}` at its end by accident, because
+    // batch flows end in `-b{digits}` and the first generation in `-live`.
+    let (head, digits) = rest.rsplit_once("-g")?;
+    let wf = head.strip_suffix("-live")?;
+    let generation: u32 = digits.parse().ok()?;
+    (generation >= 2 && generation.to_string() == digits)
+        .then_some(())
+        .and(WorkflowId::new(wf).ok())
+        .map(|wf| (wf, generation))
 }
 
 /// Client token for StartFlow/CreateFlow of a batch attempt: `{workflow}:{batch}:{attempt}`.
@@ -125,6 +159,55 @@ mod tests {
             );
         }
         assert_eq!(flow_name(&wf, FlowRole::Batch(7)), "fp-acme-7f3a-b0007");
+    }
+
+    #[test]
+    fn live_flow_names_round_trip_per_generation() {
+        // Ids that end like a flow suffix must not confuse the parser.
+        for id in ["acme-7f3a", "x-live", "a-live-g2", "b0001", "g-2"] {
+            let wf = WorkflowId::new(id).unwrap();
+            for generation in [1, 2, 3, 10, 4_000_000, u32::MAX] {
+                let name = live_flow_name(&wf, generation);
+                assert_eq!(
+                    parse_live_flow_name(&name),
+                    Some((wf.clone(), generation)),
+                    "{name}"
+                );
+                assert_eq!(
+                    parse_flow_name(&name),
+                    Some((wf.clone(), FlowRole::Live)),
+                    "{name}"
+                );
+            }
+            // Generation 1 keeps the name flows had before generations were named.
+            assert_eq!(live_flow_name(&wf, 1), format!("fp-{id}-live"));
+            assert_eq!(flow_name(&wf, FlowRole::Live), live_flow_name(&wf, 1));
+            let batch = flow_name(&wf, FlowRole::Batch(7));
+            assert_eq!(parse_live_flow_name(&batch), None, "{batch}");
+        }
+        let wf = WorkflowId::new("acme").unwrap();
+        assert_eq!(live_flow_name(&wf, 2), "fp-acme-live-g2");
+        // Generation 0 (never linked) has no name of its own.
+        assert_eq!(live_flow_name(&wf, 0), "fp-acme-live");
+    }
+
+    #[test]
+    fn live_generation_names_have_one_spelling() {
+        for name in [
+            "fp-acme-live-g1",
+            "fp-acme-live-g0",
+            "fp-acme-live-g02",
+            "fp-acme-live-g+2",
+            "fp-acme-live-g",
+            "fp-acme-live-gx",
+            "fp-acme-g2",
+            "fp-acme-live-g4294967296",
+            "fp--live-g2",
+            "fp-Acme-live-g2",
+        ] {
+            assert_eq!(parse_live_flow_name(name), None, "{name}");
+            assert_eq!(parse_flow_name(name), None, "{name}");
+        }
     }
 
     #[test]

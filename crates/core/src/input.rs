@@ -31,9 +31,11 @@ pub enum Input {
     },
     /// A run ended (AppFlow End Flow Run Report, or a reconciled execution record).
     RunEnded(RunReport),
-    /// AppFlow deactivated a scheduled flow.
+    /// AppFlow deactivated a scheduled flow (`flow_name` tells a retired live generation's flow
+    /// from the current one's).
     FlowDeactivated {
         role: FlowRole,
+        flow_name: String,
         reason: String,
     },
     /// The outbox stopped at `key`, which failed transiently (the shell reports it after the
@@ -66,4 +68,26 @@ pub struct RunReport {
     pub pull_start: Option<DateTime<Utc>>,
     pub pull_end: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// What DescribeFlowExecutionRecords (every page) says about the runs of one flow: what a
+/// rebuild needs to know before it deletes the previous generation's flow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRuns {
+    /// Runs not finished yet (`InProgress`, `CancelStarted`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_progress: Vec<ActiveRun>,
+    /// Of the successful runs, the one whose pull reached furthest (`pull_end`), as a report:
+    /// the resume point's fallback when that run's End report is lost. Its `pull_end` is
+    /// AppFlow's `dataPullEndTime` (the last record transferred), never later than the end of
+    /// the run's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub furthest_success: Option<RunReport>,
+}
+
+/// One run still in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRun {
+    pub execution_id: String,
+    pub started_at: Option<DateTime<Utc>>,
 }

@@ -79,7 +79,7 @@ pub struct Batch {
     /// needs only StartFlow. Set ahead of the batch's turn: the next batch's flow is created
     /// while the current one runs, which keeps CreateFlow off the path from one run's end to
     /// the next run's start.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flow_ready: bool,
     /// Execution id of the current attempt, once StartFlow answered.
     pub execution_id: Option<String>,
@@ -99,8 +99,10 @@ pub struct Batch {
 /// The continuous integration created once the backfill is done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveIntegration {
+    /// The flow of `generation` (`ids::live_flow_name`); while [`LiveIntegration::retiring`]
+    /// is set, still the previous generation's flow, which is being retired.
     pub flow_name: String,
-    /// 1 for the first link, +1 per rebuild.
+    /// 1 for the first link, +1 per redrive or rebuild.
     pub generation: u32,
     pub first_execution_from: DateTime<Utc>,
     /// Customer Profiles integration URI (the flow ARN), once PutIntegration answered.
@@ -116,6 +118,24 @@ pub struct LiveIntegration {
     /// not counted twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_execution_ids: Vec<String>,
+    /// A rebuild waiting for the previous generation's flow (`flow_name`, its schedule stopped)
+    /// to have no run in progress before it deletes that flow and creates the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<Retiring>,
+    /// What the pending rebuild had to give up on (a run it cancelled, or could not see), for
+    /// its `Integration Rebuilt` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_note: Option<String>,
+}
+
+/// The previous generation's flow while a rebuild waits for it to go quiet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retiring {
+    /// When the rebuild stopped the flow's schedule; the wait is bounded from here.
+    pub since: DateTime<Utc>,
+    /// Runs AppFlow last reported in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_progress: Vec<String>,
 }
 
 /// One workflow: spec, plan progress, continuous integration, the outbox and the version used

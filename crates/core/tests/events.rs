@@ -91,9 +91,15 @@ fn deactivation_event() {
     match parse_message(fixture!("scheduled_deactivated.json")) {
         Ok(Message::Workflow {
             workflow_id,
-            input: Input::FlowDeactivated { role, reason },
+            input:
+                Input::FlowDeactivated {
+                    role,
+                    flow_name,
+                    reason,
+                },
         }) => {
             assert_eq!((workflow_id, role), (acme(), FlowRole::Live));
+            assert_eq!(flow_name, "fp-acme-live");
             assert!(reason.contains("3 consecutive failed runs"));
         }
         other => panic!("{other:?}"),

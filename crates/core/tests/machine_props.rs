@@ -12,6 +12,10 @@
 //!   more runs of a batch than starts issued (client tokens make repeats harmless);
 //! - a succeeded batch is never started again;
 //! - PutIntegration once per link generation, generation 1 from `to` (or `from` without bulk);
+//! - live generations: no new generation's flow is created while a run of an older live flow is
+//!   still in progress (unless that run was cancelled), and its `firstExecutionFrom` covers
+//!   every successful run of the older flows; an End report or a deactivation of a flow that is
+//!   not the current generation's (or is retiring) never touches the streak or the status;
 //! - each health event_id in at most one transition;
 //! - the outbox contract (minus applied keys, plus new effects; version + 1);
 //! - an effect that failed transiently is still in the outbox after its results were applied,
@@ -31,7 +35,7 @@ use flowpilot_core::effect::{
     outcome_of,
 };
 use flowpilot_core::ids::{FlowRole, WorkflowId};
-use flowpilot_core::input::{Input, RunReport};
+use flowpilot_core::input::{ActiveRun, FlowRuns, Input, RunReport};
 use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
 use flowpilot_core::spec::{SpecInput, parse_timestamp};
 use proptest::prelude::*;
@@ -74,7 +78,7 @@ fn arb_action() -> impl Strategy<Value = Action> {
         4 => Just(Action::Reconcile),
         4 => Just(Action::Redrive),
         2 => Just(Action::Rebuild),
-        4 => Just(Action::LiveRun),
+        8 => Just(Action::LiveRun),
     ]
 }
 
@@ -117,6 +121,9 @@ struct Case {
     /// Cancel after this many actions (in some cases only, so most runs reach the end).
     cancel_at: Option<usize>,
     extreme: Extreme,
+    /// A maximum run duration of 30 minutes instead of 6 hours, so stuck runs (batches, and
+    /// live runs a rebuild waits for) are cancelled within a case.
+    short_max_run: bool,
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -130,6 +137,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
         prop::collection::vec(arb_action(), 20..160),
         prop::option::weighted(0.15, 0usize..160),
         arb_extreme(),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
             |(
@@ -142,6 +150,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 actions,
                 cancel_at,
                 extreme,
+                short_max_run,
             )| {
                 Case {
                     batches,
@@ -153,6 +162,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     actions,
                     cancel_at,
                     extreme,
+                    short_max_run,
                 }
             },
         )
@@ -186,6 +196,35 @@ struct World {
     stopped: BTreeSet<EffectKey>,
     /// Effects whose outcome was applied.
     recorded: BTreeSet<EffectKey>,
+    /// Live flows AppFlow holds, by name: whether the schedule is active.
+    live_flows: BTreeMap<String, bool>,
+    /// Every run of a live flow, by execution id.
+    live_runs: BTreeMap<String, LiveRun>,
+    /// Live flows that were deleted (their names, for late reports).
+    deleted_live: BTreeSet<String>,
+    /// Runs `decide` asked to cancel: they may still finish, even successfully, and the new
+    /// generation pulls their window again (duplicates, not gaps).
+    cancel_asked: BTreeSet<String>,
+}
+
+/// A run of a scheduled live flow in the fake.
+#[derive(Clone, Debug)]
+struct LiveRun {
+    flow: String,
+    started: DateTime<Utc>,
+    state: RunState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunState {
+    Running,
+    /// CancelFlowExecutions asked; still in progress (and may still write) until it ends.
+    CancelStarted,
+    Done {
+        ok: bool,
+        pull_end: DateTime<Utc>,
+        ended: DateTime<Utc>,
+    },
 }
 
 impl World {
@@ -239,7 +278,14 @@ impl World {
             wf,
             now,
             rng: Rng(case.seed),
-            policy: Policy::default(),
+            policy: Policy {
+                max_run_duration: if case.short_max_run {
+                    std::time::Duration::from_secs(30 * 60)
+                } else {
+                    Policy::default().max_run_duration
+                },
+                ..Policy::default()
+            },
             pool: vec![Input::Start],
             tokens: BTreeMap::new(),
             runs: BTreeMap::new(),
@@ -251,6 +297,10 @@ impl World {
             transitions: 0,
             stopped: BTreeSet::new(),
             recorded: BTreeSet::new(),
+            live_flows: BTreeMap::new(),
+            live_runs: BTreeMap::new(),
+            deleted_live: BTreeSet::new(),
+            cancel_asked: BTreeSet::new(),
         }
     }
 
@@ -261,6 +311,7 @@ impl World {
             _ => BTreeSet::new(),
         };
         let before = self.wf.clone();
+        let foreign = foreign_live_input(&before, &input);
         let t = decide(&before, input, self.now, &self.policy);
         if t.is_noop(&before) {
             assert_eq!(
@@ -272,6 +323,22 @@ impl World {
         }
         self.transitions += 1;
         let next = &t.workflow;
+        if let Some(retired) = foreign {
+            let (b, n) = (before.live.as_ref(), next.live.as_ref());
+            assert_eq!(
+                (next.status, n.map(|l| l.consecutive_failures)),
+                (before.status, b.map(|l| l.consecutive_failures)),
+                "a run or deactivation of a flow that is not the current generation's changed \
+                 its status or streak"
+            );
+            if retired {
+                assert_eq!(
+                    n.and_then(|l| l.last_good_pull_end),
+                    b.and_then(|l| l.last_good_pull_end),
+                    "a retired generation's run moved the fixed resume point"
+                );
+            }
+        }
         assert_eq!(next.version, before.version + 1);
         let mut want: Vec<_> = before
             .outbox
@@ -314,6 +381,11 @@ impl World {
             }
             if b.status == BatchStatus::Succeeded {
                 self.ever_succeeded.insert(b.index);
+            }
+        }
+        for e in &t.effects {
+            if let EffectKind::CancelRun { execution_id, .. } = &e.kind {
+                self.cancel_asked.insert(execution_id.clone());
             }
         }
         let mut ids_here = BTreeSet::new();
@@ -365,6 +437,7 @@ impl World {
                     } else {
                         assert!(first_execution_from >= base);
                     }
+                    self.check_new_generation(&flow.name, first_execution_from);
                 }
                 _ => {}
             }
@@ -381,6 +454,32 @@ impl World {
         }
         self.wf = t.workflow;
         true
+    }
+
+    /// A new live generation's CreateFlow, as `decide` asks for it: every successful run of
+    /// an older live flow is covered by the new start, and none of their runs is still in
+    /// progress — except runs `decide` asked to cancel (by this transition or before), which
+    /// may still finish and whose window the new generation pulls again.
+    fn check_new_generation(&self, name: &str, first_execution_from: DateTime<Utc>) {
+        for (id, run) in &self.live_runs {
+            if run.flow == name || self.cancel_asked.contains(id) {
+                continue;
+            }
+            match run.state {
+                RunState::Done {
+                    ok: true, pull_end, ..
+                } => assert!(
+                    pull_end <= first_execution_from,
+                    "{name} starts at {first_execution_from}, before the end of {id}'s pull \
+                     ({pull_end}) of {}",
+                    run.flow
+                ),
+                RunState::Running | RunState::CancelStarted => {
+                    panic!("{name} created while {id} of {} is still running", run.flow)
+                }
+                RunState::Done { .. } => {}
+            }
+        }
     }
 
     /// Moves the clock on, stopping at chrono's last instant.
@@ -492,10 +591,68 @@ impl World {
         let key = &e.key;
         let done = |()| Outcome::Done { key: key.clone() };
         match &e.kind {
+            EffectKind::CreateFlow { flow } if matches!(key, EffectKey::Live { .. }) => {
+                // What AppFlow sees: no older live flow still runs (a cancelled run may still be
+                // finishing: its records are pulled again, as the Integration Rebuilt says).
+                for (id, run) in &self.live_runs {
+                    assert!(
+                        run.flow == flow.name
+                            || matches!(run.state, RunState::Done { .. })
+                            || self.cancel_asked.contains(id),
+                        "{} created while {id} of {} is still running",
+                        flow.name,
+                        run.flow
+                    );
+                }
+                let r = self
+                    .broken(2, "ResourceNotFoundException")
+                    .and_then(|()| self.flaky(5));
+                if r.is_ok() {
+                    self.live_flows.entry(flow.name.clone()).or_insert(false);
+                }
+                outcome_of(key, r, done)
+            }
             EffectKind::CreateFlow { .. } => {
                 let r = self
                     .broken(2, "ResourceNotFoundException")
                     .and_then(|()| self.flaky(5));
+                outcome_of(key, r, done)
+            }
+            EffectKind::StopFlow { flow_name } => {
+                let r = self.flaky(4);
+                if r.is_ok()
+                    && let Some(active) = self.live_flows.get_mut(flow_name)
+                {
+                    *active = false;
+                }
+                outcome_of(key, r, done)
+            }
+            EffectKind::DescribeRuns { flow_name } => {
+                let r = self.flaky(4).map(|()| self.flow_runs(flow_name));
+                outcome_of(key, r, |runs| Outcome::Runs {
+                    key: key.clone(),
+                    runs,
+                })
+            }
+            EffectKind::DeleteFlow { flow_name } if self.live_flows.contains_key(flow_name) => {
+                let r = self.flaky(4);
+                if r.is_ok() {
+                    // Forced: runs in progress go on (and report) without their flow.
+                    self.live_flows.remove(flow_name);
+                    self.deleted_live.insert(flow_name.clone());
+                }
+                outcome_of(key, r, done)
+            }
+            EffectKind::CancelRun { execution_id, .. }
+                if self.live_runs.contains_key(execution_id) =>
+            {
+                let r = self.flaky(4);
+                if r.is_ok()
+                    && let Some(run) = self.live_runs.get_mut(execution_id)
+                    && run.state == RunState::Running
+                {
+                    run.state = RunState::CancelStarted;
+                }
                 outcome_of(key, r, done)
             }
             EffectKind::StartFlow {
@@ -517,8 +674,19 @@ impl World {
                     execution_id: Some(exec),
                 })
             }
-            EffectKind::StartFlow { role, attempt, .. } => {
+            EffectKind::StartFlow {
+                flow_name,
+                role,
+                attempt,
+                ..
+            } => {
                 let r = self.flaky(4);
+                // Activates the scheduled flow (if it exists: a failed CreateFlow left none).
+                if r.is_ok()
+                    && let Some(active) = self.live_flows.get_mut(flow_name)
+                {
+                    *active = true;
+                }
                 outcome_of(key, r, |()| Outcome::Started {
                     key: key.clone(),
                     role: *role,
@@ -635,28 +803,125 @@ impl World {
         self.feed(input);
     }
 
-    fn run_ended_live(&mut self) {
-        if !matches!(
-            self.wf.status,
-            WorkflowStatus::Live | WorkflowStatus::Degraded
-        ) {
+    /// DescribeFlowExecutionRecords of a live flow, as the shell reports it.
+    fn flow_runs(&self, flow_name: &str) -> FlowRuns {
+        let mut runs = FlowRuns::default();
+        if !self.live_flows.contains_key(flow_name) {
+            return runs; // deleted or never created: ResourceNotFound, nothing runs
+        }
+        for (id, run) in self.live_runs.iter().filter(|(_, r)| r.flow == flow_name) {
+            match run.state {
+                RunState::Running | RunState::CancelStarted => runs.in_progress.push(ActiveRun {
+                    execution_id: id.clone(),
+                    started_at: Some(run.started),
+                }),
+                RunState::Done {
+                    ok: true,
+                    pull_end,
+                    ended,
+                } => {
+                    let further = runs
+                        .furthest_success
+                        .as_ref()
+                        .is_none_or(|b| b.pull_end < Some(pull_end));
+                    if further {
+                        runs.furthest_success =
+                            Some(live_report(flow_name, id, true, Some(pull_end), ended));
+                    }
+                }
+                RunState::Done { .. } => {}
+            }
+        }
+        runs
+    }
+
+    /// AppFlow's scheduler and runs of live flows: start a run of an active flow, end one in
+    /// progress, deactivate a flow, or deliver a made-up late failure of a deleted flow.
+    fn live_tick(&mut self) {
+        let roll = self.rng.pct();
+        if roll < 5 {
+            let retired: Vec<String> = self.deleted_live.iter().cloned().collect();
+            if !retired.is_empty() {
+                let i = (self.rng.next() % retired.len() as u64) as usize;
+                self.next_exec += 1;
+                let id = format!("late{}", self.next_exec);
+                let report = live_report(&retired[i], &id, false, None, self.now);
+                self.pool.push(Input::RunEnded(report));
+            }
             return;
         }
-        self.next_exec += 1;
+        if roll < 10 {
+            let active: Vec<String> = self
+                .live_flows
+                .iter()
+                .filter(|(_, a)| **a)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if let Some(name) = active.first() {
+                self.live_flows.insert(name.clone(), false);
+                self.pool.push(Input::FlowDeactivated {
+                    role: FlowRole::Live,
+                    flow_name: name.clone(),
+                    reason: "fake: too many failures".into(),
+                });
+            }
+            return;
+        }
+        let running: Vec<String> = self
+            .live_runs
+            .iter()
+            .filter(|(_, r)| matches!(r.state, RunState::Running | RunState::CancelStarted))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !running.is_empty() && roll < 60 {
+            let i = (self.rng.next() % running.len() as u64) as usize;
+            self.end_live_run(&running[i]);
+            return;
+        }
+        // One run at a time per scheduled flow.
+        let idle: Vec<String> = self
+            .live_flows
+            .iter()
+            .filter(|(name, active)| {
+                **active
+                    && !self.live_runs.values().any(|r| {
+                        r.flow == **name
+                            && matches!(r.state, RunState::Running | RunState::CancelStarted)
+                    })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if let Some(flow) = idle.first() {
+            self.next_exec += 1;
+            let id = format!("live{}", self.next_exec);
+            self.live_runs.insert(
+                id,
+                LiveRun {
+                    flow: flow.clone(),
+                    started: self.now,
+                    state: RunState::Running,
+                },
+            );
+        }
+    }
+
+    /// A live run ends now: its End report (best effort) joins the pool.
+    fn end_live_run(&mut self, id: &str) {
         let ok = self.rng.pct() < 60;
-        let report = RunReport {
-            flow_name: "fp-wf-1-live".into(),
-            role: FlowRole::Live,
-            execution_id: Some(format!("e{}", self.next_exec)),
-            succeeded: ok,
-            error: (!ok).then(|| "Connection reset".into()),
-            records_processed: Some(3),
-            record_failures: None,
-            pull_start: None,
-            pull_end: ok.then_some(self.now),
-            ended_at: Some(self.now),
+        let now = self.now;
+        let Some(run) = self.live_runs.get_mut(id) else {
+            return;
         };
-        self.pool.push(Input::RunEnded(report));
+        let ok = ok && run.state == RunState::Running;
+        run.state = RunState::Done {
+            ok,
+            pull_end: now,
+            ended: now,
+        };
+        let report = live_report(&run.flow, id, ok, ok.then_some(now), now);
+        if self.rng.pct() < 90 {
+            self.pool.push(Input::RunEnded(report));
+        }
     }
 
     fn settled(&self) -> bool {
@@ -681,6 +946,16 @@ impl World {
                 return;
             }
             self.execute_and_apply(false, false);
+            // Runs end by themselves: a rebuild waiting for one is not waiting forever.
+            let running: Vec<String> = self
+                .live_runs
+                .iter()
+                .filter(|(_, r)| matches!(r.state, RunState::Running | RunState::CancelStarted))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in running {
+                self.end_live_run(&id);
+            }
             let pool = std::mem::take(&mut self.pool);
             for input in pool {
                 if let Input::RetryDue { due_at, .. } = &input
@@ -717,6 +992,47 @@ impl World {
     }
 }
 
+/// One live run's End report (or its DescribeRuns record).
+fn live_report(
+    flow_name: &str,
+    id: &str,
+    ok: bool,
+    pull_end: Option<DateTime<Utc>>,
+    ended: DateTime<Utc>,
+) -> RunReport {
+    RunReport {
+        flow_name: flow_name.to_owned(),
+        role: FlowRole::Live,
+        execution_id: Some(id.to_owned()),
+        succeeded: ok,
+        error: (!ok).then(|| "Connection reset".into()),
+        records_processed: Some(3),
+        record_failures: None,
+        pull_start: None,
+        pull_end,
+        ended_at: Some(ended),
+    }
+}
+
+/// For a live run report or deactivation: `None` if it is about the current generation's flow
+/// (and no rebuild retires it), else `Some(retired)`: `true` for a flow older than the one
+/// being retired (or the current one), whose runs must not even move the resume point.
+fn foreign_live_input(wf: &Workflow, input: &Input) -> Option<bool> {
+    let name = match input {
+        Input::RunEnded(r) if r.role == FlowRole::Live => &r.flow_name,
+        Input::FlowDeactivated { flow_name, .. } => flow_name,
+        _ => return None,
+    };
+    let live = wf.live.as_ref()?;
+    if live.flow_name != *name {
+        Some(true)
+    } else if live.retiring.is_some() {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -735,7 +1051,7 @@ proptest! {
                 Action::Reconcile => { w.feed(Input::Reconcile); }
                 Action::Redrive => { w.feed(Input::Redrive); }
                 Action::Rebuild => { w.feed(Input::Rebuild { reason: None }); }
-                Action::LiveRun => w.run_ended_live(),
+                Action::LiveRun => w.live_tick(),
             }
         }
         w.drain();

@@ -821,9 +821,19 @@ pub fn batch_flow(id: &WorkflowId, index: u32) -> String {
     format!("fp-{id}-b{index:04}")
 }
 
-/// The continuous integration's flow of workflow `id`.
+/// The continuous integration's flow of workflow `id`, link generation 1.
 pub fn live_flow(id: &WorkflowId) -> String {
-    format!("fp-{id}-live")
+    live_flow_of(id, 1)
+}
+
+/// The continuous integration's flow of link generation `generation` of workflow `id`: every
+/// generation after the first has a name of its own, so its runs and reports are told apart.
+pub fn live_flow_of(id: &WorkflowId, generation: u32) -> String {
+    if generation <= 1 {
+        format!("fp-{id}-live")
+    } else {
+        format!("fp-{id}-live-g{generation}")
+    }
 }
 
 /// Runs of flow `name` in a `/_sim/runs` answer.

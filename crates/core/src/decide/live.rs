@@ -3,17 +3,21 @@
 //!
 //! Every link attempt is a new *generation* (1 for the first link, +1 per redrive or rebuild): its
 //! PutIntegration, client token and effect keys carry the number, so a late answer for an older
-//! generation is recognisably stale. The live flow keeps one name (`fp-{id}-live`) so the
-//! EventBridge rule's prefix still matches.
+//! generation is recognisably stale, and so does its flow's name (`ids::live_flow_name`:
+//! `fp-{id}-live` for generation 1, `fp-{id}-live-g{N}` after), so a late End report or a
+//! deactivation of an older generation's flow never counts for the current one. A rebuild of a
+//! linked integration first retires the previous flow ([`super::retire`]): it creates the new
+//! generation only once no run of the old flow can still write.
 
 use chrono::{DateTime, Utc};
 
 use super::Ctx;
 use super::bulk::{fail_workflow, managed_tags};
 use super::health::Draft;
+use super::retire;
 use crate::effect::{EffectKey, EffectKind, FlowDefinition, LiveStep, PermanentError, Trigger};
 use crate::health::HealthKind;
-use crate::ids::{FlowRole, flow_name, live_token};
+use crate::ids::{FlowRole, live_flow_name, live_token};
 use crate::input::RunReport;
 use crate::model::{BatchStatus, ErrorInfo, LiveIntegration, WorkflowStatus};
 
@@ -22,7 +26,7 @@ const RECENT_RUNS: usize = 32;
 
 /// Where the continuous flow starts: the backfill's end (or `from` without a bulk phase), or,
 /// once it has ingested something, the end of its last successful pull.
-fn link_from(cx: &Ctx) -> DateTime<Utc> {
+pub(super) fn link_from(cx: &Ctx) -> DateTime<Utc> {
     let base = if cx.wf.bulk {
         cx.wf.spec.to
     } else {
@@ -35,14 +39,15 @@ fn link_from(cx: &Ctx) -> DateTime<Utc> {
         .unwrap_or(base)
 }
 
-/// Creates and links the live flow of a new generation, removing the previous integration and
-/// flow first.
-/// Status becomes Rebuilding once the integration has ever been linked, else Linking.
+/// Starts a new link generation. Status becomes Rebuilding once the integration has ever been
+/// linked, else Linking. A previous generation that was linked (it has an integration, so its
+/// scheduled flow was activated) may have a run in progress: it is retired first, and the new
+/// generation's flow is created once that flow is quiet. Otherwise the new flow is created now.
 pub(super) fn begin_link(cx: &mut Ctx) {
     let from = link_from(cx);
-    let name = flow_name(&cx.wf.id, FlowRole::Live);
+    let first_name = live_flow_name(&cx.wf.id, 1);
     let live = cx.wf.live.get_or_insert_with(|| LiveIntegration {
-        flow_name: name.clone(),
+        flow_name: first_name,
         generation: 0,
         first_execution_from: from,
         uri: None,
@@ -53,29 +58,55 @@ pub(super) fn begin_link(cx: &mut Ctx) {
         records: 0,
         last_error: None,
         recent_execution_ids: Vec::new(),
+        retiring: None,
+        rebuild_note: None,
     });
     live.generation = live.generation.saturating_add(1);
-    live.first_execution_from = from;
     live.consecutive_failures = 0;
-    let g = live.generation;
-    let old_uri = live.uri.take();
+    live.rebuild_note = None;
+    let retire_first = live.uri.is_some();
     cx.wf.status = if cx.wf.completed_at.is_some() {
         WorkflowStatus::Rebuilding
     } else {
         WorkflowStatus::Linking
     };
+    if retire_first {
+        retire::begin(cx);
+    } else {
+        create_generation(cx);
+    }
+}
+
+/// Removes the previous integration and flow (if any) and creates and links the current
+/// generation's flow, starting at the end of the last completed pull.
+pub(super) fn create_generation(cx: &mut Ctx) {
+    let from = link_from(cx);
     let domain = cx.wf.spec.domain.clone();
+    let id = cx.wf.id.clone();
+    let Some(live) = cx.wf.live.as_mut() else {
+        return;
+    };
+    let g = live.generation;
+    let name = live_flow_name(&id, g);
+    let old_name = std::mem::replace(&mut live.flow_name, name.clone());
+    let old_uri = live.uri.take();
+    live.retiring = None;
+    live.first_execution_from = from;
     if let Some(uri) = old_uri {
         cx.effect(
             EffectKey::live(g, LiveStep::DeleteIntegration),
-            EffectKind::DeleteIntegration { domain, uri },
+            EffectKind::DeleteIntegration {
+                domain: domain.clone(),
+                uri,
+            },
         );
     }
     if g > 1 {
+        // The previous generation's flow (it may never have been created: gone is fine).
         cx.effect(
             EffectKey::live(g, LiveStep::DeleteFlow),
             EffectKind::DeleteFlow {
-                flow_name: name.clone(),
+                flow_name: old_name,
             },
         );
     }
@@ -83,7 +114,7 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     // ARN, rather than letting PutIntegration create it from a FlowDefinition: that path makes
     // Customer Profiles call appflow:CreateFlow with the caller's permissions and no request
     // tags, which the worker role's tag-conditioned statements refuse (README, "IAM").
-    let flow = live_flow(cx, from, g);
+    let flow = live_flow(cx, &name, from, g);
     cx.effect(
         EffectKey::live(g, LiveStep::Create),
         EffectKind::CreateFlow { flow },
@@ -91,7 +122,7 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     cx.effect(
         EffectKey::live(g, LiveStep::Put),
         EffectKind::PutIntegration {
-            domain: cx.wf.spec.domain.clone(),
+            domain,
             object_type: cx.wf.spec.object_type.clone(),
             flow_name: name,
             generation: g,
@@ -99,10 +130,10 @@ pub(super) fn begin_link(cx: &mut Ctx) {
     );
 }
 
-fn live_flow(cx: &Ctx, from: DateTime<Utc>, generation: u32) -> FlowDefinition {
+fn live_flow(cx: &Ctx, name: &str, from: DateTime<Utc>, generation: u32) -> FlowDefinition {
     let spec = &cx.wf.spec;
     FlowDefinition {
-        name: flow_name(&cx.wf.id, FlowRole::Live),
+        name: name.to_owned(),
         client_token: live_token(&cx.wf.id, generation),
         description: format!(
             "flowpilot workflow {} continuous integration, generation {generation}",
@@ -147,6 +178,7 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
     }
     live.uri = Some(uri);
     live.last_error = None;
+    let note = live.rebuild_note.take();
     let name = live.flow_name.clone();
     cx.wf.status = WorkflowStatus::Live;
     cx.effect(
@@ -162,7 +194,13 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
         cx.wf.completed_at = Some(cx.now);
         Draft::new(HealthKind::WorkflowCompleted, "")
     } else {
-        Draft::new(HealthKind::IntegrationRebuilt, format!("/g{generation}"))
+        let mut d = Draft::new(HealthKind::IntegrationRebuilt, format!("/g{generation}"));
+        // What the rebuild had to give up on (a cancelled run's records are pulled again).
+        d.error = note.map(|message| ErrorInfo {
+            message,
+            transient: true,
+        });
+        d
     };
     d.flow_name = Some(name);
     cx.publish(d);
@@ -216,36 +254,34 @@ pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &PermanentError
 }
 
 pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
+    let Some(live) = cx.wf.live.as_ref() else {
+        return;
+    };
+    if report.flow_name != live.flow_name {
+        // An older generation's flow (its start is fixed, its runs count for nothing now), or
+        // the next generation's before it is linked: not this generation's streak.
+        return;
+    }
+    if live.retiring.is_some() {
+        retire::run_ended(cx, report);
+        return;
+    }
     if !matches!(
         cx.wf.status,
         WorkflowStatus::Live | WorkflowStatus::Degraded
     ) {
-        return; // before linking, or an old generation's run during a rebuild
+        return; // before linking
     }
     let threshold = cx.wf.spec.continuous.degraded_threshold.max(1);
     let Some(live) = cx.wf.live.as_mut() else {
         return;
     };
-    if let Some(id) = &report.execution_id {
-        if live.recent_execution_ids.contains(id) {
-            return;
-        }
-        live.recent_execution_ids.push(id.clone());
-        let excess = live.recent_execution_ids.len().saturating_sub(RECENT_RUNS);
-        live.recent_execution_ids.drain(..excess);
+    if !count_run(live, report) {
+        return;
     }
     if report.succeeded {
-        live.runs_succeeded = live.runs_succeeded.saturating_add(1);
-        // Counts come from AppFlow's events: any u64 can arrive.
-        live.records = live
-            .records
-            .saturating_add(report.records_processed.unwrap_or(0));
         live.consecutive_failures = 0;
         live.last_error = None;
-        if let Some(end) = report.pull_end {
-            live.last_good_pull_end =
-                Some(live.last_good_pull_end.map_or(end, |prev| prev.max(end)));
-        }
         let (g, s, name) = (live.generation, live.runs_succeeded, live.flow_name.clone());
         if cx.wf.status == WorkflowStatus::Degraded {
             cx.wf.status = WorkflowStatus::Live;
@@ -262,7 +298,6 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
             transient: crate::classify::classify(&message).is_transient(),
             message,
         };
-        live.runs_failed = live.runs_failed.saturating_add(1);
         live.consecutive_failures = live.consecutive_failures.saturating_add(1);
         live.last_error = Some(err.clone());
         if live.consecutive_failures >= threshold {
@@ -271,8 +306,46 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
     }
 }
 
-pub(super) fn deactivated(cx: &mut Ctx, role: FlowRole, reason: String) {
-    if role == FlowRole::Live {
+/// Records a live run in the totals and the resume point (a successful run wrote its records,
+/// whichever generation it belongs to); `false` for a duplicate report.
+pub(super) fn count_run(live: &mut LiveIntegration, report: &RunReport) -> bool {
+    if let Some(id) = &report.execution_id {
+        if live.recent_execution_ids.contains(id) {
+            return false;
+        }
+        live.recent_execution_ids.push(id.clone());
+        let excess = live.recent_execution_ids.len().saturating_sub(RECENT_RUNS);
+        live.recent_execution_ids.drain(..excess);
+    }
+    if report.succeeded {
+        live.runs_succeeded = live.runs_succeeded.saturating_add(1);
+        // Counts come from AppFlow's events: any u64 can arrive.
+        live.records = live
+            .records
+            .saturating_add(report.records_processed.unwrap_or(0));
+        if let Some(end) = report.pull_end {
+            advance_resume_point(live, end);
+        }
+    } else {
+        live.runs_failed = live.runs_failed.saturating_add(1);
+    }
+    true
+}
+
+/// Everything before `end` was written: a rebuild may resume there (never moves back).
+pub(super) fn advance_resume_point(live: &mut LiveIntegration, end: DateTime<Utc>) {
+    live.last_good_pull_end = Some(live.last_good_pull_end.map_or(end, |prev| prev.max(end)));
+}
+
+/// AppFlow deactivated a scheduled flow: the current generation's degrades; an older (or
+/// retiring) generation's flow is being replaced anyway.
+pub(super) fn deactivated(cx: &mut Ctx, role: FlowRole, flow_name: &str, reason: String) {
+    let current = cx
+        .wf
+        .live
+        .as_ref()
+        .is_some_and(|l| l.flow_name == flow_name && l.retiring.is_none());
+    if role == FlowRole::Live && current {
         let message = format!("AppFlow deactivated the scheduled flow: {reason}");
         degrade(
             cx,

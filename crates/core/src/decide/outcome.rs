@@ -6,7 +6,7 @@
 //! the outbox (`effect::outcome_of`), the next drain runs the effect again.
 
 use super::Ctx;
-use super::{bulk, live};
+use super::{bulk, live, retire};
 use crate::effect::{AttemptStep, EffectKey, LiveStep, Outcome, PermanentError};
 use crate::ids::FlowRole;
 use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
@@ -62,6 +62,15 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
                 ..
             } => live::run_ended(cx, &run),
             Outcome::Described { .. } => {}
+            Outcome::Runs {
+                key:
+                    EffectKey::Live {
+                        generation,
+                        step: LiveStep::Runs { .. },
+                    },
+                runs,
+            } => retire::described(cx, generation, runs),
+            Outcome::Runs { .. } => {}
             Outcome::Failed { error, .. } => failed(cx, &effect.key, &error),
         }
     }
@@ -92,6 +101,10 @@ fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
             generation,
             step: LiveStep::Start,
         } => live::start_failed(cx, generation, error),
+        EffectKey::Live {
+            generation,
+            step: LiveStep::Runs { .. },
+        } => retire::describe_failed(cx, generation, error),
         EffectKey::Attempt {
             batch,
             attempt,
@@ -124,9 +137,10 @@ fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
                 },
             );
         }
-        // Nothing in the workflow waits on a publish, delete, cancel, describe or schedule:
-        // their permanent failures are logged by the shell, and the reconciler describes,
-        // restarts and cancels again on its own schedule.
+        // Nothing in the workflow waits on a publish, delete, stop, cancel, describe or
+        // schedule: their permanent failures are logged by the shell, and the reconciler
+        // describes, restarts and cancels again on its own schedule (a retiring flow whose
+        // StopFlow failed is still asked about and, past the maximum run duration, cancelled).
         _ => {}
     }
 }

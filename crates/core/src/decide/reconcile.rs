@@ -3,7 +3,7 @@
 //! EventBridge delivery is best effort, so a run can end without an event and a delayed retry
 //! message can be lost. The reconciler (driven by `now` only) asks AppFlow about runs that have
 //! been going a while, gives up on stalled ones, restarts overdue retries and fills free
-//! slots. (Effects that failed transiently need nothing from it: they are still in the outbox,
+//! slots; during a rebuild it asks again whether the previous live flow still runs. (Effects that failed transiently need nothing from it: they are still in the outbox,
 //! which the shell drains before every input, this one included.)
 
 use chrono::TimeDelta;
@@ -23,6 +23,9 @@ pub(super) fn reconcile(cx: &mut Ctx) {
         WorkflowStatus::Pending if cx.now - cx.wf.created_at > delta(cx.policy.retry_grace) => {
             super::bulk::start(cx)
         }
+        // A rebuild waiting for the previous flow's runs: ask AppFlow again (an End report may
+        // have been lost, and a stuck run is cancelled once past the maximum run duration).
+        WorkflowStatus::Linking | WorkflowStatus::Rebuilding => super::retire::ask(cx),
         WorkflowStatus::Backfilling | WorkflowStatus::Failed => {
             check_running(cx);
             if cx.wf.status == WorkflowStatus::Backfilling {
@@ -34,7 +37,7 @@ pub(super) fn reconcile(cx: &mut Ctx) {
     }
 }
 
-fn delta(d: std::time::Duration) -> TimeDelta {
+pub(super) fn delta(d: std::time::Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 

@@ -484,8 +484,13 @@ fn live_wf(edit: impl FnOnce(&mut SpecInput)) -> Workflow {
 }
 
 fn live_run(exec: &str, ok: bool, pull_end: Option<&str>) -> Input {
+    live_run_of("fp-acme-live", exec, ok, pull_end)
+}
+
+/// An End report of live flow `flow`.
+fn live_run_of(flow: &str, exec: &str, ok: bool, pull_end: Option<&str>) -> Input {
     Input::RunEnded(RunReport {
-        flow_name: "fp-acme-live".into(),
+        flow_name: flow.into(),
         role: FlowRole::Live,
         execution_id: Some(exec.into()),
         succeeded: ok,
@@ -526,6 +531,17 @@ fn live_degrades_recovers_and_rebuilds_from_the_last_good_pull() {
     );
     let t = step(&t.workflow, Input::Rebuild { reason: None }, t0());
     assert_eq!(t.workflow.status, WorkflowStatus::Rebuilding);
+    // The linked generation 1 retires first: its schedule stops, AppFlow is asked about runs.
+    assert_eq!(
+        kinds(&t),
+        [
+            "stop_flow live/g2/stop",
+            &format!("describe_runs live/g2/runs/{}", t0().timestamp_millis())
+        ]
+    );
+    // Nothing in progress: the old integration and flow go, generation 2 is created.
+    let t = step(&t.workflow, no_runs(&t), t0());
+    assert_eq!(t.workflow.status, WorkflowStatus::Rebuilding);
     assert_eq!(
         kinds(&t),
         [
@@ -535,7 +551,12 @@ fn live_degrades_recovers_and_rebuilds_from_the_last_good_pull() {
             "put_integration live/g2/put"
         ]
     );
+    let EffectKind::DeleteFlow { flow_name } = &t.effects[1].kind else {
+        panic!("{:?}", t.effects[1])
+    };
+    assert_eq!(flow_name, "fp-acme-live");
     let flow = live_create(&t, 2);
+    assert_eq!(flow.name, "fp-acme-live-g2");
     let Trigger::Scheduled {
         first_execution_from,
         ..
@@ -559,6 +580,23 @@ fn live_degrades_recovers_and_rebuilds_from_the_last_good_pull() {
     assert_eq!(events(&t)[0].kind, HealthKind::IntegrationRebuilt);
 }
 
+/// The key of the DescribeRuns effect `t` asked for.
+fn runs_key(t: &Transition) -> EffectKey {
+    t.effects
+        .iter()
+        .find(|e| matches!(e.kind, EffectKind::DescribeRuns { .. }))
+        .map(|e| e.key.clone())
+        .unwrap_or_else(|| panic!("no describe_runs in {:?}", kinds(t)))
+}
+
+/// AppFlow's answer to the DescribeRuns of `t`: no run, none in progress.
+fn no_runs(t: &Transition) -> Input {
+    Input::Applied(vec![Outcome::Runs {
+        key: runs_key(t),
+        runs: crate::input::FlowRuns::default(),
+    }])
+}
+
 #[test]
 fn deactivation_with_auto_rebuild_starts_a_rebuild() {
     let w = live_wf(|s| s.auto_rebuild = Some(true));
@@ -566,6 +604,7 @@ fn deactivation_with_auto_rebuild_starts_a_rebuild() {
         &w,
         Input::FlowDeactivated {
             role: FlowRole::Live,
+            flow_name: "fp-acme-live".into(),
             reason: "errors".into(),
         },
         t0(),
@@ -902,3 +941,6 @@ fn a_report_about_an_effect_no_longer_pending_changes_nothing() {
     );
     assert!(t.is_noop(&w));
 }
+
+/// Live generations: retiring the previous flow on a rebuild, and telling generations apart.
+mod generations;

@@ -50,6 +50,14 @@ pub enum AttemptStep {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LiveStep {
+    /// `stop`: StopFlow of the previous generation's flow (a rebuild retires it).
+    Stop,
+    /// `runs/{at_ms}`: DescribeRuns of the previous generation's flow asked at `at_ms` (epoch
+    /// ms), so a later End report or reconcile tick can ask again once this answer is in.
+    Runs { at_ms: i64 },
+    /// `cancel/{run}`: CancelFlowExecutions of the previous generation's `run`-th run still in
+    /// progress past the maximum run duration (0-based, in the order AppFlow listed them).
+    Cancel { run: u32 },
     /// `delete-integration`: the previous generation's integration.
     DeleteIntegration,
     /// `delete-flow`: the previous generation's flow.
@@ -101,7 +109,9 @@ impl AttemptStep {
 }
 
 impl LiveStep {
-    const ALL: [Self; 5] = [
+    /// The steps without data (those with data are parsed on their own).
+    const UNIT: [Self; 6] = [
+        Self::Stop,
         Self::DeleteIntegration,
         Self::DeleteFlow,
         Self::Create,
@@ -111,6 +121,9 @@ impl LiveStep {
 
     fn as_str(self) -> &'static str {
         match self {
+            Self::Stop => "stop",
+            Self::Runs { .. } => "runs",
+            Self::Cancel { .. } => "cancel",
             Self::DeleteIntegration => "delete-integration",
             Self::DeleteFlow => "delete-flow",
             Self::Create => "create",
@@ -134,6 +147,14 @@ impl fmt::Display for EffectKey {
                 step,
             } => write!(f, "b{batch}/a{attempt}/{}", step.as_str()),
             Self::BatchFlowDelete { batch } => write!(f, "b{batch}/delete"),
+            Self::Live {
+                generation,
+                step: step @ LiveStep::Runs { at_ms },
+            } => write!(f, "live/g{generation}/{}/{at_ms}", step.as_str()),
+            Self::Live {
+                generation,
+                step: step @ LiveStep::Cancel { run },
+            } => write!(f, "live/g{generation}/{}/{run}", step.as_str()),
             Self::Live { generation, step } => write!(f, "live/g{generation}/{}", step.as_str()),
             Self::Publish { event_id } => write!(f, "publish/{event_id}"),
             Self::Cancel(CancelStep::BatchRun { batch }) => write!(f, "cancel/b{batch}/run"),
@@ -169,7 +190,19 @@ fn parse(s: &str) -> Option<EffectKey> {
     let key = match parts.as_slice() {
         ["live", g, step] => EffectKey::Live {
             generation: number(g, 'g')?,
-            step: LiveStep::ALL.into_iter().find(|l| l.as_str() == *step)?,
+            step: LiveStep::UNIT.into_iter().find(|l| l.as_str() == *step)?,
+        },
+        ["live", g, "runs", at] => EffectKey::Live {
+            generation: number(g, 'g')?,
+            step: LiveStep::Runs {
+                at_ms: at.parse().ok()?,
+            },
+        },
+        ["live", g, "cancel", run] => EffectKey::Live {
+            generation: number(g, 'g')?,
+            step: LiveStep::Cancel {
+                run: run.parse().ok()?,
+            },
         },
         ["cancel", "live", "delete-integration"] => EffectKey::Cancel(CancelStep::LiveIntegration),
         ["cancel", "live", "delete-flow"] => EffectKey::Cancel(CancelStep::LiveFlow),
@@ -254,6 +287,17 @@ mod tests {
                 "live/g2/delete-integration",
             ),
             (EffectKey::live(2, L::DeleteFlow), "live/g2/delete-flow"),
+            (EffectKey::live(3, L::Stop), "live/g3/stop"),
+            (
+                EffectKey::live(
+                    3,
+                    L::Runs {
+                        at_ms: 1_767_225_600_000,
+                    },
+                ),
+                "live/g3/runs/1767225600000",
+            ),
+            (EffectKey::live(3, L::Cancel { run: 0 }), "live/g3/cancel/0"),
             (EffectKey::live(12, L::Create), "live/g12/create"),
             (EffectKey::live(1, L::Put), "live/g1/put"),
             (EffectKey::live(1, L::Start), "live/g1/start"),
@@ -308,6 +352,12 @@ mod tests {
             "b1/a1/describe/soon",
             "b1/a1/start/extra",
             "live/g1/unknown",
+            "live/g1/runs",
+            "live/g1/runs/soon",
+            "live/g1/cancel",
+            "live/g1/cancel/-1",
+            "live/g1/cancel/01",
+            "live/g1/stop/1",
             "live/1/put",
             "cancel/live/run",
             "cancel/b1/start",

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::EffectKey;
 use crate::ids::FlowRole;
-use crate::input::RunReport;
+use crate::input::{FlowRuns, RunReport};
 
 /// An AWS call that failed after the SDK's own retries, as an adapter reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,8 @@ pub enum Outcome {
         attempt: u32,
         run: Option<RunReport>,
     },
+    /// DescribeRuns answered.
+    Runs { key: EffectKey, runs: FlowRuns },
     /// Failed for good (transient failures never get here: see [`outcome_of`]).
     Failed {
         key: EffectKey,
@@ -73,6 +75,7 @@ impl Outcome {
             | Self::Started { key, .. }
             | Self::Linked { key, .. }
             | Self::Described { key, .. }
+            | Self::Runs { key, .. }
             | Self::Failed { key, .. } => key,
         }
     }
