@@ -88,6 +88,11 @@ pub struct RawConfig {
     /// been idle this long [default: 5s].
     #[arg(long, env = "FLOWPILOT_FLUSH_AFTER")]
     pub flush_after: Option<String>,
+    /// Health events and message deletions of different workflows within this long of each
+    /// other share one PutEvents / DeleteMessageBatch (both come after the next run started)
+    /// [default: 100ms].
+    #[arg(long, env = "FLOWPILOT_BATCH_LINGER")]
+    pub batch_linger: Option<String>,
 }
 
 impl RawConfig {
@@ -120,6 +125,7 @@ impl RawConfig {
             drain_cap: self.drain_cap.or(lower.drain_cap),
             reconcile_every: self.reconcile_every.or(lower.reconcile_every),
             flush_after: self.flush_after.or(lower.flush_after),
+            batch_linger: self.batch_linger.or(lower.batch_linger),
         }
     }
 
@@ -177,6 +183,7 @@ pub struct WorkerConfig {
     /// None: no in-process reconcile ticker (the scheduled `reconcile` command does it).
     pub reconcile_every: Option<Duration>,
     pub flush_after: Duration,
+    pub batch_linger: Duration,
 }
 
 impl WorkerConfig {
@@ -254,6 +261,11 @@ impl WorkerConfig {
                 "FLOWPILOT_FLUSH_AFTER",
                 &raw.flush_after,
                 Duration::from_secs(5),
+            )?,
+            batch_linger: duration(
+                "FLOWPILOT_BATCH_LINGER",
+                &raw.batch_linger,
+                Duration::from_millis(100),
             )?,
         })
     }

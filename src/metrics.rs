@@ -74,6 +74,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         CRITICAL_PATH_REQUESTS,
         "AWS requests made from receiving a run's End report up to and including the next batch's StartFlow, summed.",
     ),
+    (
+        CRITICAL_PATH_MICROS,
+        "Microseconds from the start of an End report's handling to the next batch's StartFlow answer, summed.",
+    ),
 ];
 
 pub const MESSAGES_RECEIVED: &str = "flowpilot_messages_received_total";
@@ -92,6 +96,7 @@ pub const STORE_UNREADABLE: &str = "flowpilot_store_unreadable_items_total";
 pub const AWS_REQUESTS: &str = "flowpilot_aws_requests_total";
 pub const CRITICAL_PATHS: &str = "flowpilot_critical_paths_total";
 pub const CRITICAL_PATH_REQUESTS: &str = "flowpilot_critical_path_requests_total";
+pub const CRITICAL_PATH_MICROS: &str = "flowpilot_critical_path_microseconds_total";
 pub const HANDLING_SECONDS: &str = "flowpilot_message_handling_seconds";
 
 /// Upper bounds (seconds) of the handling-latency histogram buckets.
@@ -258,17 +263,22 @@ tokio::task_local! {
     static PATH: CriticalPath;
 }
 
-#[derive(Default)]
 struct CriticalPath {
     requests: std::cell::Cell<u64>,
     done: std::cell::Cell<bool>,
+    started: std::time::Instant,
 }
 
 /// Runs `handling` (of a run's End report) counting the AWS requests it makes until
 /// [`critical_path_reached`]: the requests between a run's end and the next run's start, the
 /// latency the source waits for.
 pub async fn measure_critical_path<F: std::future::Future>(handling: F) -> F::Output {
-    PATH.scope(CriticalPath::default(), handling).await
+    let path = CriticalPath {
+        requests: std::cell::Cell::new(0),
+        done: std::cell::Cell::new(false),
+        started: std::time::Instant::now(),
+    };
+    PATH.scope(path, handling).await
 }
 
 /// The next batch's StartFlow answered: record the requests so far (once per handling).
@@ -277,6 +287,8 @@ pub fn critical_path_reached(metrics: &Metrics) {
         if !p.done.replace(true) {
             metrics.inc(CRITICAL_PATHS);
             metrics.add(CRITICAL_PATH_REQUESTS, &[], p.requests.get());
+            let micros = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            metrics.add(CRITICAL_PATH_MICROS, &[], micros);
         }
     });
 }

@@ -13,6 +13,9 @@ const MAX_BATCH: usize = 10;
 /// Rounds of resending entries that failed individually (the call itself succeeded).
 const RESEND_ROUNDS: usize = 3;
 
+/// Health events from every handler of the worker, sent together (see [`super::coalesce`]).
+pub type HealthSender = super::coalesce::Coalescer<HealthEvent, Result<(), EffectError>>;
+
 #[derive(Clone, Debug)]
 pub struct HealthPublisher {
     client: Client,
@@ -25,6 +28,15 @@ impl HealthPublisher {
             client,
             bus: bus.into(),
         }
+    }
+
+    /// A [`HealthSender`] over this publisher: events submitted within `linger` of each other
+    /// share PutEvents calls (up to 10 entries each).
+    pub fn coalesced(self, linger: std::time::Duration) -> HealthSender {
+        super::coalesce::Coalescer::spawn(MAX_BATCH, linger, move |events: Vec<HealthEvent>| {
+            let publisher = self.clone();
+            async move { publisher.publish(&events).await }
+        })
     }
 
     /// Publishes `events`; the result for each event is at the same index.

@@ -13,6 +13,7 @@
 //! retried by the SDK's standard retry strategy; nothing here adds a second retry loop.
 
 pub mod appflow;
+pub mod coalesce;
 mod flow_parts;
 pub mod health;
 pub mod profiles;

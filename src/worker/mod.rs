@@ -64,7 +64,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let shell = Arc::new(AwsShell {
         appflow: AppFlow::new(clients.appflow.clone()),
         profiles: Profiles::new(clients.profiles.clone()),
-        health: HealthPublisher::new(clients.events.clone(), &config.health_bus),
+        health: HealthPublisher::new(clients.events.clone(), &config.health_bus)
+            .coalesced(config.batch_linger),
         queue: queue.clone(),
         metrics: Arc::clone(&metrics),
     });
@@ -98,7 +99,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let hard_stop = CancellationToken::new();
     let dispatch = Arc::new(Dispatch {
         handler,
-        queue: queue.clone(),
+        queue: poller::CoalescedQueue::new(queue.clone(), config.batch_linger),
         metrics: Arc::clone(&metrics),
         inflight: Arc::clone(&inflight),
         permits: Arc::new(Semaphore::new(config.concurrency)),

@@ -74,6 +74,67 @@ impl WorkQueue for Queue {
     }
 }
 
+/// The work queue with deletions coalesced across handlers (one DeleteMessageBatch serves
+/// the messages of several workflows handled within the linger).
+#[derive(Clone)]
+pub struct CoalescedQueue {
+    pub queue: Queue,
+    deletes: crate::aws::coalesce::Coalescer<Ack, Option<DeleteFailure>>,
+}
+
+impl CoalescedQueue {
+    pub fn new(queue: Queue, linger: Duration) -> Self {
+        let q = queue.clone();
+        let deletes = crate::aws::coalesce::Coalescer::spawn(10, linger, move |acks: Vec<Ack>| {
+            let q = q.clone();
+            async move {
+                let failed = q.delete(&acks).await;
+                acks.iter()
+                    .map(|a| {
+                        failed
+                            .iter()
+                            .find(|f| f.ack.receipt_handle == a.receipt_handle)
+                            .cloned()
+                    })
+                    .collect()
+            }
+        });
+        Self { queue, deletes }
+    }
+}
+
+impl WorkQueue for CoalescedQueue {
+    async fn receive(
+        &self,
+        max: i32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Received>, QueueError> {
+        self.queue.receive(max, wait, visibility).await
+    }
+
+    async fn delete(&self, acks: &[Ack]) -> Vec<DeleteFailure> {
+        let answers = self.deletes.submit_all(acks.to_vec()).await;
+        acks.iter()
+            .zip(answers)
+            .filter_map(|(ack, answer)| match answer {
+                Some(failure) => failure,
+                // The coalescer is gone (shutdown): the message is redelivered; handling is
+                // idempotent.
+                None => Some(DeleteFailure {
+                    ack: ack.clone(),
+                    code: "Shutdown".to_owned(),
+                    reason: "the worker stopped before deleting it".to_owned(),
+                }),
+            })
+            .collect()
+    }
+
+    async fn change_visibility(&self, receipts: &[String], visibility: Duration) {
+        self.queue.change_visibility(receipts, visibility).await
+    }
+}
+
 /// What every poller shares.
 pub struct Dispatch<S, X, Q = Queue> {
     pub handler: Arc<Handler<S, X>>,

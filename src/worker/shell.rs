@@ -20,7 +20,7 @@ use flowpilot_core::model::Workflow;
 
 use crate::aws::appflow::AppFlow;
 use crate::aws::error_chain;
-use crate::aws::health::HealthPublisher;
+use crate::aws::health::HealthSender;
 use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
 use crate::metrics::{self, Metrics};
@@ -54,7 +54,7 @@ pub trait Shell: Send + Sync + 'static {
 pub struct AwsShell {
     pub appflow: AppFlow,
     pub profiles: Profiles,
-    pub health: HealthPublisher,
+    pub health: HealthSender,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
 }
@@ -254,7 +254,7 @@ impl AwsShell {
                 _ => None,
             })
             .collect();
-        let results = self.health.publish(&events).await;
+        let results = publish(&self.health, events).await;
         effects
             .iter()
             .zip(results)
@@ -292,6 +292,25 @@ impl Shell for AwsShell {
     }
 
     async fn publish(&self, events: &[HealthEvent]) -> Vec<Result<(), EffectError>> {
-        self.health.publish(events).await
+        publish(&self.health, events.to_vec()).await
     }
+}
+
+/// Submits `events` to the coalescing sender; an event it could not take (the worker is
+/// shutting down) is a transient failure: it stays in the outbox for the next drain.
+async fn publish(sender: &HealthSender, events: Vec<HealthEvent>) -> Vec<Result<(), EffectError>> {
+    sender
+        .submit_all(events)
+        .await
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(EffectError {
+                    code: "PublisherStopped".to_owned(),
+                    message: "the health publisher stopped before sending the event".to_owned(),
+                    permanent: false,
+                })
+            })
+        })
+        .collect()
 }
