@@ -88,6 +88,10 @@ pub struct RawConfig {
     /// been idle this long [default: 5s].
     #[arg(long, env = "FLOWPILOT_FLUSH_AFTER")]
     pub flush_after: Option<String>,
+    /// How long a workflow pauses its starts once the SaaS application's API allowance is
+    /// spent (Salesforce REQUEST_LIMIT_EXCEEDED), 1s to 24h [default: 1h].
+    #[arg(long, env = "FLOWPILOT_SOURCE_BUDGET_WAIT")]
+    pub source_budget_wait: Option<String>,
 }
 
 impl RawConfig {
@@ -120,6 +124,7 @@ impl RawConfig {
             drain_cap: self.drain_cap.or(lower.drain_cap),
             reconcile_every: self.reconcile_every.or(lower.reconcile_every),
             flush_after: self.flush_after.or(lower.flush_after),
+            source_budget_wait: self.source_budget_wait.or(lower.source_budget_wait),
         }
     }
 
@@ -248,6 +253,10 @@ impl WorkerConfig {
                 )?,
                 drain_base: duration("FLOWPILOT_DRAIN_BASE", &raw.drain_base, defaults.drain_base)?,
                 drain_cap: drain_cap(&raw.drain_cap, defaults.drain_cap)?,
+                source_budget_wait: source_budget_wait(
+                    &raw.source_budget_wait,
+                    defaults.source_budget_wait,
+                )?,
             },
             reconcile_every: reconcile_every(&raw.reconcile_every)?,
             flush_after: duration(
@@ -270,6 +279,20 @@ fn drain_cap(value: &Option<String>, default: Duration) -> Result<Duration, Conf
         });
     }
     Ok(cap)
+}
+
+/// A pause shorter than a second would be a busy retry; longer than Salesforce's 24-hour
+/// window would wait past the point where the whole allowance has come back.
+fn source_budget_wait(value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let wait = duration("FLOWPILOT_SOURCE_BUDGET_WAIT", value, default)?;
+    if wait < Duration::from_secs(1) || wait > Duration::from_secs(86_400) {
+        return Err(ConfigError::Invalid {
+            key: "FLOWPILOT_SOURCE_BUDGET_WAIT",
+            value: value.clone().unwrap_or_default(),
+            expected: "a duration from 1s to 24h (the SaaS API allowance is a rolling 24 hours)",
+        });
+    }
+    Ok(wait)
 }
 
 fn duration(
@@ -397,6 +420,20 @@ mod tests {
         assert_eq!(parse_duration("6h"), Some(Duration::from_secs(21600)));
         assert_eq!(parse_duration("x"), None);
         let mut raw = base();
+        raw.source_budget_wait = Some("90s".into());
+        assert_eq!(
+            WorkerConfig::from_raw(&raw)
+                .unwrap()
+                .policy
+                .source_budget_wait,
+            Duration::from_secs(90)
+        );
+        for bad in ["0s", "25h"] {
+            raw.source_budget_wait = Some(bad.into());
+            let msg = WorkerConfig::from_raw(&raw).unwrap_err().to_string();
+            assert!(msg.contains("FLOWPILOT_SOURCE_BUDGET_WAIT"), "{msg}");
+        }
+        raw.source_budget_wait = None;
         raw.shutdown_grace = Some("soon".into());
         assert!(
             WorkerConfig::from_raw(&raw)
