@@ -255,6 +255,11 @@ impl AwsShell {
             })
             .collect();
         let results = self.health.publish(&events).await;
+        for (event, r) in events.iter().zip(&results) {
+            if r.is_ok() {
+                metrics::count_published(&self.metrics, event);
+            }
+        }
         effects
             .iter()
             .zip(results)
