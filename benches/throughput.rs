@@ -585,6 +585,7 @@ fn item_sizes() -> anyhow::Result<()> {
                     error: None,
                     records_processed: Some(3000),
                     record_failures: Some(0),
+                    record_failure_message: None,
                     pull_start: None,
                     pull_end: None,
                     ended_at: None,

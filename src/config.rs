@@ -93,6 +93,10 @@ pub struct RawConfig {
     /// [default: 100ms].
     #[arg(long, env = "FLOWPILOT_BATCH_LINGER")]
     pub batch_linger: Option<String>,
+    /// How long a workflow pauses its starts once the SaaS application's API allowance is
+    /// spent (Salesforce REQUEST_LIMIT_EXCEEDED), 1s to 24h [default: 1h].
+    #[arg(long, env = "FLOWPILOT_SOURCE_BUDGET_WAIT")]
+    pub source_budget_wait: Option<String>,
 }
 
 impl RawConfig {
@@ -126,6 +130,7 @@ impl RawConfig {
             reconcile_every: self.reconcile_every.or(lower.reconcile_every),
             flush_after: self.flush_after.or(lower.flush_after),
             batch_linger: self.batch_linger.or(lower.batch_linger),
+            source_budget_wait: self.source_budget_wait.or(lower.source_budget_wait),
         }
     }
 
@@ -255,6 +260,10 @@ impl WorkerConfig {
                 )?,
                 drain_base: duration("FLOWPILOT_DRAIN_BASE", &raw.drain_base, defaults.drain_base)?,
                 drain_cap: drain_cap(&raw.drain_cap, defaults.drain_cap)?,
+                source_budget_wait: source_budget_wait(
+                    &raw.source_budget_wait,
+                    defaults.source_budget_wait,
+                )?,
             },
             reconcile_every: reconcile_every(&raw.reconcile_every)?,
             flush_after: duration(
@@ -282,6 +291,20 @@ fn drain_cap(value: &Option<String>, default: Duration) -> Result<Duration, Conf
         });
     }
     Ok(cap)
+}
+
+/// A pause shorter than a second would be a busy retry; longer than Salesforce's 24-hour
+/// window would wait past the point where the whole allowance has come back.
+fn source_budget_wait(value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let wait = duration("FLOWPILOT_SOURCE_BUDGET_WAIT", value, default)?;
+    if wait < Duration::from_secs(1) || wait > Duration::from_secs(86_400) {
+        return Err(ConfigError::Invalid {
+            key: "FLOWPILOT_SOURCE_BUDGET_WAIT",
+            value: value.clone().unwrap_or_default(),
+            expected: "a duration from 1s to 24h (the SaaS API allowance is a rolling 24 hours)",
+        });
+    }
+    Ok(wait)
 }
 
 fn duration(
@@ -409,6 +432,20 @@ mod tests {
         assert_eq!(parse_duration("6h"), Some(Duration::from_secs(21600)));
         assert_eq!(parse_duration("x"), None);
         let mut raw = base();
+        raw.source_budget_wait = Some("90s".into());
+        assert_eq!(
+            WorkerConfig::from_raw(&raw)
+                .unwrap()
+                .policy
+                .source_budget_wait,
+            Duration::from_secs(90)
+        );
+        for bad in ["0s", "25h"] {
+            raw.source_budget_wait = Some(bad.into());
+            let msg = WorkerConfig::from_raw(&raw).unwrap_err().to_string();
+            assert!(msg.contains("FLOWPILOT_SOURCE_BUDGET_WAIT"), "{msg}");
+        }
+        raw.source_budget_wait = None;
         raw.shutdown_grace = Some("soon".into());
         assert!(
             WorkerConfig::from_raw(&raw)

@@ -67,6 +67,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "HTTP requests sent to AWS (every attempt, SDK retries included), by service and operation.",
     ),
     (
+        RECORDS_FAILED,
+        "Records AppFlow runs read but could not write to Customer Profiles, counted when their Records Not Sent event is published, by flow role (batch, live).",
+    ),
+    (
+        WORKFLOW_PAUSES,
+        "Workflow Paused events published: starts paused because the SaaS API allowance was spent.",
+    ),
+    (
         CRITICAL_PATHS,
         "Run End reports whose handling started the next batch (the denominator of the next metric).",
     ),
@@ -94,6 +102,8 @@ pub const DRAINS_SCHEDULED: &str = "flowpilot_drains_scheduled_total";
 pub const RECONCILE_PASSES: &str = "flowpilot_reconcile_passes_total";
 pub const STORE_UNREADABLE: &str = "flowpilot_store_unreadable_items_total";
 pub const AWS_REQUESTS: &str = "flowpilot_aws_requests_total";
+pub const RECORDS_FAILED: &str = "flowpilot_records_failed_total";
+pub const WORKFLOW_PAUSES: &str = "flowpilot_workflow_pauses_total";
 pub const CRITICAL_PATHS: &str = "flowpilot_critical_paths_total";
 pub const CRITICAL_PATH_REQUESTS: &str = "flowpilot_critical_path_requests_total";
 pub const CRITICAL_PATH_MICROS: &str = "flowpilot_critical_path_microseconds_total";
@@ -258,6 +268,26 @@ impl Intercept for RequestCounter {
     }
 }
 
+/// Counts what a published health event reports: records not sent (by flow role) and pauses.
+/// Counted at publication, so a publish repeated after a crash before its outcome was written
+/// counts twice (as every counter here may after a crash).
+pub fn count_published(metrics: &Metrics, event: &flowpilot_core::health::HealthEvent) {
+    use flowpilot_core::health::HealthKind;
+    let d = &event.detail;
+    match event.kind {
+        HealthKind::RecordsNotSent => {
+            let role = if d.batch.is_some() { "batch" } else { "live" };
+            metrics.add(
+                RECORDS_FAILED,
+                &[("role", role)],
+                d.records_failed.unwrap_or(0),
+            );
+        }
+        HealthKind::WorkflowPaused => metrics.inc(WORKFLOW_PAUSES),
+        _ => {}
+    }
+}
+
 tokio::task_local! {
     /// The AWS requests of one handling on the critical path (see [`measure_critical_path`]).
     static PATH: CriticalPath;
@@ -318,5 +348,60 @@ mod tests {
         assert!(text.contains("flowpilot_message_handling_seconds_bucket{le=\"0.05\"} 1"));
         assert!(text.contains("flowpilot_message_handling_seconds_count 1"));
         assert_eq!(m.total(AWS_REQUESTS), 2);
+    }
+
+    #[test]
+    fn published_events_count_records_not_sent_and_pauses() {
+        use flowpilot_core::health::{BatchRef, HealthDetail, HealthEvent, HealthKind, Progress};
+        let t = chrono::DateTime::UNIX_EPOCH;
+        let event = |kind, batch: bool, failed| HealthEvent {
+            kind,
+            detail: HealthDetail {
+                event_id: "x".into(),
+                workflow_id: "wf".into(),
+                domain: "d".into(),
+                object_type: "o".into(),
+                connector: "salesforce".into(),
+                status: "live".into(),
+                flow_name: None,
+                batch: batch.then_some(BatchRef {
+                    index: 0,
+                    start: t,
+                    end: t,
+                }),
+                attempt: None,
+                progress: Progress {
+                    batches_done: 0,
+                    batches_total: 0,
+                    records: 0,
+                },
+                error: None,
+                transient: None,
+                retry_at: None,
+                command: None,
+                recommendation: None,
+                action: None,
+                connector_profile: None,
+                records_failed: failed,
+                records_processed: None,
+                max_record_failures: None,
+                time: t,
+            },
+        };
+        let m = Metrics::new();
+        count_published(&m, &event(HealthKind::RecordsNotSent, true, Some(70)));
+        count_published(&m, &event(HealthKind::RecordsNotSent, false, Some(4)));
+        count_published(&m, &event(HealthKind::WorkflowPaused, true, None));
+        count_published(&m, &event(HealthKind::BatchSucceeded, true, None));
+        let text = m.render();
+        assert!(
+            text.contains("flowpilot_records_failed_total{role=\"batch\"} 70"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flowpilot_records_failed_total{role=\"live\"} 4"),
+            "{text}"
+        );
+        assert_eq!(m.total(WORKFLOW_PAUSES), 1);
     }
 }

@@ -27,7 +27,21 @@ OPTIONAL_MEMBERS = {
     "error": {"type": "string", "description": "AppFlow's error message for the failed run"},
     "transient": {"type": "boolean", "description": "Whether the failure was judged transient"},
     "retry_at": dict(TIME, description="When the retry will start"),
-    "command": {"type": "string", "description": "The exact command that redrives or rebuilds"},
+    "command": {"type": "string",
+                "description": "The exact command to run next: the redrive or rebuild command, or the one "
+                               "`recommendation` names (watch the workflow, look at the object type mapping)"},
+    "recommendation": {"type": "string",
+                       "description": "What to do next, in plain words (names the connector profile to reconnect, "
+                                      "the object type mapping to fix, when a pause ends)"},
+    "action": {"enum": ["redrive", "rebuild", "reconnect", "fix_mapping", "wait"],
+               "description": "The recommendation for machines"},
+    "connector_profile": {"type": "string", "minLength": 1,
+                          "description": "The AppFlow connector profile (connection) a `reconnect` or `wait` is about"},
+    "records_failed": {"type": "integer", "minimum": 0,
+                       "description": "Records the run read but could not write to Customer Profiles"},
+    "records_processed": {"type": "integer", "minimum": 0, "description": "Records the run read"},
+    "max_record_failures": {"type": "integer", "minimum": 0,
+                            "description": "The workflow's budget of record failures per batch run"},
 }
 BASE = {
     "event_id": {"type": "string", "minLength": 1,
@@ -81,6 +95,26 @@ EVENTS = {
                        "draining with backoff and the workflow resumes by itself when AWS answers again. "
                        "`flow_name`, `batch` and `attempt` are set when the stuck call concerns a flow or batch.",
                        ["error", "transient"], {"transient": {"const": True}}),
+    "Records Not Sent": ("records-not-sent",
+                         "A run ended successfully but AppFlow could not write some of its records to Customer "
+                         "Profiles (record-level failures). `error` is AppFlow's message (from the execution record), "
+                         "`records_failed` / `records_processed` the counts. A batch within `max_record_failures` "
+                         "succeeded, marked (status `backfilling` or later); beyond it the batch and the workflow "
+                         "failed (status `failed`) and `command` redrives it: a redrive runs the batch's window "
+                         "again, so the records already written are written a second time, as `recommendation` "
+                         "says. For the continuous flow (`batch` absent) the records are not pulled again. Once "
+                         "per batch attempt or live run.",
+                         ["flow_name", "records_failed", "records_processed", "max_record_failures", "error",
+                          "recommendation", "action", "command"], {}),
+    "Workflow Paused": ("workflow-paused",
+                        "The SaaS application's API allowance behind `connector_profile` is spent (Salesforce "
+                        "REQUEST_LIMIT_EXCEEDED): the workflow starts no batch until `retry_at`, then resumes by "
+                        "itself. The refused attempt does not count against the retry budget. Once per refused "
+                        "batch attempt.",
+                        ["flow_name", "batch", "attempt", "error", "transient", "retry_at", "recommendation",
+                         "action", "command", "connector_profile"],
+                        {"transient": {"const": True}, "action": {"const": "wait"},
+                         "retry_at": {"description": "When the workflow resumes its starts (the paused batch starts again)"}}),
     "Workflow Unreadable": ("workflow-unreadable",
                             "A stored workflow cannot be read back (hand-edited, or written by an incompatible "
                             "version); every reconcile pass skips it and reports it again under the same "

@@ -299,6 +299,16 @@ fn report(flow_name: &str, role: FlowRole, record: &ExecutionRecord) -> Option<R
         record_failures: error_info
             .and_then(|e| e.put_failures_count())
             .and_then(|n| u64::try_from(n).ok()),
+        // On a successful run, errorInfo is about records that were not written: its message
+        // is the only place AppFlow says why (the End report carries the count only).
+        record_failure_message: if succeeded {
+            error_info
+                .and_then(|e| e.execution_message())
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+        } else {
+            None
+        },
         pull_start: record.data_pull_start_time().and_then(to_chrono),
         pull_end: record.data_pull_end_time().and_then(to_chrono),
         ended_at: record.last_updated_at().and_then(to_chrono),

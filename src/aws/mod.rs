@@ -5,6 +5,8 @@
 //!   DescribeFlowExecutionRecords / CancelFlowExecutions.
 //! - [`profiles`]: Customer Profiles PutIntegration (linking the live flow) / DeleteIntegration.
 //! - [`health`]: the EventBridge health publisher.
+//! - [`inspect`]: read-only AppFlow calls for `workflow diagnose` (flow details, execution
+//!   records, connector profile).
 //! - `flow_parts`: builders of a flow definition's source and tasks.
 //! - [`queue`]: the SQS work queue (receive, delete, visibility, delayed commands).
 //!
@@ -16,6 +18,7 @@ pub mod appflow;
 pub mod coalesce;
 mod flow_parts;
 pub mod health;
+pub mod inspect;
 pub mod profiles;
 pub mod queue;
 pub mod tasks;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod diagnose;
 pub mod integration;
 pub mod plan;
 pub mod spec_args;
@@ -79,6 +80,10 @@ pub enum WorkflowCommand {
     Cancel(workflow::IdArgs),
     /// Resume a failed workflow from its failed batch; succeeded batches never re-run.
     Redrive(workflow::IdArgs),
+    /// Why batches failed, lost records or wait, and the continuous flow's state, from the
+    /// workflow and from AppFlow (flow details, execution records, connector profile), with
+    /// one recommended next step and a command to paste for each.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// Errors that mean "the input was wrong" and exit with status 2.
@@ -126,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workflow(WorkflowCommand::List(args)) => workflow::list(args).await,
         Command::Workflow(WorkflowCommand::Cancel(args)) => workflow::cancel(args).await,
         Command::Workflow(WorkflowCommand::Redrive(args)) => workflow::redrive(args).await,
+        Command::Workflow(WorkflowCommand::Diagnose(args)) => diagnose::run(args).await,
         Command::Integration(IntegrationCommand::Rebuild(args)) => integration::rebuild(args).await,
         Command::Worker(args) => worker::run(*args).await,
         #[cfg(feature = "local")]

@@ -74,6 +74,15 @@ fn table(spec: &WorkflowSpec, p: &Plan) -> String {
         rfc3339(spec.to)
     );
     let _ = writeln!(out, "bulk phase {}", if p.bulk { "yes" } else { "no" });
+    if p.bulk {
+        // What a run with record-level failures comes to (README, "An object was not sent").
+        let _ = writeln!(
+            out,
+            "records    a batch run may fail to write {} record(s) and still succeed; beyond \
+             that the batch fails with a redrive command",
+            spec.max_record_failures
+        );
+    }
     if !p.batches.is_empty() {
         let _ = writeln!(
             out,

@@ -103,6 +103,12 @@ pub struct SpecArgs {
     #[arg(long, value_name = "N")]
     pub degraded_threshold: Option<u32>,
 
+    /// Records a batch run may fail to write (AppFlow record-level failures) and still count
+    /// as succeeded, marked and reported; beyond it the batch fails with a redrive command.
+    /// 0-1000000. Default: 0.
+    #[arg(long, value_name = "N")]
+    pub max_record_failures: Option<u32>,
+
     /// The Customer Profiles domain's customer managed KMS key, used for every flow
     /// (arn:aws:kms:<region>:<account>:key/...). Required to create a workflow: the continuous
     /// integration cannot be linked without it.
@@ -157,6 +163,7 @@ impl SpecArgs {
             schedule: self.schedule.clone(),
             auto_rebuild: self.auto_rebuild,
             degraded_threshold: self.degraded_threshold,
+            max_record_failures: self.max_record_failures,
             kms_arn: self.kms_arn.clone(),
             tags: (!tags.is_empty()).then_some(tags),
         };

@@ -254,6 +254,16 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A batch's status as shown: a `retry_wait` that is a pause for the SaaS API allowance reads
+/// `paused` in the text view (the JSON keeps the stored status and adds `paused_until`).
+fn batch_label(b: &flowpilot_core::model::Batch) -> &'static str {
+    if b.paused && b.status == BatchStatus::RetryWait {
+        "paused"
+    } else {
+        batch_status(b.status)
+    }
+}
+
 fn batch_status(s: BatchStatus) -> &'static str {
     match s {
         BatchStatus::Pending => "pending",
@@ -270,6 +280,8 @@ struct Totals {
     failed: usize,
     pending: usize,
     records: u64,
+    /// Records batch runs read but did not write (AppFlow's record-level failures).
+    records_failed: u64,
     /// Share of `[from, to)` covered by succeeded batches.
     coverage: f64,
 }
@@ -289,6 +301,7 @@ fn totals(wf: &Workflow) -> Totals {
         failed: count(BatchStatus::Failed),
         pending: count(BatchStatus::Pending),
         records: wf.batches.iter().map(|b| b.records).sum(),
+        records_failed: wf.batches.iter().map(|b| b.records_failed()).sum(),
         coverage: (covered as f64 / span).clamp(0.0, 1.0),
     }
 }
@@ -311,6 +324,12 @@ pub fn status_json(wf: &Workflow) -> Value {
             "status": batch_status(b.status),
             "attempts": b.attempt,
             "records": b.records,
+            "records_failed": b.records_failed(),
+            "records_failed_message": b.not_sent.as_ref().and_then(|n| n.message.clone()),
+            "budget_waits": b.budget_waits,
+            "paused_until": (b.paused && b.status == BatchStatus::RetryWait)
+                .then_some(b.retry_at)
+                .flatten(),
             "error": b.last_error.as_ref().map(|e| e.message.clone()),
         })).collect::<Vec<_>>(),
         "totals": {
@@ -320,7 +339,9 @@ pub fn status_json(wf: &Workflow) -> Value {
             "failed": t.failed,
             "pending": t.pending,
             "records": t.records,
+            "records_failed": t.records_failed,
         },
+        "paused_until": wf.paused_until(),
         "live": wf.live.as_ref().map(|l| json!({
             "flow_name": l.flow_name,
             "generation": l.generation,
@@ -329,6 +350,8 @@ pub fn status_json(wf: &Workflow) -> Value {
             "runs_succeeded": l.runs_succeeded,
             "runs_failed": l.runs_failed,
             "records": l.records,
+            "records_failed": l.records_failed,
+            "records_failed_message": l.not_sent.last().and_then(|n| n.message.clone()),
             "consecutive_failures": l.consecutive_failures,
             "retiring": l.retiring.as_ref().map(|r| json!({
                 "since": r.since,
@@ -383,33 +406,63 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
             t.failed,
             t.pending
         );
+        let written = if t.records_failed > 0 {
+            // AppFlow counts the records a run read, whether or not it could write them all.
+            format!("{} processed, {} not sent", t.records, t.records_failed)
+        } else {
+            format!("{} ingested", t.records)
+        };
         let _ = writeln!(
             out,
-            "records  {} {} ingested ({:.0}% of the range done)",
+            "records  {} {written} ({:.0}% of the range done)",
             bar(t.coverage),
-            t.records,
-            t.coverage * 100.0
+            t.coverage * 100.0,
         );
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  error",
-            "batch", "start", "end", "status", "attempts", "records"
+            "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  {:>8}  error",
+            "batch", "start", "end", "status", "attempts", "records", "not sent"
         );
         for b in &wf.batches {
             let _ = writeln!(
                 out,
-                "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  {}",
+                "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  {:>8}  {}",
                 b.index,
                 short(b.window.start),
                 short(b.window.end),
-                batch_status(b.status),
+                batch_label(b),
                 b.attempt,
                 b.records,
+                b.records_failed(),
                 b.last_error
                     .as_ref()
                     .map(|e| e.message.as_str())
                     .unwrap_or("")
+            );
+        }
+        // AppFlow's words about records it did not write, batch by batch.
+        for b in &wf.batches {
+            if let Some(ns) = &b.not_sent {
+                let _ = writeln!(
+                    out,
+                    "not sent: batch {}: {} of {} records: {}",
+                    b.index,
+                    ns.records_failed,
+                    ns.records_processed,
+                    ns.message
+                        .as_deref()
+                        .unwrap_or("(AppFlow's message not known yet)")
+                );
+            }
+        }
+        if let Some(until) = wf.paused_until() {
+            let _ = writeln!(
+                out,
+                "paused until {}: the SaaS API allowance of connector profile `{}` is spent; \
+                 the workflow resumes by itself",
+                until.to_rfc3339(),
+                wf.spec.connector_profile
             );
         }
     }
@@ -428,6 +481,17 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
                 .map(|u| format!(", uri {u}"))
                 .unwrap_or_default()
         );
+        if live.records_failed > 0 {
+            let _ = writeln!(
+                out,
+                "not sent: {} records of the continuous flow's runs; latest: {}",
+                live.records_failed,
+                live.not_sent
+                    .last()
+                    .and_then(|n| n.message.as_deref())
+                    .unwrap_or("(AppFlow's message not known yet)")
+            );
+        }
         if let Some(r) = &live.retiring {
             // A rebuild waiting for the previous flow's runs (README, "The integration degraded").
             let _ = writeln!(
@@ -454,6 +518,18 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
             let _ = writeln!(out, "rebuild with: flowpilot integration rebuild {}", wf.id);
         }
         _ => {}
+    }
+    let troubled = wf.status.is_terminal() && wf.status != WorkflowStatus::Cancelled
+        || wf.status == WorkflowStatus::Degraded
+        || t.records_failed > 0
+        || wf.live.as_ref().is_some_and(|l| l.records_failed > 0)
+        || wf.paused_until().is_some();
+    if troubled {
+        let _ = writeln!(
+            out,
+            "details and next steps: flowpilot workflow diagnose {}",
+            wf.id
+        );
     }
     out
 }

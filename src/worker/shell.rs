@@ -254,7 +254,12 @@ impl AwsShell {
                 _ => None,
             })
             .collect();
-        let results = publish(&self.health, events).await;
+        let results = publish(&self.health, events.clone()).await;
+        for (event, r) in events.iter().zip(&results) {
+            if r.is_ok() {
+                metrics::count_published(&self.metrics, event);
+            }
+        }
         effects
             .iter()
             .zip(results)

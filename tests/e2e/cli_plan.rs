@@ -93,6 +93,25 @@ fn table_output_lists_batches_and_notes() {
     assert!(stdout.contains("note:"), "{stdout}");
 }
 
+/// Issue 10: the record-failure budget is a spec field, shown by the plan and bounded.
+#[test]
+fn max_record_failures_is_planned_and_bounded() {
+    let out = flowpilot(&["--from", "2024-01-01", "--max-record-failures", "25"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("may fail to write 25 record(s) and still succeed"),
+        "{stdout}"
+    );
+    let out = flowpilot(&["--from", "2024-01-01", "--max-record-failures", "1000001"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max-record-failures") && stderr.contains("0 to 1000000"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn spec_file_values_are_overridden_by_flags() {
     let dir = std::env::temp_dir().join(format!("flowpilot-cli-plan-{}", std::process::id()));

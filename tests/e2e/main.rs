@@ -15,6 +15,8 @@
 //! - [`stack`]: the template deployed into moto, and the local stack script.
 //! - [`worker`], [`reliability`], [`schemas`]: the worker end to end, under faults, and the
 //!   health events it emits against their JSON Schemas.
+//! - [`not_sent`]: when objects are not sent (issue 10): record-level failures, an expired
+//!   connection reconnected, a spent SaaS API allowance.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 mod support;
@@ -22,6 +24,7 @@ mod support;
 mod cli_plan;
 mod contracts;
 mod iam;
+mod not_sent;
 mod reliability;
 mod schemas;
 mod sim;

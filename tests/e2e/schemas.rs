@@ -1,9 +1,10 @@
 //! Health events are a compatibility promise (issue 5): every detail type the worker really
 //! emits must validate against its JSON Schema in `infra/schemas/`.
 //!
-//! One workflow is driven through a retry, a permanent failure, a redrive, a degraded and
-//! recovered continuous integration and a rebuild; a second one stalls; an unreadable item in
-//! the state table is reported by the reconcile passes. Every event the health bus delivered
+//! One workflow is driven through a retry, records not sent, a permanent failure, a redrive, a
+//! pause for the SaaS API allowance, a degraded and recovered continuous integration and a
+//! rebuild; a second one stalls; an unreadable item in the state table is reported by the
+//! reconcile passes. Every event the health bus delivered
 //! is then validated with the `jsonschema` package of the project's virtualenv (a real JSON
 //! Schema 2020-12 validator), and a deliberately broken copy must be rejected.
 
@@ -21,7 +22,7 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Validates `events` against the schemas; returns (exit success, validator output).
-async fn validate(events: &[Value]) -> anyhow::Result<(bool, String)> {
+pub(crate) async fn validate(events: &[Value]) -> anyhow::Result<(bool, String)> {
     let dir = crate::support::scratch_dir().join(format!("schemas-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join(format!("events-{}.json", fastrand::u64(..)));
@@ -104,6 +105,15 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
             "INVALID_SESSION_ID: Session expired or invalid",
         ),
     ];
+    // The retry of batch 0 writes all but a tenth of its records: `Records Not Sent`.
+    plan.record_failures = vec![flowpilot_sim::RecordFailure {
+        flow_suffix: "sch-a-b0000".into(),
+        attempts: vec![2],
+        from_attempt: None,
+        to_attempt: None,
+        fraction: 0.1,
+        message: "records rejected by the object type mapping".into(),
+    }];
     let env = Env::start(
         "schemas",
         SimSetup {
@@ -123,26 +133,36 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
             ("FLOWPILOT_STALL_AFTER", "1s"),
             ("FLOWPILOT_DRAIN_BASE", "200ms"),
             ("FLOWPILOT_DRAIN_CAP", "1s"),
+            ("FLOWPILOT_SOURCE_BUDGET_WAIT", "1s"),
         ],
     )?;
     let mut seen = Vec::new();
 
-    // Retry, permanent failure.
+    // Retry, records not sent within the budget, permanent failure (an expired connection).
     let mut a = WorkflowArgs::new("sch-a", "2024-01-01", "2024-02-12T00:00:00Z", "P14D");
-    a.extra = vec!["--degraded-threshold".into(), "2".into()];
+    a.extra = vec![
+        "--degraded-threshold".into(),
+        "2".into(),
+        "--max-record-failures".into(),
+        "1000".into(),
+    ];
     let a = env.create_workflow(&a).await?;
     env.wait_for(&a, "sch-a failed", DEADLINE, |w| {
         w.status == WorkflowStatus::Failed
     })
     .await?;
 
-    // Redrive to completion; the live flow then fails twice (degraded) and recovers.
+    // Redrive to completion, batch 2 pausing once for the SaaS API allowance; the live flow
+    // then fails twice (degraded) and recovers.
     let mut plan = short_runs();
-    plan.run_failures = vec![failing_runs(
-        "sch-a-live",
-        vec![1, 2],
-        "Connection reset by peer",
-    )];
+    plan.run_failures = vec![
+        failing_runs("sch-a-live", vec![1, 2], "Connection reset by peer"),
+        failing_runs(
+            "sch-a-b0002",
+            vec![1],
+            "REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.",
+        ),
+    ];
     env.set_faults(&plan).await?;
     env.cli(&["workflow", "redrive", a.as_str()]).await?;
     env.health_until(&mut seen, DEADLINE, has(HealthKind::IntegrationRecovered))

@@ -207,10 +207,13 @@ async fn salesforce_two_years_completes_in_twelve_batches_and_goes_live() -> any
 async fn transient_failures_of_batch_3_are_retried_and_the_ledger_is_complete() -> anyhow::Result<()>
 {
     let mut faults = fast_runs();
+    // Salesforce's concurrent-request limit: transient, retried with backoff. (Its rolling
+    // daily allowance, `TotalRequests Limit exceeded`, pauses the workflow instead: issue 10,
+    // tests/e2e/not_sent.rs.)
     faults.run_failures = vec![failing_runs(
         "-b0003",
         vec![1, 2],
-        "REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded, try again later",
+        "REQUEST_LIMIT_EXCEEDED: ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
     )];
     let env = start_env("transient", faults).await?;
     let _worker = env.spawn_default_worker("a", &[])?;

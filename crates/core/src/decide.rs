@@ -9,7 +9,8 @@
 //! Submodules by phase: [`bulk`] (batches, retries, redrive), [`live`] (linking, the continuous
 //! integration, rebuilds), [`retire`] (a rebuild waiting for the previous flow's runs),
 //! [`outcome`] (results of executed effects), [`reconcile`] (periodic checks, cancel),
-//! [`health`] (health event drafting).
+//! [`records`] (record-level failures: the `max_record_failures` policy, `Records Not Sent`),
+//! [`pause`] (the SaaS API allowance is spent), [`health`] (health event drafting).
 //!
 //! Effect keys ([`EffectKey`]) are unique over the workflow's life: a batch attempt's step,
 //! a link generation's step, a health event's id, a cancellation's cleanup.
@@ -30,7 +31,9 @@ pub mod drain;
 mod health;
 mod live;
 mod outcome;
+pub mod pause;
 mod reconcile;
+mod records;
 mod retire;
 
 /// Worker-level knobs for `decide` (the spec holds per-workflow ones).
@@ -54,6 +57,21 @@ pub struct Policy {
     /// A workflow whose outbox has been stuck this long gets one `Workflow Stuck`
     /// (default 15 min, `FLOWPILOT_STALL_AFTER`).
     pub stall_after: Duration,
+    /// How long a workflow pauses its starts once the SaaS application's API allowance is
+    /// spent (Salesforce `REQUEST_LIMIT_EXCEEDED`), before trying again (default 1 h,
+    /// `FLOWPILOT_SOURCE_BUDGET_WAIT`; see [`pause`]). Stored workflows of older versions load
+    /// with the default.
+    #[serde(default = "default_source_budget_wait")]
+    pub source_budget_wait: Duration,
+}
+
+/// One hour: Salesforce's allowance is a rolling 24 hours, so capacity comes back call by
+/// call as the calls of a day ago age out; an hour lets a meaningful share return without
+/// leaving a backfill idle for most of a day, and each refused attempt costs one API call.
+pub const DEFAULT_SOURCE_BUDGET_WAIT: Duration = Duration::from_secs(3600);
+
+fn default_source_budget_wait() -> Duration {
+    DEFAULT_SOURCE_BUDGET_WAIT
 }
 
 impl Default for Policy {
@@ -65,6 +83,7 @@ impl Default for Policy {
             drain_base: Duration::from_secs(10),
             drain_cap: Duration::from_secs(300),
             stall_after: Duration::from_secs(900),
+            source_budget_wait: DEFAULT_SOURCE_BUDGET_WAIT,
         }
     }
 }
@@ -110,6 +129,9 @@ impl Workflow {
                 retry_at: None,
                 records: 0,
                 last_error: None,
+                not_sent: None,
+                paused: false,
+                budget_waits: 0,
             })
             .collect();
         Self {

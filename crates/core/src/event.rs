@@ -123,6 +123,13 @@ fn run_report(name: &str, role: FlowRole, d: &Map<String, Value>) -> Result<RunR
         error,
         records_processed: count(d.get("num-of-records-processed")),
         record_failures: count(d.get("num-of-record-failures")),
+        // AppFlow documents `error` for failed runs only; should a successful run's report
+        // carry one, it is the record failures' message.
+        record_failure_message: if succeeded {
+            text(d.get("error"))
+        } else {
+            None
+        },
         pull_start,
         pull_end,
         ended_at: time(d.get("end-time")),

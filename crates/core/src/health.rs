@@ -21,10 +21,12 @@ pub enum HealthKind {
     IntegrationRebuilt,
     WorkflowUnreadable,
     WorkflowStuck,
+    RecordsNotSent,
+    WorkflowPaused,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 12] = [
+    pub const ALL: [HealthKind; 14] = [
         Self::WorkflowStarted,
         Self::BatchSucceeded,
         Self::BatchRetryScheduled,
@@ -37,6 +39,8 @@ impl HealthKind {
         Self::IntegrationRebuilt,
         Self::WorkflowUnreadable,
         Self::WorkflowStuck,
+        Self::RecordsNotSent,
+        Self::WorkflowPaused,
     ];
 
     /// The EventBridge `detail-type`.
@@ -54,6 +58,8 @@ impl HealthKind {
             Self::IntegrationRebuilt => "Integration Rebuilt",
             Self::WorkflowUnreadable => "Workflow Unreadable",
             Self::WorkflowStuck => "Workflow Stuck",
+            Self::RecordsNotSent => "Records Not Sent",
+            Self::WorkflowPaused => "Workflow Paused",
         }
     }
 
@@ -72,6 +78,8 @@ impl HealthKind {
             Self::IntegrationRebuilt => "integration-rebuilt",
             Self::WorkflowUnreadable => "workflow-unreadable",
             Self::WorkflowStuck => "workflow-stuck",
+            Self::RecordsNotSent => "records-not-sent",
+            Self::WorkflowPaused => "workflow-paused",
         }
     }
 
@@ -126,9 +134,29 @@ pub struct HealthDetail {
     pub transient: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,
-    /// The exact command that redrives or rebuilds, where one applies.
+    /// The exact command to run next (redrive, rebuild, watch), where one applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// What to do next, in plain words (names the connector profile to reconnect, the object
+    /// type mapping to fix, when a pause ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommendation: Option<String>,
+    /// The recommendation for machines: `redrive`, `rebuild`, `reconnect`, `fix_mapping`,
+    /// `wait` (`advice::Action`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The AppFlow connector profile (connection) a `reconnect` or `wait` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_profile: Option<String>,
+    /// Records the run read but could not write (`Records Not Sent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_failed: Option<u64>,
+    /// Records the run read (`Records Not Sent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_processed: Option<u64>,
+    /// The workflow's `max_record_failures` (`Records Not Sent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_failures: Option<u32>,
     pub time: DateTime<Utc>,
 }
 
@@ -180,6 +208,12 @@ impl UnreadableItem {
                 transient: None,
                 retry_at: None,
                 command: None,
+                recommendation: None,
+                action: None,
+                connector_profile: None,
+                records_failed: None,
+                records_processed: None,
+                max_record_failures: None,
                 time: now,
             },
         }

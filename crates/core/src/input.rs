@@ -63,7 +63,13 @@ pub struct RunReport {
     /// AppFlow's error message on failure.
     pub error: Option<String>,
     pub records_processed: Option<u64>,
+    /// Records read but not written (End report `num-of-record-failures`, execution record
+    /// `errorInfo.putFailuresCount`).
     pub record_failures: Option<u64>,
+    /// AppFlow's message about those failures on a *successful* run (execution record
+    /// `errorInfo.executionMessage`; End reports carry none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_failure_message: Option<String>,
     /// Incremental window the run pulled (scheduled flows).
     pub pull_start: Option<DateTime<Utc>>,
     pub pull_end: Option<DateTime<Utc>>,

@@ -12,7 +12,9 @@
 //! - [`input`], [`effect`]: what goes into and comes out of the state machine.
 //! - [`decide`]: the state machine itself.
 //! - [`health`]: health events published for alerting.
+//! - [`advice`]: the recommended next step (plain words and a command) for every problem.
 
+pub mod advice;
 pub mod backoff;
 pub mod classify;
 pub mod command;

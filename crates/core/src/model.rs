@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::classify::Verdict;
 use crate::effect::Effect;
 use crate::ids::WorkflowId;
 use crate::plan::Window;
@@ -62,6 +63,59 @@ pub enum BatchStatus {
 pub struct ErrorInfo {
     pub message: String,
     pub transient: bool,
+    /// The error table's verdict (`classify`); absent in items stored before verdicts were
+    /// kept, which [`ErrorInfo::verdict`] then derives from `transient`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+impl ErrorInfo {
+    /// An error with the table's verdict (`transient` follows from it).
+    pub fn judged(message: impl Into<String>, verdict: Verdict) -> Self {
+        Self {
+            message: message.into(),
+            transient: verdict.is_transient(),
+            verdict: Some(verdict),
+        }
+    }
+
+    /// The verdict, or for errors stored without one the one `transient` stands for.
+    pub fn verdict(&self) -> Verdict {
+        self.verdict.unwrap_or(if self.transient {
+            Verdict::Transient
+        } else {
+            Verdict::Permanent
+        })
+    }
+}
+
+/// Records a run read but could not write to Customer Profiles (AppFlow's record-level
+/// failures: the End report's `num-of-record-failures`, the execution record's
+/// `errorInfo.putFailuresCount` and `executionMessage`). AppFlow says how many and why, never
+/// which records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotSent {
+    /// The run (batch attempt, or live run) that reported them.
+    pub execution_id: Option<String>,
+    /// For a batch: the attempt; for the live flow: the generation.
+    pub attempt: u32,
+    /// For the live flow: the run's number among its generation's successful runs (names its
+    /// event and its DescribeRun); 0 for a batch.
+    #[serde(default)]
+    pub run: u64,
+    /// For the live flow: the run's flow (a rebuild's retiring flow is the previous
+    /// generation's); a batch's flow follows from its index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_name: Option<String>,
+    pub records_failed: u64,
+    pub records_processed: u64,
+    /// AppFlow's message; only the execution record has it, so it may arrive after the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `Records Not Sent` is drafted (with AppFlow's message, or once asking for it failed).
+    #[serde(default)]
+    pub reported: bool,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +126,9 @@ pub struct Batch {
     /// Starts issued so far, over the batch's whole life (0 = never started). The current
     /// attempt's client token is `batch_token(wf, index, attempt)`.
     pub attempt: u32,
-    /// `attempt` at the last redrive: the retry budget counts attempts above this.
+    /// Attempts the retry budget does not count: those before the last redrive, plus each
+    /// attempt the SaaS API limit refused (a pause, see `budget_waits`). The budget counts
+    /// `attempt - budget_base`.
     #[serde(default)]
     pub budget_base: u32,
     /// A CreateFlow for this batch's flow is committed (done or in the outbox), so starting it
@@ -94,6 +150,29 @@ pub struct Batch {
     /// Records AppFlow reported processed by the successful attempt.
     pub records: u64,
     pub last_error: Option<ErrorInfo>,
+    /// The accepted (or, beyond `max_record_failures`, the failed) attempt's record failures;
+    /// cleared by an attempt that wrote everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_sent: Option<NotSent>,
+    /// Waiting in `RetryWait` because the SaaS application's API allowance is spent
+    /// (`decide::pause`): a pause, not a retry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// Attempts the SaaS API limit refused (each paused the workflow; none counts against the
+    /// retry budget).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub budget_waits: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Batch {
+    /// Records the accepted or failed attempt reported not written (0 when none).
+    pub fn records_failed(&self) -> u64 {
+        self.not_sent.as_ref().map_or(0, |n| n.records_failed)
+    }
 }
 
 /// The continuous integration created once the backfill is done.
@@ -126,6 +205,16 @@ pub struct LiveIntegration {
     /// its `Integration Rebuilt` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild_note: Option<String>,
+    /// Records the live runs reported not written, over the integration's life.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub records_failed: u64,
+    /// The latest live runs with record failures (bounded, oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_sent: Vec<NotSent>,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The previous generation's flow while a rebuild waits for it to go quiet.
@@ -167,6 +256,18 @@ pub struct Workflow {
     /// The outbox is stuck on an effect that keeps failing transiently (see `decide::drain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+}
+
+impl Workflow {
+    /// While a batch waits for the SaaS application's API allowance to refill, the workflow
+    /// starts no other batch: until when (the latest such wait), if any batch waits.
+    pub fn paused_until(&self) -> Option<DateTime<Utc>> {
+        self.batches
+            .iter()
+            .filter(|b| b.paused && b.status == BatchStatus::RetryWait)
+            .filter_map(|b| b.retry_at)
+            .max()
+    }
 }
 
 /// A stuck outbox: which effect, since when, and the one delayed drain scheduled for it.

@@ -136,6 +136,14 @@ pub struct ContinuousSpec {
 pub const MAX_SPEC_DURATION: crate::duration::IsoDuration =
     crate::duration::IsoDuration::months(1200);
 
+/// The largest `max_record_failures`: a million, the size of a large batch run (Salesforce's
+/// Bulk API handles up to that per job), so "tolerate everything" is still a number.
+pub const MAX_RECORD_FAILURES: u32 = 1_000_000;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// A validated workflow spec. Construct through `SpecInput::validate`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowSpec {
@@ -158,6 +166,12 @@ pub struct WorkflowSpec {
     pub concurrency: u32,
     pub retry: RetryPolicy,
     pub continuous: ContinuousSpec,
+    /// Record-level failures a batch run may report and still succeed (default 0, at most
+    /// [`MAX_RECORD_FAILURES`]); beyond it the batch fails with a redrive command
+    /// (`decide::records`). Specs stored before it existed read as 0, and 0 is not written,
+    /// so they write back unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_record_failures: u32,
     pub kms_arn: Option<String>,
     pub tags: BTreeMap<String, String>,
 }

@@ -8,8 +8,14 @@
 //!
 //! Invariants checked after every committed transition, then after a fair drain:
 //! - never more than K batches running (or holding a retry slot);
-//! - never more than 1 + max_retries starts of a batch per redrive round; AppFlow never sees
-//!   more runs of a batch than starts issued (client tokens make repeats harmless);
+//! - never more than 1 + max_retries counted starts of a batch per redrive round (an attempt
+//!   the SaaS API limit refused is a pause and does not count); AppFlow never sees more runs of
+//!   a batch than starts issued (client tokens make repeats harmless);
+//! - while a batch waits for the SaaS API allowance, no pending batch starts (but on a redrive);
+//!   an expired connection (reconnect) is never retried; a batch never succeeds with more
+//!   record failures than `max_record_failures`;
+//! - after the drain, every record failure kept on a batch or the live integration has been
+//!   reported (`Records Not Sent`, with AppFlow's message when the execution record has one);
 //! - a succeeded batch is never started again;
 //! - PutIntegration once per link generation, generation 1 from `to` (or `from` without bulk);
 //! - live generations: no new generation's flow is created while a run of an older live flow is
@@ -29,6 +35,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use flowpilot_core::classify::Verdict;
 use flowpilot_core::decide::{Policy, decide};
 use flowpilot_core::effect::{
     Effect, EffectError, EffectKey, EffectKind, Executed, LiveStep, Outcome, Step, Trigger,
@@ -39,6 +46,11 @@ use flowpilot_core::input::{ActiveRun, FlowRuns, Input, RunReport};
 use flowpilot_core::model::{BatchStatus, Workflow, WorkflowStatus};
 use flowpilot_core::spec::{SpecInput, parse_timestamp};
 use proptest::prelude::*;
+
+/// Salesforce's answer once the rolling API allowance is spent (source budget: a pause).
+const LIMIT: &str = "REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.";
+/// Salesforce's answer to an expired session (reconnect: never retried).
+const EXPIRED: &str = "INVALID_SESSION_ID: Session expired or invalid";
 
 /// splitmix64: the fake's own randomness, seeded by proptest.
 struct Rng(u64);
@@ -124,6 +136,8 @@ struct Case {
     /// A maximum run duration of 30 minutes instead of 6 hours, so stuck runs (batches, and
     /// live runs a rebuild waits for) are cancelled within a case.
     short_max_run: bool,
+    /// The spec's `max_record_failures`.
+    max_record_failures: u32,
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -138,6 +152,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
         prop::option::weighted(0.15, 0usize..160),
         arb_extreme(),
         prop::bool::weighted(0.3),
+        0u32..=4,
     )
         .prop_map(
             |(
@@ -151,6 +166,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 cancel_at,
                 extreme,
                 short_max_run,
+                max_record_failures,
             )| {
                 Case {
                     batches,
@@ -163,6 +179,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     cancel_at,
                     extreme,
                     short_max_run,
+                    max_record_failures,
                 }
             },
         )
@@ -247,6 +264,7 @@ impl World {
             retry_cap: Some("5m".into()),
             auto_rebuild: Some(case.auto_rebuild),
             degraded_threshold: Some(2),
+            max_record_failures: Some(case.max_record_failures),
             ..Default::default()
         };
         let x = case.extreme;
@@ -284,6 +302,12 @@ impl World {
                 } else {
                     Policy::default().max_run_duration
                 },
+                // Half the cases pause shorter than a reconcile's grace, half the default hour.
+                source_budget_wait: if case.seed.is_multiple_of(2) {
+                    std::time::Duration::from_secs(120)
+                } else {
+                    Policy::default().source_budget_wait
+                },
                 ..Policy::default()
             },
             pool: vec![Input::Start],
@@ -312,6 +336,7 @@ impl World {
         };
         let before = self.wf.clone();
         let foreign = foreign_live_input(&before, &input);
+        let redrive = matches!(input, Input::Redrive);
         let t = decide(&before, input, self.now, &self.policy);
         if t.is_noop(&before) {
             assert_eq!(
@@ -383,6 +408,7 @@ impl World {
                 self.ever_succeeded.insert(b.index);
             }
         }
+        self.check_verdicts(&before, &t.effects, next, redrive);
         for e in &t.effects {
             if let EffectKind::CancelRun { execution_id, .. } = &e.kind {
                 self.cancel_asked.insert(execution_id.clone());
@@ -454,6 +480,61 @@ impl World {
         }
         self.wf = t.workflow;
         true
+    }
+
+    /// The decisions about pauses, reconnects and record failures, per transition.
+    fn check_verdicts(
+        &self,
+        before: &Workflow,
+        effects: &[Effect],
+        next: &Workflow,
+        redrive: bool,
+    ) {
+        let holding = before.paused_until().is_some_and(|until| until > self.now);
+        for e in effects {
+            match &e.kind {
+                EffectKind::StartFlow {
+                    role: FlowRole::Batch(i),
+                    ..
+                } if holding && !redrive => {
+                    let was = before.batches.get(*i as usize).map(|b| b.status);
+                    assert_ne!(
+                        was,
+                        Some(BatchStatus::Pending),
+                        "batch {i} started while the workflow was paused until {:?}",
+                        before.paused_until()
+                    );
+                }
+                EffectKind::ScheduleRetry { batch, .. } => {
+                    let b = &next.batches[*batch as usize];
+                    let verdict = b.last_error.as_ref().map(|e| e.verdict());
+                    assert_ne!(
+                        verdict,
+                        Some(Verdict::Reconnect),
+                        "an expired connection was retried: {b:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        let max = u64::from(next.spec.max_record_failures);
+        for (b, prev) in next.batches.iter().zip(&before.batches) {
+            if b.paused {
+                assert_eq!(b.status, BatchStatus::RetryWait, "{b:?}");
+            }
+            let newly_paused = b.paused && !(prev.paused && prev.attempt == b.attempt);
+            if newly_paused {
+                // The refused attempt's start no longer counts against the budget.
+                assert_eq!(
+                    (b.attempt, b.budget_base, b.budget_waits),
+                    (prev.attempt, prev.budget_base + 1, prev.budget_waits + 1),
+                    "a refused attempt counted: {prev:?} -> {b:?}"
+                );
+            }
+            if b.status == BatchStatus::Succeeded {
+                assert!(b.records_failed() <= max, "succeeded beyond budget: {b:?}");
+            }
+        }
     }
 
     /// A new live generation's CreateFlow, as `decide` asks for it: every successful run of
@@ -758,24 +839,34 @@ impl World {
         self.tokens.insert(token, exec.clone());
         *self.runs_per_batch.entry(batch).or_default() += 1;
         let roll = self.rng.pct();
-        let (succeeded, error) = match roll {
-            0..70 => (true, None),
-            70..95 => (false, Some("Rate exceeded".to_owned())),
-            _ => (false, Some("INVALID_FIELD: no such column".to_owned())),
+        let (succeeded, error, failures) = match roll {
+            0..62 => (true, None, 0),
+            // Records not written: within or beyond the workflow's budget.
+            62..70 => (true, None, 1 + self.rng.next() % 6),
+            70..88 => (false, Some("Rate exceeded".to_owned()), 0),
+            88..93 => (false, Some(LIMIT.to_owned()), 0),
+            93..96 => (false, Some(EXPIRED.to_owned()), 0),
+            _ => (false, Some("INVALID_FIELD: no such column".to_owned()), 0),
         };
-        let report = RunReport {
+        // The execution record says why records failed; the End report only sometimes does.
+        let record = RunReport {
             flow_name: flow_name.to_owned(),
             role: FlowRole::Batch(batch),
             execution_id: Some(exec.clone()),
             succeeded,
             error,
             records_processed: Some(100),
-            record_failures: Some(0),
+            record_failures: Some(failures),
+            record_failure_message: (failures > 0).then(|| format!("{failures} records failed")),
             pull_start: None,
             pull_end: None,
             ended_at: Some(self.now),
         };
-        self.runs.insert(exec.clone(), report.clone());
+        let mut report = record.clone();
+        if self.rng.pct() < 70 {
+            report.record_failure_message = None;
+        }
+        self.runs.insert(exec.clone(), record);
         // Best effort: sometimes the end event never arrives (the reconciler must find it).
         if self.rng.pct() < 90 {
             self.pool.push(Input::RunEnded(report));
@@ -918,7 +1009,15 @@ impl World {
             pull_end: now,
             ended: now,
         };
-        let report = live_report(&run.flow, id, ok, ok.then_some(now), now);
+        let mut report = live_report(&run.flow, id, ok, ok.then_some(now), now);
+        if ok && self.rng.pct() < 15 {
+            report.record_failures = Some(2);
+            report.record_failure_message = Some("2 records failed".into());
+        }
+        self.runs.insert(id.to_owned(), report.clone());
+        if self.rng.pct() < 50 {
+            report.record_failure_message = None;
+        }
         if self.rng.pct() < 90 {
             self.pool.push(Input::RunEnded(report));
         }
@@ -1008,6 +1107,7 @@ fn live_report(
         error: (!ok).then(|| "Connection reset".into()),
         records_processed: Some(3),
         record_failures: None,
+        record_failure_message: None,
         pull_start: None,
         pull_end,
         ended_at: Some(ended),
@@ -1062,6 +1162,31 @@ proptest! {
         if w.wf.status == WorkflowStatus::Live || w.wf.status == WorkflowStatus::Degraded {
             prop_assert!(w.wf.batches.iter().all(|b| b.status == BatchStatus::Succeeded));
             prop_assert!(w.put_generations.contains(&1));
+        }
+        // Every record failure kept was reported, with AppFlow's message (the fake's execution
+        // records always have one, and the drain answered every DescribeRun) — unless the
+        // workflow was cancelled first: a cancelled workflow records no more outcomes.
+        let cancelled = w.wf.status == WorkflowStatus::Cancelled;
+        for b in w.wf.batches.iter().filter(|_| !cancelled) {
+            if let Some(ns) = &b.not_sent {
+                prop_assert!(
+                    ns.reported && ns.message.is_some(),
+                    "batch {}: {:?} ({:?}, outbox {:?})",
+                    b.index,
+                    ns,
+                    w.wf.status,
+                    w.wf.outbox
+                );
+                let id = format!("wf-1/records-not-sent/b{}/a{}", b.index, ns.attempt);
+                prop_assert!(w.event_ids.contains(&id), "no {}", id);
+            }
+        }
+        if let Some(live) = w.wf.live.as_ref().filter(|_| !cancelled) {
+            let kept: u64 = live.not_sent.iter().map(|n| n.records_failed).sum();
+            prop_assert!(kept <= live.records_failed);
+            for ns in &live.not_sent {
+                prop_assert!(ns.reported, "live run not reported: {:?}", ns);
+            }
         }
         // Every effect that failed transiently was executed again, to an outcome.
         let never_rerun: Vec<_> = w.stopped.difference(&w.recorded).collect();

@@ -455,6 +455,7 @@ fn ended(wf: &WorkflowId, batch: u32, exec: &str) -> Input {
         error: None,
         records_processed: Some(10),
         record_failures: Some(0),
+        record_failure_message: None,
         pull_start: None,
         pull_end: None,
         ended_at: None,

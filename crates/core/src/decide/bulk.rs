@@ -10,8 +10,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Ctx;
 use super::health::Draft;
+use super::{pause, records};
+use crate::advice::{self, Advice};
 use crate::backoff::retry_delay;
-use crate::classify::classify;
+use crate::classify::{Verdict, classify};
 use crate::effect::{AttemptStep, EffectKey, EffectKind, FlowDefinition, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, MANAGED_TAG_KEY, MANAGED_TAG_VALUE, batch_token, flow_name};
@@ -45,7 +47,9 @@ pub(super) fn fill_slots(cx: &mut Ctx) {
         return;
     }
     let limit = cx.wf.spec.concurrency.max(1) as usize;
-    while in_flight(&cx.wf) < limit {
+    // A batch waiting for the SaaS API allowance holds every start (`pause`).
+    let holding = pause::holding(cx);
+    while !holding && in_flight(&cx.wf) < limit {
         let Some(idx) = cx
             .wf
             .batches
@@ -76,6 +80,7 @@ pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
     };
     b.attempt = b.attempt.saturating_add(1);
     b.status = BatchStatus::Running;
+    b.paused = false;
     b.execution_id = None;
     b.started_at = Some(now);
     b.finished_at = None;
@@ -182,14 +187,30 @@ pub(super) fn run_ended(cx: &mut Ctx, index: u32, report: &RunReport) {
         }
     }
     if report.succeeded {
-        succeeded(cx, idx, report.records_processed.unwrap_or(0));
+        // Records the run read but could not write decide whether it counts (`records`).
+        let not_sent = records::of_batch_run(cx, idx, report);
+        match not_sent {
+            Some(ns) if !records::within_budget(cx, &ns) => {
+                let err = records::beyond_budget_error(cx, index, &ns);
+                let advice = advice::records_beyond_budget(&cx.wf.id, &cx.wf.spec, index, &ns);
+                // `records` stays the accepted attempt's count (progress counts those); what
+                // this attempt read is on `not_sent`.
+                cx.wf.batches[idx].not_sent = Some(ns);
+                failed_advised(cx, idx, err, Some(advice));
+                records::report_or_ask(cx, idx);
+            }
+            ns => {
+                cx.wf.batches[idx].not_sent = ns;
+                succeeded(cx, idx, report.records_processed.unwrap_or(0));
+            }
+        }
     } else {
         let message = report
             .error
             .clone()
             .unwrap_or_else(|| "run failed without a message".to_owned());
-        let transient = classify(&message).is_transient();
-        failed(cx, idx, ErrorInfo { message, transient });
+        let verdict = classify(&message);
+        failed(cx, idx, ErrorInfo::judged(message, verdict));
     }
 }
 
@@ -204,8 +225,10 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     let (i, attempt) = (b.index, b.attempt);
     let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
     // The next batch's StartFlow first: it is what the source is waiting for; deleting the
-    // finished flow and the health event can come after it.
+    // finished flow and the health event can come after it. Asking AppFlow why records were
+    // not sent must come before the delete, which makes the run's record unreachable.
     fill_slots(cx);
+    records::report_or_ask(cx, idx);
     cx.effect(
         EffectKey::BatchFlowDelete { batch: i },
         EffectKind::DeleteFlow {
@@ -219,12 +242,20 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     cx.publish(d);
 }
 
-/// The current attempt of batch `idx` failed: retry with backoff if transient and within the
-/// budget (and the workflow is still backfilling), else fail the batch and the workflow.
+/// The current attempt of batch `idx` failed: by the error's verdict, pause for the source's
+/// API allowance, retry with backoff within the budget (while the workflow is backfilling),
+/// or fail the batch and the workflow (permanent, reconnect, out of retries).
 pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
+    failed_advised(cx, idx, err, None);
+}
+
+/// [`failed`], with the advice the failure events carry when the batch fails (default: the
+/// one for the error's verdict).
+pub(super) fn failed_advised(cx: &mut Ctx, idx: usize, err: ErrorInfo, advice: Option<Advice>) {
     let now = cx.now;
     let max_retries = cx.wf.spec.retry.max_retries;
     let backfilling = cx.wf.status == WorkflowStatus::Backfilling;
+    let verdict = err.verdict();
     let b = &mut cx.wf.batches[idx];
     b.last_error = Some(err.clone());
     b.finished_at = Some(now);
@@ -233,6 +264,11 @@ pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
     {
         b.past_execution_ids.push(id);
     }
+    if verdict == Verdict::SourceBudget && backfilling {
+        pause::pause(cx, idx, err);
+        return;
+    }
+    let b = &cx.wf.batches[idx];
     let (i, attempt) = (b.index, b.attempt);
     let starts_this_round = attempt.saturating_sub(b.budget_base);
     let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
@@ -241,7 +277,11 @@ pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
     d.attempt = Some(attempt);
     d.flow_name = Some(name);
     d.error = Some(err.clone());
-    if err.transient && backfilling && starts_this_round < max_retries.saturating_add(1) {
+    // Reconnect needs a person: retrying an expired connection only burns the budget.
+    if verdict.retry_with_backoff()
+        && backfilling
+        && starts_this_round < max_retries.saturating_add(1)
+    {
         let delay = retry_delay(&cx.wf.spec.retry, &cx.wf.id, i, attempt);
         // The delay is at most a day, so this saturates only within a day of chrono's last
         // instant: "never" is the only due time left there.
@@ -265,14 +305,20 @@ pub(super) fn failed(cx: &mut Ctx, idx: usize, err: ErrorInfo) {
         cx.publish(d);
     } else {
         cx.wf.batches[idx].status = BatchStatus::Failed;
-        d.command = Some(cx.redrive_command());
+        let advice = advice.unwrap_or_else(|| advice::after_failure(&cx.wf.id, &cx.wf.spec, &err));
+        d.advise(advice.clone());
         cx.publish(d);
-        fail_workflow(cx, err);
+        fail_workflow_advised(cx, err, advice);
     }
 }
 
 /// Marks the workflow failed (once per round); running batches may still finish.
 pub(super) fn fail_workflow(cx: &mut Ctx, err: ErrorInfo) {
+    let advice = advice::after_failure(&cx.wf.id, &cx.wf.spec, &err);
+    fail_workflow_advised(cx, err, advice);
+}
+
+fn fail_workflow_advised(cx: &mut Ctx, err: ErrorInfo, advice: Advice) {
     if cx.wf.status == WorkflowStatus::Failed {
         return;
     }
@@ -280,7 +326,7 @@ pub(super) fn fail_workflow(cx: &mut Ctx, err: ErrorInfo) {
     cx.wf.last_error = Some(err.clone());
     let mut d = Draft::new(HealthKind::WorkflowFailed, format!("/r{}", cx.wf.redrives));
     d.error = Some(err);
-    d.command = Some(cx.redrive_command());
+    d.advise(advice);
     cx.publish(d);
 }
 
@@ -297,6 +343,8 @@ pub(super) fn retry_due(cx: &mut Ctx, index: u32, attempt: u32) {
     let due = b.retry_at.is_none_or(|at| at <= cx.now);
     if b.status == BatchStatus::RetryWait && b.attempt == attempt && due {
         start_batch(cx, idx);
+        // A pause ending frees the starts it held back.
+        fill_slots(cx);
     }
 }
 
@@ -321,6 +369,7 @@ pub(super) fn redrive(cx: &mut Ctx) {
                 b.status = BatchStatus::Pending;
                 b.budget_base = b.attempt;
                 b.retry_at = None;
+                b.paused = false;
             }
         }
         cx.wf.status = WorkflowStatus::Backfilling;

@@ -97,16 +97,16 @@ fn report_stall(cx: &mut Ctx, key: &EffectKey, since: DateTime<Utc>, err: &Effec
         d.batch = cx.batch_index(*batch);
         d.attempt = Some(*attempt);
     }
-    d.error = Some(crate::model::ErrorInfo {
-        message: format!(
+    d.error = Some(crate::model::ErrorInfo::judged(
+        format!(
             "effect {key} has been failing since {}: {}: {} (it is retried with backoff; \
              nothing is lost, the workflow resumes when AWS answers again)",
             crate::plan::rfc3339(since),
             err.code,
             err.message
         ),
-        transient: true,
-    });
+        crate::classify::Verdict::Transient,
+    ));
     cx.publish(d);
 }
 

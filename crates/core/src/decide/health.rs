@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::advice::Advice;
 use crate::health::{BatchRef, HealthDetail, HealthEvent, HealthKind, Progress};
-use crate::model::{BatchStatus, ErrorInfo, Workflow};
+use crate::model::{BatchStatus, ErrorInfo, NotSent, Workflow};
 
 pub(crate) struct Draft {
     pub kind: HealthKind,
@@ -18,6 +19,11 @@ pub(crate) struct Draft {
     pub error: Option<ErrorInfo>,
     pub retry_at: Option<DateTime<Utc>>,
     pub command: Option<String>,
+    pub recommendation: Option<String>,
+    pub action: Option<&'static str>,
+    pub connector_profile: bool,
+    /// Record failures a `Records Not Sent` reports.
+    pub not_sent: Option<NotSent>,
 }
 
 impl Draft {
@@ -31,7 +37,20 @@ impl Draft {
             error: None,
             retry_at: None,
             command: None,
+            recommendation: None,
+            action: None,
+            connector_profile: false,
+            not_sent: None,
         }
+    }
+
+    /// Carries `advice`: its words, its action and its command (which replaces any other).
+    pub fn advise(&mut self, advice: Advice) {
+        use crate::advice::Action;
+        self.connector_profile = matches!(advice.action, Action::Reconnect | Action::Wait);
+        self.action = Some(advice.action.as_str());
+        self.recommendation = Some(advice.recommendation);
+        self.command = Some(advice.command);
     }
 
     pub fn render(self, wf: &Workflow, now: DateTime<Utc>) -> HealthEvent {
@@ -72,6 +91,17 @@ impl Draft {
                 error: self.error.map(|e| e.message),
                 retry_at: self.retry_at,
                 command: self.command,
+                recommendation: self.recommendation,
+                action: self.action.map(str::to_owned),
+                connector_profile: self
+                    .connector_profile
+                    .then(|| wf.spec.connector_profile.clone()),
+                records_failed: self.not_sent.as_ref().map(|n| n.records_failed),
+                records_processed: self.not_sent.as_ref().map(|n| n.records_processed),
+                max_record_failures: self
+                    .not_sent
+                    .is_some()
+                    .then_some(wf.spec.max_record_failures),
                 time: now,
             },
         }
@@ -84,10 +114,6 @@ impl super::Ctx<'_> {
     }
 
     pub fn redrive_command(&self) -> String {
-        format!("flowpilot workflow redrive {}", self.wf.id)
-    }
-
-    pub fn rebuild_command(&self) -> String {
-        format!("flowpilot integration rebuild {}", self.wf.id)
+        crate::advice::redrive_command(&self.wf.id)
     }
 }

@@ -15,6 +15,8 @@ use super::Ctx;
 use super::bulk::{fail_workflow, managed_tags};
 use super::health::Draft;
 use super::retire;
+use crate::advice;
+use crate::classify::{ErrorInput, Verdict};
 use crate::effect::{EffectKey, EffectKind, FlowDefinition, LiveStep, PermanentError, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, live_flow_name, live_token};
@@ -60,6 +62,8 @@ pub(super) fn begin_link(cx: &mut Ctx) {
         recent_execution_ids: Vec::new(),
         retiring: None,
         rebuild_note: None,
+        records_failed: 0,
+        not_sent: Vec::new(),
     });
     live.generation = live.generation.saturating_add(1);
     live.consecutive_failures = 0;
@@ -196,10 +200,7 @@ pub(super) fn linked(cx: &mut Ctx, generation: u32, uri: String) {
     } else {
         let mut d = Draft::new(HealthKind::IntegrationRebuilt, format!("/g{generation}"));
         // What the rebuild had to give up on (a cancelled run's records are pulled again).
-        d.error = note.map(|message| ErrorInfo {
-            message,
-            transient: true,
-        });
+        d.error = note.map(|message| ErrorInfo::judged(message, Verdict::Transient));
         d
     };
     d.flow_name = Some(name);
@@ -219,13 +220,11 @@ pub(super) fn link_failed(cx: &mut Ctx, generation: u32, error: &PermanentError)
     if !linking || live.generation != generation {
         return;
     }
-    let err = ErrorInfo {
-        message: format!(
-            "linking the continuous integration (flow `{}`, domain `{}`, object type `{}`): {}: {}",
-            live.flow_name, cx.wf.spec.domain, cx.wf.spec.object_type, error.code, error.message
-        ),
-        transient: false,
-    };
+    let message = format!(
+        "linking the continuous integration (flow `{}`, domain `{}`, object type `{}`): {}: {}",
+        live.flow_name, cx.wf.spec.domain, cx.wf.spec.object_type, error.code, error.message
+    );
+    let err = ErrorInfo::judged(message, effect_verdict(error));
     live.last_error = Some(err.clone());
     fail_workflow(cx, err);
 }
@@ -244,13 +243,18 @@ pub(super) fn start_failed(cx: &mut Ctx, generation: u32, error: &PermanentError
         "StartFlow (activate) for the live flow: {}: {}",
         error.code, error.message
     );
-    degrade(
-        cx,
-        ErrorInfo {
-            message,
-            transient: false,
-        },
-    );
+    let verdict = effect_verdict(error);
+    degrade(cx, ErrorInfo::judged(message, verdict));
+}
+
+/// An effect's permanent failure by the error table: the code decides (a
+/// `ConnectorAuthenticationException` means reconnect); whatever the table would retry is
+/// still permanent here, as the shell already judged it so.
+pub(super) fn effect_verdict(error: &PermanentError) -> Verdict {
+    match crate::classify::classify(ErrorInput::coded(&error.code, &error.message)) {
+        v @ (Verdict::Reconnect | Verdict::SourceBudget) => v,
+        Verdict::Transient | Verdict::Permanent => Verdict::Permanent,
+    }
 }
 
 pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
@@ -280,6 +284,10 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
         return;
     }
     if report.succeeded {
+        super::records::live_run(cx, report);
+        let Some(live) = cx.wf.live.as_mut() else {
+            return;
+        };
         live.consecutive_failures = 0;
         live.last_error = None;
         let (g, s, name) = (live.generation, live.runs_succeeded, live.flow_name.clone());
@@ -294,10 +302,8 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
             .error
             .clone()
             .unwrap_or_else(|| "run failed without a message".to_owned());
-        let err = ErrorInfo {
-            transient: crate::classify::classify(&message).is_transient(),
-            message,
-        };
+        let verdict = crate::classify::classify(&message);
+        let err = ErrorInfo::judged(message, verdict);
         live.consecutive_failures = live.consecutive_failures.saturating_add(1);
         live.last_error = Some(err.clone());
         if live.consecutive_failures >= threshold {
@@ -347,13 +353,12 @@ pub(super) fn deactivated(cx: &mut Ctx, role: FlowRole, flow_name: &str, reason:
         .is_some_and(|l| l.flow_name == flow_name && l.retiring.is_none());
     if role == FlowRole::Live && current {
         let message = format!("AppFlow deactivated the scheduled flow: {reason}");
-        degrade(
-            cx,
-            ErrorInfo {
-                message,
-                transient: false,
-            },
-        );
+        // The reason may name an expired connection: the table still tells reconnect apart.
+        let verdict = match crate::classify::classify(&message) {
+            Verdict::Reconnect => Verdict::Reconnect,
+            _ => Verdict::Permanent,
+        };
+        degrade(cx, ErrorInfo::judged(message, verdict));
     }
 }
 
@@ -372,8 +377,8 @@ fn degrade(cx: &mut Ctx, err: ErrorInfo) {
     cx.wf.status = WorkflowStatus::Degraded;
     let mut d = Draft::new(HealthKind::IntegrationDegraded, suffix);
     d.flow_name = Some(name);
+    d.advise(advice::degraded(&cx.wf.id, &cx.wf.spec, &err));
     d.error = Some(err);
-    d.command = Some(cx.rebuild_command());
     cx.publish(d);
     if cx.wf.spec.continuous.auto_rebuild {
         begin_link(cx);

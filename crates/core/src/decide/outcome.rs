@@ -6,7 +6,7 @@
 //! the outbox (`effect::outcome_of`), the next drain runs the effect again.
 
 use super::Ctx;
-use super::{bulk, live, retire};
+use super::{bulk, live, records, retire};
 use crate::effect::{AttemptStep, EffectKey, LiveStep, Outcome, PermanentError};
 use crate::ids::FlowRole;
 use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
@@ -43,6 +43,26 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
             Outcome::Linked {
                 generation, uri, ..
             } => live::linked(cx, generation, uri),
+            // AppFlow's message about a settled run's record failures (`records`).
+            Outcome::Described {
+                key:
+                    EffectKey::Attempt {
+                        batch,
+                        attempt,
+                        step: AttemptStep::Details,
+                    },
+                run,
+                ..
+            } => records::batch_details(cx, batch, attempt, run.as_ref()),
+            Outcome::Described {
+                key:
+                    EffectKey::Live {
+                        generation,
+                        step: LiveStep::Details { run: n },
+                    },
+                run,
+                ..
+            } => records::live_details(cx, generation, n, run.as_ref()),
             Outcome::Described {
                 role: FlowRole::Batch(i),
                 attempt,
@@ -105,6 +125,16 @@ fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
             generation,
             step: LiveStep::Runs { .. },
         } => retire::describe_failed(cx, generation, error),
+        // AppFlow's message cannot be had: report the record failures without it.
+        EffectKey::Attempt {
+            batch,
+            attempt,
+            step: AttemptStep::Details,
+        } => records::batch_details(cx, batch, attempt, None),
+        EffectKey::Live {
+            generation,
+            step: LiveStep::Details { run },
+        } => records::live_details(cx, generation, run, None),
         EffectKey::Attempt {
             batch,
             attempt,
@@ -128,14 +158,10 @@ fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
                 "StartFlow"
             };
             let message = describe_failure(cx, op, batch, error);
-            bulk::failed(
-                cx,
-                idx,
-                ErrorInfo {
-                    message,
-                    transient: false,
-                },
-            );
+            // An expired connection (ConnectorAuthenticationException) or a spent SaaS
+            // allowance keeps its own verdict; anything else the shell judged permanent.
+            let verdict = live::effect_verdict(error);
+            bulk::failed(cx, idx, ErrorInfo::judged(message, verdict));
         }
         // Nothing in the workflow waits on a publish, delete, stop, cancel, describe or
         // schedule: their permanent failures are logged by the shell, and the reconciler

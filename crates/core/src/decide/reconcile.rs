@@ -11,6 +11,7 @@ use chrono::TimeDelta;
 use super::Ctx;
 use super::bulk::{failed, fill_slots, start_batch};
 use super::health::Draft;
+use crate::classify::Verdict;
 use crate::effect::{AttemptStep, CancelStep, EffectKey, EffectKind};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, flow_name};
@@ -66,10 +67,7 @@ fn check_running(cx: &mut Ctx) {
                 "run of batch {i} attempt {attempt} still not finished after {} minutes: cancelled",
                 age.num_minutes()
             );
-            let err = ErrorInfo {
-                message,
-                transient: true,
-            };
+            let err = ErrorInfo::judged(message, Verdict::Transient);
             let mut d = Draft::new(HealthKind::WorkflowStalled, format!("/b{i}/a{attempt}"));
             d.batch = Some(idx);
             d.attempt = Some(attempt);
@@ -114,10 +112,7 @@ fn restart_lost_retries(cx: &mut Ctx) {
 pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
     cx.wf.status = WorkflowStatus::Cancelled;
     let message = reason.unwrap_or_else(|| "cancelled by operator".to_owned());
-    cx.wf.last_error = Some(ErrorInfo {
-        message,
-        transient: false,
-    });
+    cx.wf.last_error = Some(ErrorInfo::judged(message, Verdict::Permanent));
     for idx in 0..cx.wf.batches.len() {
         let b = &cx.wf.batches[idx];
         if (b.attempt == 0 && !b.flow_ready) || b.status == BatchStatus::Succeeded {

@@ -71,6 +71,9 @@ pub(super) fn run_ended(cx: &mut Ctx, report: &RunReport) {
     if let (Some(r), Some(id)) = (live.retiring.as_mut(), &report.execution_id) {
         r.in_progress.retain(|x| x != id);
     }
+    if report.succeeded {
+        super::records::live_run(cx, report);
+    }
     ask(cx);
 }
 

@@ -78,6 +78,7 @@ fn report(i: u32, exec: &str, ok: bool, error: Option<&str>) -> Input {
         error: error.map(str::to_owned),
         records_processed: Some(10),
         record_failures: Some(0),
+        record_failure_message: None,
         pull_start: None,
         pull_end: None,
         ended_at: None,
@@ -497,6 +498,7 @@ fn live_run_of(flow: &str, exec: &str, ok: bool, pull_end: Option<&str>) -> Inpu
         error: (!ok).then(|| "Connection reset".into()),
         records_processed: Some(5),
         record_failures: None,
+        record_failure_message: None,
         pull_start: None,
         pull_end: pull_end.map(|p| DateTime::parse_from_rfc3339(p).unwrap().with_timezone(&Utc)),
         ended_at: None,
@@ -944,3 +946,5 @@ fn a_report_about_an_effect_no_longer_pending_changes_nothing() {
 
 /// Live generations: retiring the previous flow on a rebuild, and telling generations apart.
 mod generations;
+mod records;
+mod verdicts;

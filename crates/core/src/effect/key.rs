@@ -46,6 +46,9 @@ pub enum AttemptStep {
     /// `describe/{at_ms}`: DescribeFlowExecutionRecords asked at `at_ms` (epoch ms), so a later
     /// reconcile can ask again once this answer is in.
     Describe { at_ms: i64 },
+    /// `details`: DescribeFlowExecutionRecords for AppFlow's message about the record failures
+    /// of this attempt's successful run (the End report has only the count). Once per attempt.
+    Details,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +71,9 @@ pub enum LiveStep {
     Put,
     /// `start`: StartFlow activating it.
     Start,
+    /// `details/{run}`: DescribeFlowExecutionRecords for AppFlow's message about the record
+    /// failures of this generation's `run`-th successful run (its number when it was counted).
+    Details { run: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,6 +110,7 @@ impl AttemptStep {
             Self::Retry => "retry",
             Self::Cancel => "cancel",
             Self::Describe { .. } => "describe",
+            Self::Details => "details",
         }
     }
 }
@@ -129,6 +136,7 @@ impl LiveStep {
             Self::Create => "create",
             Self::Put => "put",
             Self::Start => "start",
+            Self::Details { .. } => "details",
         }
     }
 }
@@ -154,6 +162,10 @@ impl fmt::Display for EffectKey {
             Self::Live {
                 generation,
                 step: step @ LiveStep::Cancel { run },
+            } => write!(f, "live/g{generation}/{}/{run}", step.as_str()),
+            Self::Live {
+                generation,
+                step: step @ LiveStep::Details { run },
             } => write!(f, "live/g{generation}/{}/{run}", step.as_str()),
             Self::Live { generation, step } => write!(f, "live/g{generation}/{}", step.as_str()),
             Self::Publish { event_id } => write!(f, "publish/{event_id}"),
@@ -204,6 +216,12 @@ fn parse(s: &str) -> Option<EffectKey> {
                 run: run.parse().ok()?,
             },
         },
+        ["live", g, "details", run] => EffectKey::Live {
+            generation: number(g, 'g')?,
+            step: LiveStep::Details {
+                run: run.parse().ok()?,
+            },
+        },
         ["cancel", "live", "delete-integration"] => EffectKey::Cancel(CancelStep::LiveIntegration),
         ["cancel", "live", "delete-flow"] => EffectKey::Cancel(CancelStep::LiveFlow),
         ["cancel", b, "run"] => EffectKey::Cancel(CancelStep::BatchRun {
@@ -230,6 +248,7 @@ fn parse(s: &str) -> Option<EffectKey> {
                 AttemptStep::Start,
                 AttemptStep::Retry,
                 AttemptStep::Cancel,
+                AttemptStep::Details,
             ]
             .into_iter()
             .find(|x| x.as_str() == *step)?,
@@ -298,6 +317,11 @@ mod tests {
                 "live/g3/runs/1767225600000",
             ),
             (EffectKey::live(3, L::Cancel { run: 0 }), "live/g3/cancel/0"),
+            (
+                EffectKey::live(2, L::Details { run: 17 }),
+                "live/g2/details/17",
+            ),
+            (EffectKey::attempt(5, 1, A::Details), "b5/a1/details"),
             (EffectKey::live(12, L::Create), "live/g12/create"),
             (EffectKey::live(1, L::Put), "live/g1/put"),
             (EffectKey::live(1, L::Start), "live/g1/start"),
@@ -357,6 +381,9 @@ mod tests {
             "live/g1/cancel",
             "live/g1/cancel/-1",
             "live/g1/cancel/01",
+            "live/g1/details",
+            "live/g1/details/x",
+            "b1/a1/details/1",
             "live/g1/stop/1",
             "live/1/put",
             "cancel/live/run",

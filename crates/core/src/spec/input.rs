@@ -50,6 +50,8 @@ pub struct SpecInput {
     pub schedule: Option<String>,
     pub auto_rebuild: Option<bool>,
     pub degraded_threshold: Option<u32>,
+    /// Record-level failures a batch run may report and still succeed.
+    pub max_record_failures: Option<u32>,
     pub kms_arn: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
 }
@@ -87,6 +89,7 @@ impl SpecInput {
             schedule: over.schedule.or(self.schedule),
             auto_rebuild: over.auto_rebuild.or(self.auto_rebuild),
             degraded_threshold: over.degraded_threshold.or(self.degraded_threshold),
+            max_record_failures: over.max_record_failures.or(self.max_record_failures),
             kms_arn: over.kms_arn.or(self.kms_arn),
             tags,
         }

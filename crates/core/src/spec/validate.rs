@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::input::{SpecError, SpecInput, parse_millis, parse_timestamp};
 use super::{
-    Connector, ContinuousSpec, MAX_SPEC_DURATION, RetryPolicy, SourceObject, WorkflowSpec,
+    Connector, ContinuousSpec, MAX_RECORD_FAILURES, MAX_SPEC_DURATION, RetryPolicy, SourceObject,
+    WorkflowSpec,
 };
 use crate::duration::IsoDuration;
 use crate::ids::MANAGED_TAG_KEY;
@@ -24,8 +25,8 @@ pub const MAX_USER_TAGS: usize = 49;
 
 impl SpecInput {
     /// Applies defaults (`to` = `now`, batch `P2M`, threshold `P60D`, concurrency 1, 3 retries
-    /// from 30 s capped at 15 min, `rate(1hours)`, degraded after 3 failed runs) and checks every
-    /// field. The error lists every problem found.
+    /// from 30 s capped at 15 min, `rate(1hours)`, degraded after 3 failed runs, no record
+    /// failures tolerated) and checks every field. The error lists every problem found.
     pub fn validate(self, now: DateTime<Utc>) -> Result<WorkflowSpec, SpecError> {
         let mut p = Problems::default();
         let domain = p.required("domain", self.domain, |v| {
@@ -117,6 +118,12 @@ impl SpecInput {
             1,
             100,
         );
+        let max_record_failures = p.range(
+            "max-record-failures",
+            self.max_record_failures.unwrap_or(0),
+            0,
+            MAX_RECORD_FAILURES,
+        );
         if let Some(k) = &self.kms_arn {
             p.check(
                 "kms-arn",
@@ -158,6 +165,7 @@ impl SpecInput {
                 auto_rebuild: self.auto_rebuild.unwrap_or(false),
                 degraded_threshold: degraded_threshold.ok_or_else(missing)?,
             },
+            max_record_failures: max_record_failures.ok_or_else(missing)?,
             kms_arn: self.kms_arn,
             tags,
         })
@@ -499,6 +507,7 @@ mod tests {
         assert_eq!(s.continuous.schedule, "rate(1hours)");
         assert_eq!(s.continuous.degraded_threshold, 3);
         assert!(!s.continuous.auto_rebuild);
+        assert_eq!(s.max_record_failures, 0);
         assert_eq!(s.timestamp_field.as_deref(), Some("LastModifiedDate"));
         assert_eq!(s.fields, ["Id", "LastModifiedDate"]);
     }
@@ -567,6 +576,10 @@ mod tests {
             (
                 "degraded-threshold",
                 Box::new(|i| i.degraded_threshold = Some(0)),
+            ),
+            (
+                "max-record-failures",
+                Box::new(|i| i.max_record_failures = Some(MAX_RECORD_FAILURES + 1)),
             ),
             (
                 "kms-arn",
@@ -647,6 +660,7 @@ mod tests {
             i.max_retries = Some(20);
             i.concurrency = Some(100);
             i.degraded_threshold = Some(100);
+            i.max_record_failures = Some(MAX_RECORD_FAILURES);
             i.batch_size = Some("P100Y".into());
             i.bulk_threshold = Some("P100Y".into());
         });

@@ -142,6 +142,7 @@ fn a_success_whose_end_report_is_late_is_waited_for_then_taken_from_appflow() {
             error: None,
             records_processed: Some(5),
             record_failures: None,
+            record_failure_message: None,
             pull_start: None,
             pull_end: Some(at("2026-01-01T02:59:00Z")),
             ended_at: Some(ended_at),
