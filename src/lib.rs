@@ -15,6 +15,8 @@
 //!   unit tests).
 //! - [`worker`]: the imperative shell — pollers, per-workflow handling (outbox drain, decide,
 //!   conditional commit, effects), visibility extension, graceful shutdown, `/metrics`.
+//! - [`lambda`]: `flowpilot lambda`, the same handling as an AWS Lambda function behind an SQS
+//!   event source mapping, answering with partial batch responses.
 //! - [`metrics`]: counters, the handling-latency histogram and the SDK request counter.
 
 pub use flowpilot_core as core;
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "local")]
 pub mod demo;
+pub mod lambda;
 pub mod metrics;
 #[cfg(feature = "local")]
 pub mod sim_cli;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod diagnose;
 pub mod integration;
+pub mod lambda;
 pub mod plan;
 pub mod spec_args;
 pub mod worker;
@@ -48,6 +49,11 @@ pub enum Command {
     Workflow(WorkflowCommand),
     /// Run the worker: consume the work queue until SIGTERM/SIGINT.
     Worker(Box<worker::WorkerArgs>),
+    /// Run the worker as an AWS Lambda function (provided.al2023; SQS event source mapping with
+    /// ReportBatchItemFailures). Takes the worker's settings; the poller, metrics endpoint,
+    /// shutdown grace and reconcile ticker settings do not apply. A binary named `bootstrap`
+    /// run without arguments does this.
+    Lambda(Box<worker::WorkerArgs>),
     /// Operate a workflow's continuous integration.
     #[command(subcommand)]
     Integration(IntegrationCommand),
@@ -92,9 +98,11 @@ pub enum WorkflowCommand {
 pub struct UsageError(pub String);
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Lambda's Init Duration starts before main; this is as early as flowpilot can look.
+    let started = std::time::Instant::now();
+    let cli = Cli::parse_from(lambda::args(std::env::args_os()));
     let default_level = match cli.command {
-        Command::Worker(_) => "info",
+        Command::Worker(_) | Command::Lambda(_) => "info",
         #[cfg(feature = "local")]
         Command::Sim(_) => "info",
         _ => "warn",
@@ -110,7 +118,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, started)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -123,7 +131,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, started: std::time::Instant) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Workflow(WorkflowCommand::Plan(args)) => plan::run(*args),
         Command::Workflow(WorkflowCommand::Create(args)) => workflow::create(*args).await,
@@ -134,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workflow(WorkflowCommand::Diagnose(args)) => diagnose::run(args).await,
         Command::Integration(IntegrationCommand::Rebuild(args)) => integration::rebuild(args).await,
         Command::Worker(args) => worker::run(*args).await,
+        Command::Lambda(args) => lambda::run(*args, started).await,
         #[cfg(feature = "local")]
         Command::Sim(args) => crate::sim_cli::run(args).await.map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "local")]

@@ -18,14 +18,19 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let file = match &args.config {
-        Some(path) => RawConfig::from_file(path).map_err(|e| super::UsageError(e.to_string()))?,
-        None => RawConfig::default(),
-    };
-    let config = WorkerConfig::from_raw(&args.settings.clone().over(file))
-        .map_err(|e| super::UsageError(e.to_string()))?;
+    let config = config(&args)?;
     let shutdown = CancellationToken::new();
     crate::worker::cancel_on_signals(shutdown.clone());
     crate::worker::run(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The validated settings (flags > environment > file); invalid ones are usage errors.
+pub fn config(args: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
+    let file = match &args.config {
+        Some(path) => RawConfig::from_file(path).map_err(|e| super::UsageError(e.to_string()))?,
+        None => RawConfig::default(),
+    };
+    Ok(WorkerConfig::from_raw(&args.settings.clone().over(file))
+        .map_err(|e| super::UsageError(e.to_string()))?)
 }

@@ -3,6 +3,7 @@
 //! - [`handler`]: one message → load, drain outbox, decide, commit, execute (docs/architecture.md, "The outbox").
 //! - [`shell`]: executing effects against AWS ([`shell::Shell`] is the test seam).
 //! - [`poller`]: receive, group per workflow, dispatch with a concurrency bound, acknowledge.
+//! - [`message`]: one parsed message → the handler (shared with `flowpilot lambda`).
 //! - [`inflight`]: visibility extension of in-flight messages and their release on shutdown.
 //! - [`locks`]: per-workflow async mutexes (one workflow at a time per process).
 //! - [`server`]: `/healthz` and `/metrics`.
@@ -17,6 +18,7 @@ pub mod handler;
 pub mod inflight;
 mod known;
 pub mod locks;
+pub mod message;
 pub mod poller;
 pub mod server;
 pub mod shell;

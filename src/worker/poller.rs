@@ -34,7 +34,7 @@ const RECEIVE_MAX: usize = 10;
 /// Pause after a failed receive, so a broken queue does not turn into a hot loop.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_secs(2);
 /// Visibility given back to a message whose handling failed: retried soon, not at once.
-const FAILED_VISIBILITY: Duration = Duration::from_secs(10);
+pub(crate) const FAILED_VISIBILITY: Duration = Duration::from_secs(10);
 
 /// The work queue as the pollers use it: [`Queue`] in production, a fake in unit tests.
 pub trait WorkQueue: Send + Sync + 'static {
@@ -373,20 +373,7 @@ impl<S: Store, X: Shell, Q: WorkQueue> Dispatch<S, X, Q> {
     }
 
     async fn handle(&self, msg: Message) -> Result<Handled, super::handler::HandleError> {
-        match msg {
-            Message::Workflow { workflow_id, input } => {
-                self.handler.handle(&workflow_id, input).await
-            }
-            Message::ReconcileAll => {
-                let pass = self.handler.reconcile_all(&self.shutdown).await?;
-                if pass.failures > 0 {
-                    tracing::warn!(failures = pass.failures, "some workflows did not reconcile");
-                }
-                Ok(Handled::Done)
-            }
-            // Sorted out before dispatch; kept total for the compiler.
-            Message::Ignored { .. } => Ok(Handled::Done),
-        }
+        super::message::handle_message(&self.handler, msg, &self.shutdown).await
     }
 }
 

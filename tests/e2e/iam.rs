@@ -381,3 +381,131 @@ async fn each_worker_role_statement_is_needed_by_a_named_operation() -> anyhow::
     sim.shutdown().await;
     Ok(())
 }
+
+/// The function's extra statements in the template (WorkerFunctionPolicy), without `sid`.
+fn without_function_statement(template: &Value, sid: &str) -> anyhow::Result<Value> {
+    let mut t = template.clone();
+    let statements =
+        t["Resources"]["WorkerFunctionPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+            .as_array_mut()
+            .context("WorkerFunctionPolicy statements")?;
+    let before = statements.len();
+    statements.retain(|s| s["Sid"] != sid);
+    ensure!(
+        statements.len() + 1 == before,
+        "statement {sid} not found exactly once"
+    );
+    Ok(t)
+}
+
+/// What the event source mapping does with the function's role: read the queue's attributes
+/// (on creation), receive, delete.
+async fn poll_as_mapping(sim_url: &str, stack: &StackOutputs) -> anyhow::Result<()> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let sdk = profile_sdk_config(sim_url, &stack.identities, WORKER_PROFILE).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    sqs.get_queue_attributes()
+        .queue_url(&stack.queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "GetQueueAttributes: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?;
+    let out = sqs
+        .receive_message()
+        .queue_url(&stack.queue_url)
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "ReceiveMessage: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?;
+    for m in out.messages() {
+        sqs.delete_message()
+            .queue_url(&stack.queue_url)
+            .receipt_handle(m.receipt_handle().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "DeleteMessage: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// WorkerMode lambda: the function holds the worker role (assumed as Lambda assumes it), so
+/// every operation above is allowed by the statements proven one by one in ECS mode; its one
+/// extra statement the local world can exercise, EventSourceMapping, is what lets the
+/// mapping poll (without it GetQueueAttributes is denied). FunctionLogs is used by the Lambda
+/// service itself, which nothing local plays (README, IAM).
+#[tokio::test]
+async fn the_function_role_is_the_worker_role_plus_what_the_event_source_mapping_needs()
+-> anyhow::Result<()> {
+    let template = template_json(None).await?;
+    let moto = Moto::start().await?;
+    let sim = flowpilot_sim::start(SimConfig {
+        events: EventsConfig {
+            disabled: false,
+            endpoint_url: Some(moto.url.clone()),
+            access_key_id: Some(crate::support::ACCESS_KEY_ID.to_owned()),
+            secret_access_key: Some(crate::support::SECRET_ACCESS_KEY.to_owned()),
+        },
+        ..SimConfig::default()
+    })
+    .await?;
+    let sim_url = sim.url();
+    let scratch = crate::support::scratch_dir().join(format!("iam-lambda-{}", moto.port));
+    std::fs::create_dir_all(&scratch)?;
+    let deploy = |name: &str, json: Value| {
+        let (moto, scratch, name) = (&moto, &scratch, name.to_owned());
+        async move {
+            let path = scratch.join(format!("{name}.json"));
+            std::fs::write(&path, serde_json::to_vec_pretty(&json)?)?;
+            let mut opts = DeployOptions::standard(moto);
+            opts.template = Some(path);
+            opts.stack_name = name.clone();
+            opts.name_prefix = name.clone();
+            opts.state_dir = scratch.join(&name);
+            opts.worker_mode = "lambda";
+            deploy_with(moto, &opts).await
+        }
+    };
+
+    let control = deploy("lcontrol", template.clone()).await?;
+    load_identities(&sim_url, &control).await?;
+    admin_setup(&sim_url, &control).await?;
+    if let Err((op, e)) = run_as_worker(&sim_url, &control, "lcontrol").await {
+        bail!("as the function's role, {op:?} failed: {e}");
+    }
+    poll_as_mapping(&sim_url, &control)
+        .await
+        .context("the mapping polling with the function's role")?;
+
+    let stack = deploy(
+        "lnoesm",
+        without_function_statement(&template, "EventSourceMapping")?,
+    )
+    .await?;
+    load_identities(&sim_url, &stack).await?;
+    let denied = poll_as_mapping(&sim_url, &stack).await;
+    let text = format!("{denied:?}");
+    ensure!(
+        text.contains("sqs:GetQueueAttributes") && text.contains("not authorized"),
+        "without EventSourceMapping the mapping should be denied GetQueueAttributes, got {text}"
+    );
+    println!(
+        "WorkerMode lambda: worker operations allowed; without EventSourceMapping → GetQueueAttributes denied"
+    );
+    sim.shutdown().await;
+    Ok(())
+}

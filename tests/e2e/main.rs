@@ -11,6 +11,10 @@
 //! - [`contracts`]: what the template produces (schedules, rules, policies) fed through the
 //!   real parser and the policy evaluator.
 //! - [`iam`]: one deployment per statement of the worker role, that statement removed.
+//! - [`lambda`]: `flowpilot lambda` through a local Runtime API, the test playing the SQS
+//!   event source mapping.
+//! - [`modes`]: the template in both worker modes (what moto could not create, listed), the
+//!   ECS scaling and drain contract, the Lambda function's contract.
 //! - [`sim`]: the simulator's wire conformance and IAM enforcement, through the real SDK clients.
 //! - [`stack`]: the template deployed into moto, and the local stack script.
 //! - [`worker`], [`reliability`], [`schemas`]: the worker end to end, under faults, and the
@@ -24,6 +28,8 @@ mod support;
 mod cli_plan;
 mod contracts;
 mod iam;
+mod lambda;
+mod modes;
 mod not_sent;
 mod reliability;
 mod schemas;

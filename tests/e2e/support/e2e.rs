@@ -274,8 +274,20 @@ impl LedgerCheck {
 
 impl Env {
     pub async fn start(name: &str, setup: SimSetup) -> anyhow::Result<Env> {
+        Self::start_in(name, setup, "ecs").await
+    }
+
+    /// [`Env::start`] with the template deployed in `worker_mode` (`ecs` or `lambda`): in
+    /// `lambda`, the worker profile holds the function's role, assumed as Lambda assumes it.
+    pub async fn start_in(
+        name: &str,
+        setup: SimSetup,
+        worker_mode: &'static str,
+    ) -> anyhow::Result<Env> {
         let moto = Moto::start().await?;
-        let stack = super::deploy_stack(&moto).await?;
+        let mut opts = super::DeployOptions::standard(&moto);
+        opts.worker_mode = worker_mode;
+        let stack = super::deploy_with(&moto, &opts).await?;
         let sim = flowpilot_sim::start(SimConfig {
             tick_ms: setup.tick_ms,
             seed: setup.seed,

@@ -9,6 +9,8 @@
 //!   and CLI processes, and readers for the ledger, runs, health events and metrics.
 //! - [`chaos`]: fault plans and `kill -9` / restart of worker processes at random moments.
 //! - [`fuzz`]: poison message bodies (random, truncated, nested, huge, wrongly typed).
+//! - [`lambda`]: a local Lambda Runtime API, `flowpilot lambda` processes, and the test
+//!   playing the SQS event source mapping.
 //! - this module: paths, [`poll_until`], [`aws_env`] for spawned processes, [`profile_sdk_config`]
 //!   for in-process clients holding a deployed identity, [`sdk_config`] for observers that
 //!   read moto directly (test instruments, not flowpilot), [`sdk_config_with`] for clients with
@@ -23,6 +25,7 @@
 pub mod chaos;
 pub mod e2e;
 pub mod fuzz;
+pub mod lambda;
 pub mod moto;
 pub mod policy;
 pub mod queue;

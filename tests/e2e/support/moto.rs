@@ -191,6 +191,13 @@ pub struct StackOutputs {
     pub worker_role_arn: String,
     pub operator_policy_arn: String,
     pub identities: Identities,
+    /// `ecs` or `lambda` (the template's WorkerMode).
+    pub worker_mode: String,
+    /// Logical ids of the resources the stack has in moto.
+    pub created: Vec<String>,
+    /// Resources of the template (in this mode) that moto did not create or deploy.py
+    /// removed, each with why: (logical id, type, reason).
+    pub not_created: Vec<(String, String, String)>,
 }
 
 impl StackOutputs {
@@ -226,6 +233,8 @@ pub struct DeployOptions {
     pub name_prefix: String,
     /// Where deploy.py writes iam.json and the profile files.
     pub state_dir: PathBuf,
+    /// The template's WorkerMode: `ecs` (the default) or `lambda`.
+    pub worker_mode: &'static str,
 }
 
 impl DeployOptions {
@@ -236,6 +245,7 @@ impl DeployOptions {
             stack_name: "flowpilot".to_owned(),
             name_prefix: "flowpilot".to_owned(),
             state_dir: scratch_dir().join(format!("identities-{}", moto.port)),
+            worker_mode: "ecs",
         }
     }
 }
@@ -253,6 +263,7 @@ pub async fn deploy_with(moto: &Moto, opts: &DeployOptions) -> anyhow::Result<St
         .args(["--endpoint", &moto.url, "--health-tap"])
         .args(["--stack-name", &opts.stack_name])
         .args(["--name-prefix", &opts.name_prefix])
+        .args(["--worker-mode", opts.worker_mode])
         .arg("--state-dir")
         .arg(&opts.state_dir);
     if let Some(t) = &opts.template {
@@ -292,6 +303,26 @@ pub async fn deploy_with(moto: &Moto, opts: &DeployOptions) -> anyhow::Result<St
         alert_topic_arn: get("AlertTopicArn")?,
         worker_role_arn: get("WorkerRoleArn")?,
         operator_policy_arn: get("OperatorPolicyArn")?,
+        worker_mode: get("WorkerMode")?,
+        created: outputs["Created"]
+            .as_array()
+            .ok_or_else(|| anyhow!("deploy.py printed no Created list"))?
+            .iter()
+            .filter_map(|id| id.as_str().map(str::to_owned))
+            .collect(),
+        not_created: outputs["NotCreated"]
+            .as_array()
+            .ok_or_else(|| anyhow!("deploy.py printed no NotCreated list"))?
+            .iter()
+            .map(|m| {
+                let field = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+                (
+                    field("LogicalResourceId"),
+                    field("ResourceType"),
+                    field("Reason"),
+                )
+            })
+            .collect(),
         identities: Identities {
             iam_file: PathBuf::from(get("IamFile")?),
             config_file: PathBuf::from(get("AwsConfigFile")?),
