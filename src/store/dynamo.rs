@@ -16,7 +16,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use flowpilot_core::health::UnreadableItem;
 use flowpilot_core::ids::WorkflowId;
 use flowpilot_core::model::Workflow;
@@ -29,6 +31,10 @@ pub const ACTIVE_INDEX: &str = "active";
 /// The single shard value; a larger fleet could spread active workflows over more shards.
 const ACTIVE_SHARD: &str = "0";
 const KEY_PREFIX: &str = "wf#";
+/// BatchGetItem reads at most 100 items per request.
+const BATCH_GET_MAX: usize = 100;
+/// Further BatchGetItem requests for keys DynamoDB left unprocessed (50 ms doubling: ~1.5 s).
+const BATCH_GET_RETRIES: u32 = 5;
 
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -88,6 +94,60 @@ impl DynamoStore {
                     }
             })
             .sum())
+    }
+
+    /// Reads up to [`BATCH_GET_MAX`] items by key, asking again for what DynamoDB left
+    /// unprocessed (it may, under throttling) with a growing pause, a bounded number of times.
+    async fn get_many(&self, pks: &[AttributeValue], out: &mut Listing) -> Result<(), StoreError> {
+        let mut pending: Vec<HashMap<String, AttributeValue>> = pks
+            .iter()
+            .map(|pk| HashMap::from([("pk".to_owned(), pk.clone())]))
+            .collect();
+        let mut pause = Duration::from_millis(50);
+        for attempt in 0..=BATCH_GET_RETRIES {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if attempt > 0 {
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Corrupt {
+                    key: self.table.clone(),
+                    reason: format!("cannot build BatchGetItem request: {e}"),
+                })?;
+            let page = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| Self::backend("BatchGetItem", e))?;
+            if let Some(items) = page.responses.as_ref().and_then(|r| r.get(&self.table)) {
+                read_page(items, out);
+            }
+            pending = page
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable {
+                operation: "BatchGetItem",
+                reason: format!(
+                    "{} active workflow(s) still unread after {} attempts (throttled)",
+                    pending.len(),
+                    BATCH_GET_RETRIES + 1
+                ),
+            })
+        }
     }
 
     fn backend<E>(
@@ -236,7 +296,9 @@ impl Store for DynamoStore {
     }
 
     async fn list_active(&self) -> Result<Listing, StoreError> {
-        let mut out = Listing::default();
+        // The index projects keys only (a save of an active workflow then writes the table
+        // alone, not the index too): query the keys, then read the items by key.
+        let mut keys = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let page = self
@@ -250,12 +312,22 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| Self::backend("Query", e))?;
-            read_page(page.items(), &mut out);
+            keys.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|item| item.get("pk").cloned()),
+            );
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
+                _ => break,
             }
         }
+        let mut out = Listing::default();
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            self.get_many(chunk, &mut out).await?;
+        }
+        out.workflows.sort_by_key(|w| w.created_at);
+        Ok(out)
     }
 
     async fn list_all(&self) -> Result<Listing, StoreError> {

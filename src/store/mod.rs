@@ -34,6 +34,12 @@ pub enum StoreError {
         #[source]
         source: aws_smithy_runtime_api::box_error::BoxError,
     },
+    /// DynamoDB kept deferring part of a request (throttling); the caller tries again later.
+    #[error("state store {operation} incomplete: {reason}")]
+    Unavailable {
+        operation: &'static str,
+        reason: String,
+    },
 }
 
 /// Persistence of workflows. Futures are `Send` so handlers can run on any worker thread.
