@@ -19,7 +19,8 @@
 //! `cargo bench --bench throughput` (optimised), or in the dev profile:
 //! `FLOWPILOT_BENCH=1 cargo test --bench throughput`. Knobs: `FLOWPILOT_BENCH_SCENARIOS`
 //! (workflow counts, default `4,20,200`), `FLOWPILOT_BENCH_RUN_MS` (run length, default 400),
-//! `FLOWPILOT_BENCH_LANES` (calibration concurrency, default 16).
+//! `FLOWPILOT_BENCH_LANES` (calibration concurrency, default 16), `FLOWPILOT_BENCH_CONCURRENCY`
+//! (the worker's `FLOWPILOT_CONCURRENCY`, default: the number of lanes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark: failing loudly is its job
 
@@ -95,12 +96,18 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
         },
     )
     .await?;
+    // An alerting system consuming the health events, as one would in production. Without it the
+    // tap queue only grows, and moto scans every message of a queue on each send to it, so the
+    // stack (not flowpilot) would slow down with every event published.
+    let subscriber = tokio::spawn(subscribe(env.sqs.clone(), env.stack.health_tap_url.clone()));
 
     let ceiling = calibrate(&env, lanes as usize, Duration::from_secs(10)).await?;
     latency_floor(&env).await?;
 
     // Production timings (no fast reconcile ticks: they would add requests), little logging.
-    let worker_concurrency = n.clamp(8, 256).to_string();
+    // As many messages in hand at once as the calibration has lanes: more only queues at the
+    // local stack (moto serves one request at a time under Python's GIL, whatever the threads).
+    let worker_concurrency = env_u64("FLOWPILOT_BENCH_CONCURRENCY", lanes).to_string();
     let mut worker = env.spawn_default_worker(
         "a",
         &[
@@ -111,6 +118,8 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     let pid = worker.pid()?;
     // The worker is up once it serves metrics: only then does the clock start.
     worker.metrics_url().await?;
+    // Start-up (SDK configuration, certificates, the first connections) is not per message.
+    let cpu_at_start = cpu_seconds(pid)?;
 
     let started = Instant::now();
     let all: Vec<WorkflowArgs> = (0..n)
@@ -141,10 +150,11 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     let wall = started.elapsed();
 
     // What the worker process used, read before it stops.
-    let cpu = cpu_seconds(pid)?;
+    let cpu = cpu_seconds(pid)? - cpu_at_start;
     let rss_kb = peak_rss_kb(pid)?;
     let metrics = worker.metrics(&env.http).await?;
     worker.kill9().await?;
+    subscriber.abort();
 
     let runs = env.runs().await?;
     let gaps = run_gaps(&runs, &ids)?;
@@ -188,7 +198,7 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     let received = e2e::counter(&metrics, "flowpilot_messages_received_total");
     println!("  messages received    {received:>10}  (handled {handled})");
     println!(
-        "  worker CPU / message {:>10.3} ms  ({cpu:.2} s total)",
+        "  worker CPU / message {:>10.3} ms  ({cpu:.2} s while handling, {cpu_at_start:.2} s to start)",
         cpu * 1000.0 / handled.max(1) as f64
     );
     println!(
@@ -609,6 +619,16 @@ fn item_sizes() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Receives and deletes health events from the tap until aborted.
+async fn subscribe(sqs: aws_sdk_sqs::Client, tap_url: String) {
+    loop {
+        if let Err(e) = support::queue::receive_batch(&sqs, &tap_url, 1).await {
+            eprintln!("health subscriber: {e:#}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 /// utime + stime of `pid` in seconds (`/proc/<pid>/stat`, fields 14 and 15, in clock ticks).

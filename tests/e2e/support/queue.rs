@@ -51,7 +51,8 @@ pub async fn drain_available(sqs: &Client, queue_url: &str) -> anyhow::Result<Ve
     }
 }
 
-async fn receive_batch(sqs: &Client, queue_url: &str, wait: i32) -> anyhow::Result<Vec<Value>> {
+/// One long-poll receive of up to 10 messages (waiting at most `wait` seconds), deleted once read.
+pub async fn receive_batch(sqs: &Client, queue_url: &str, wait: i32) -> anyhow::Result<Vec<Value>> {
     let out = sqs
         .receive_message()
         .queue_url(queue_url)
