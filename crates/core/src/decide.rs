@@ -35,6 +35,7 @@ pub mod pause;
 mod reconcile;
 mod records;
 mod retire;
+mod split;
 
 /// Worker-level knobs for `decide` (the spec holds per-workflow ones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +133,8 @@ impl Workflow {
                 not_sent: None,
                 paused: false,
                 budget_waits: 0,
+                split_from: None,
+                split_into: Vec::new(),
             })
             .collect();
         Self {

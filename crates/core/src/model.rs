@@ -56,6 +56,16 @@ pub enum BatchStatus {
     RetryWait,
     Succeeded,
     Failed,
+    /// The run failed for size or time and the window was split in two (`decide::split`): the
+    /// halves are batches of their own (`Batch::split_into`), this one never runs again.
+    Split,
+}
+
+impl BatchStatus {
+    /// Nothing left to run for this window: it succeeded, or its halves carry it.
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Split)
+    }
 }
 
 /// An AppFlow error as flowpilot judged it.
@@ -162,6 +172,12 @@ pub struct Batch {
     /// retry budget).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub budget_waits: u32,
+    /// The batch whose window was split to make this one (`decide::split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_from: Option<u32>,
+    /// The two halves this batch's window was split into, once `Split`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split_into: Vec<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -259,6 +275,14 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// The batches that run a window: every batch but those split into halves. Their windows
+    /// tile `[from, to)` (property-tested in `crates/core/tests/split_props.rs`).
+    pub fn runnable_batches(&self) -> impl Iterator<Item = &Batch> {
+        self.batches
+            .iter()
+            .filter(|b| b.status != BatchStatus::Split)
+    }
+
     /// While a batch waits for the SaaS application's API allowance to refill, the workflow
     /// starts no other batch: until when (the latest such wait), if any batch waits.
     pub fn paused_until(&self) -> Option<DateTime<Utc>> {

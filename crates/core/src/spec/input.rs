@@ -52,6 +52,9 @@ pub struct SpecInput {
     pub degraded_threshold: Option<u32>,
     /// Record-level failures a batch run may report and still succeed.
     pub max_record_failures: Option<u32>,
+    /// Shortest window a split may produce (`30m`, `1h`): a run that fails for size or time
+    /// is split in two down to this.
+    pub split_floor: Option<String>,
     pub kms_arn: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
 }
@@ -90,6 +93,7 @@ impl SpecInput {
             auto_rebuild: over.auto_rebuild.or(self.auto_rebuild),
             degraded_threshold: over.degraded_threshold.or(self.degraded_threshold),
             max_record_failures: over.max_record_failures.or(self.max_record_failures),
+            split_floor: over.split_floor.or(self.split_floor),
             kms_arn: over.kms_arn.or(self.kms_arn),
             tags,
         }

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::input::{SpecError, SpecInput, parse_millis, parse_timestamp};
 use super::{
-    Connector, ContinuousSpec, MAX_RECORD_FAILURES, MAX_SPEC_DURATION, RetryPolicy, SourceObject,
-    WorkflowSpec,
+    Connector, ContinuousSpec, DEFAULT_SPLIT_FLOOR_MS, MAX_RECORD_FAILURES, MAX_SPEC_DURATION,
+    MAX_SPLIT_FLOOR_MS, MIN_SPLIT_FLOOR_MS, RetryPolicy, SourceObject, WorkflowSpec,
 };
 use crate::duration::IsoDuration;
 use crate::ids::MANAGED_TAG_KEY;
@@ -124,6 +124,21 @@ impl SpecInput {
             0,
             MAX_RECORD_FAILURES,
         );
+        let split_floor_ms = p.millis(
+            "split-floor",
+            self.split_floor,
+            DEFAULT_SPLIT_FLOOR_MS,
+            MAX_SPLIT_FLOOR_MS,
+        );
+        if let Some(ms) = split_floor_ms
+            && ms < MIN_SPLIT_FLOOR_MS
+        {
+            p.push(format!(
+                "invalid split-floor `{}`: at least {}",
+                human_millis(ms),
+                human_millis(MIN_SPLIT_FLOOR_MS)
+            ));
+        }
         if let Some(k) = &self.kms_arn {
             p.check(
                 "kms-arn",
@@ -166,6 +181,7 @@ impl SpecInput {
                 degraded_threshold: degraded_threshold.ok_or_else(missing)?,
             },
             max_record_failures: max_record_failures.ok_or_else(missing)?,
+            split_floor_ms: split_floor_ms.ok_or_else(missing)?,
             kms_arn: self.kms_arn,
             tags,
         })
@@ -508,6 +524,7 @@ mod tests {
         assert_eq!(s.continuous.degraded_threshold, 3);
         assert!(!s.continuous.auto_rebuild);
         assert_eq!(s.max_record_failures, 0);
+        assert_eq!(s.split_floor_ms, 3_600_000);
         assert_eq!(s.timestamp_field.as_deref(), Some("LastModifiedDate"));
         assert_eq!(s.fields, ["Id", "LastModifiedDate"]);
     }
@@ -580,6 +597,18 @@ mod tests {
             (
                 "max-record-failures",
                 Box::new(|i| i.max_record_failures = Some(MAX_RECORD_FAILURES + 1)),
+            ),
+            (
+                "split-floor",
+                Box::new(|i| i.split_floor = Some("59s".into())),
+            ),
+            (
+                "split-floor",
+                Box::new(|i| i.split_floor = Some("721h".into())),
+            ),
+            (
+                "split-floor",
+                Box::new(|i| i.split_floor = Some("1d".into())),
             ),
             (
                 "kms-arn",
