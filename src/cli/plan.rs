@@ -91,6 +91,14 @@ fn table(spec: &WorkflowSpec, p: &Plan) -> String {
                 spec.split_floor_ms,
                 human_ms(spec.split_floor_ms)
             );
+            if let Some(target) = spec.target_records_per_run {
+                let _ = writeln!(
+                    out,
+                    "resize     after {} completed windows, the windows not started yet are \
+                     re-planned to about {target} records per run from the density observed",
+                    flowpilot_core::spec::RESIZE_AFTER
+                );
+            }
         }
     }
     if !p.batches.is_empty() {

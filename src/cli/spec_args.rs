@@ -116,6 +116,12 @@ pub struct SpecArgs {
     #[arg(long, value_name = "DURATION")]
     pub split_floor: Option<String>,
 
+    /// Records a batch run should carry, 1-100000000. Once three windows have completed, the
+    /// windows not started yet are re-planned to this many records each, from the record
+    /// density the completed ones observed (never shorter than the split floor). Default: off.
+    #[arg(long, value_name = "N")]
+    pub target_records_per_run: Option<u64>,
+
     /// The Customer Profiles domain's customer managed KMS key, used for every flow
     /// (arn:aws:kms:<region>:<account>:key/...). Required to create a workflow: the continuous
     /// integration cannot be linked without it.
@@ -172,6 +178,7 @@ impl SpecArgs {
             degraded_threshold: self.degraded_threshold,
             max_record_failures: self.max_record_failures,
             split_floor: self.split_floor.clone(),
+            target_records_per_run: self.target_records_per_run,
             kms_arn: self.kms_arn.clone(),
             tags: (!tags.is_empty()).then_some(tags),
         };

@@ -272,6 +272,7 @@ fn batch_status(s: BatchStatus) -> &'static str {
         BatchStatus::Succeeded => "succeeded",
         BatchStatus::Failed => "failed",
         BatchStatus::Split => "split",
+        BatchStatus::Replanned => "replanned",
     }
 }
 
@@ -341,6 +342,16 @@ pub fn status_json(wf: &Workflow) -> Value {
             "error": b.last_error.as_ref().map(|e| e.message.clone()),
         })).collect::<Vec<_>>(),
         "split_floor_ms": wf.spec.split_floor_ms,
+        "target_records_per_run": wf.spec.target_records_per_run,
+        "replan": wf.replan.as_ref().map(|r| json!({
+            "at": r.at,
+            "from": r.from,
+            "window_ms": r.window_ms,
+            "windows": r.windows,
+            "replaced": r.replaced,
+            "observed_records": r.observed_records,
+            "observed_ms": r.observed_ms,
+        })),
         "totals": {
             "batches": t.batches,
             "split": t.split,
@@ -505,6 +516,19 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
                     .as_ref()
                     .map(|e| e.message.as_str())
                     .unwrap_or("too big or too long for one run")
+            );
+        }
+        if let (Some(r), Some(target)) = (&wf.replan, wf.spec.target_records_per_run) {
+            let _ = writeln!(
+                out,
+                "re-planned: from {}, {} window(s) of {:.1} h for about {target} records per run \
+                 (the first completed windows held {} records in {:.1} h); {} planned window(s) replaced",
+                r.from.to_rfc3339(),
+                r.windows,
+                r.window_ms as f64 / 3_600_000.0,
+                r.observed_records,
+                r.observed_ms as f64 / 3_600_000.0,
+                r.replaced
             );
         }
         if let Some(until) = wf.paused_until() {
@@ -844,6 +868,66 @@ mod tests {
         assert_eq!(json["totals"]["batches"], 3);
         assert_eq!(json["totals"]["split"], 1);
         assert_eq!(json["split_floor_ms"], 3_600_000);
+    }
+
+    #[test]
+    fn a_replan_by_density_says_what_it_saw() {
+        use flowpilot_core::decide::{Policy, decide};
+        use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome};
+        use flowpilot_core::ids::{FlowRole, flow_name};
+        use flowpilot_core::input::{Input, RunReport};
+        let now = Utc::now();
+        let spec = flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some("2024-01-31".into()),
+            batch_size: Some("P1D".into()),
+            bulk_threshold: Some("PT1H".into()),
+            target_records_per_run: Some(100),
+            ..Default::default()
+        }
+        .validate(now)
+        .unwrap();
+        let id = WorkflowId::new("wf-1").unwrap();
+        let p = Policy::default();
+        let mut wf = decide(&Workflow::new(id.clone(), spec, now), Input::Start, now, &p).workflow;
+        for i in 0..3u32 {
+            let started = Input::Applied(vec![Outcome::Started {
+                key: EffectKey::attempt(i, 1, AttemptStep::Start),
+                role: FlowRole::Batch(i),
+                attempt: 1,
+                execution_id: Some(format!("x{i}")),
+            }]);
+            wf = decide(&wf, started, now, &p).workflow;
+            let ok = Input::RunEnded(RunReport {
+                flow_name: flow_name(&id, FlowRole::Batch(i)),
+                role: FlowRole::Batch(i),
+                execution_id: Some(format!("x{i}")),
+                succeeded: true,
+                error: None,
+                records_processed: Some(10),
+                record_failures: Some(0),
+                record_failure_message: None,
+                pull_start: None,
+                pull_end: None,
+                ended_at: None,
+            });
+            wf = decide(&wf, ok, now, &p).workflow;
+        }
+        let text = status_text(&wf, now);
+        assert!(
+            text.contains("re-planned: from 2024-01-05T00:00:00+00:00, 2 window(s) of 312.0 h for about 100 records per run (the first completed windows held 30 records in 72.0 h); 26 planned window(s) replaced"),
+            "{text}"
+        );
+        assert!(text.contains("3/6 succeeded"), "{text}");
+        let json = status_json(&wf);
+        assert_eq!(json["replan"]["windows"], 2);
+        assert_eq!(json["target_records_per_run"], 100);
+        assert_eq!(json["batches"][29]["status"], "replanned");
     }
 
     #[test]

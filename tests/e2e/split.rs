@@ -3,7 +3,8 @@
 //! windows that fit — and the workflow completes with every record written exactly once; the
 //! splits show in `workflow status` (text and JSON), in `Batch Split` health events and in the
 //! metrics. Where halving would go below the split floor, the failure is retried as usual and
-//! then fails the workflow.
+//! then fails the workflow. With `--target-records-per-run`, the windows not started yet are
+//! re-planned from the density the first ones observed.
 
 use std::time::Duration;
 
@@ -215,6 +216,57 @@ async fn a_window_over_the_per_run_record_limit_splits_and_completes_exactly_onc
         counter(&metrics, "flowpilot_batch_splits_total") == 7,
         "{metrics}"
     );
+    worker.assert_no_panic()?;
+    Ok(())
+}
+
+/// `--target-records-per-run`: after three daily windows (50 records each) completed, the
+/// windows nobody started are re-planned to about 120 records each — fewer, longer runs — and
+/// the ledger still holds every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn target_records_per_run_replans_later_windows_by_observed_density() -> anyhow::Result<()> {
+    let env = Env::start(
+        "replan",
+        SimSetup {
+            faults: short_runs(),
+            object_types: vec!["Replan".into()],
+            ..SimSetup::default()
+        },
+    )
+    .await?;
+    let worker = env.spawn_worker("replan", &[])?;
+    let mut args = WorkflowArgs::new("rp", "2024-03-01", "2024-03-11T00:00:00Z", "P1D");
+    args.object_type = "Replan".into();
+    args.extra = vec!["--target-records-per-run".into(), "120".into()];
+    let id = env.create_workflow(&args).await?;
+    let wf = env.wait_for(&id, "rp settled", DEADLINE, settled).await?;
+    ensure!(wf.status == WorkflowStatus::Live, "{}", wf.status.as_str());
+    // Batches 0-2 ran, batch 3's flow was prepared ahead: 6 days remain, at 50 records a day
+    // 120 records is 2.4 days, so two windows of 3 days replace the 6 daily ones.
+    let r = wf.replan.clone().context("a re-plan")?;
+    ensure!(
+        (r.observed_records, r.windows, r.replaced) == (150, 2, 6),
+        "{r:?}"
+    );
+    let runnable: Vec<_> = wf.runnable_batches().collect();
+    ensure!(runnable.len() == 6, "{:#?}", wf.batches);
+    ensure!(
+        runnable.iter().all(|b| b.status == BatchStatus::Succeeded
+            && b.records == 50 * ((b.window.end - b.window.start).num_days() as u64)),
+        "{runnable:#?}"
+    );
+    let from = "2024-03-01T00:00:00Z".parse()?;
+    let to = "2024-03-11T00:00:00Z".parse()?;
+    let ledger = env.ledger_check("Replan", from, to).await?;
+    ledger.ensure_complete("rp")?;
+    ensure!(ledger.source == 500, "{ledger:?}");
+    let status = json_cli(&env, &["workflow", "status", id.as_str(), "--json"]).await?;
+    ensure!(
+        status["replan"]["windows"] == 2 && status["totals"]["batches"] == 6,
+        "{status}"
+    );
+    let text = env.cli(&["workflow", "status", id.as_str()]).await?;
+    ensure!(text.contains("re-planned: from 2024-03-05"), "{text}");
     worker.assert_no_panic()?;
     Ok(())
 }

@@ -34,6 +34,7 @@ mod outcome;
 pub mod pause;
 mod reconcile;
 mod records;
+mod resize;
 mod retire;
 mod split;
 
@@ -152,6 +153,7 @@ impl Workflow {
             redrives: 0,
             completed_at: None,
             drain: None,
+            replan: None,
         }
     }
 }

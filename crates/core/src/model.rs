@@ -59,12 +59,20 @@ pub enum BatchStatus {
     /// The run failed for size or time and the window was split in two (`decide::split`): the
     /// halves are batches of their own (`Batch::split_into`), this one never runs again.
     Split,
+    /// Never started: its window was re-planned, with the rest of the range, from the record
+    /// density the first completed windows observed (`decide::resize`).
+    Replanned,
 }
 
 impl BatchStatus {
     /// Nothing left to run for this window: it succeeded, or its halves carry it.
     pub fn is_done(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Split)
+        matches!(self, Self::Succeeded | Self::Split | Self::Replanned)
+    }
+
+    /// A window that runs (or ran) as it is: neither split into halves nor re-planned.
+    pub fn is_runnable(self) -> bool {
+        !matches!(self, Self::Split | Self::Replanned)
     }
 }
 
@@ -272,15 +280,32 @@ pub struct Workflow {
     /// The outbox is stuck on an effect that keeps failing transiently (see `decide::drain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+    /// The one re-plan of the untouched windows by observed record density
+    /// (`target_records_per_run`, `decide::resize`), once it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replan: Option<Replan>,
+}
+
+/// What the re-plan by record density saw and did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replan {
+    pub at: DateTime<Utc>,
+    /// Records the completed windows reported, and how long those windows were (ms).
+    pub observed_records: u64,
+    pub observed_ms: u64,
+    /// Where the re-planned windows start (the range before it was already taken).
+    pub from: DateTime<Utc>,
+    /// The new windows' length (the last one clipped at `to`), and how many replaced how many.
+    pub window_ms: u64,
+    pub windows: u32,
+    pub replaced: u32,
 }
 
 impl Workflow {
-    /// The batches that run a window: every batch but those split into halves. Their windows
-    /// tile `[from, to)` (property-tested in `crates/core/tests/split_props.rs`).
+    /// The batches that run a window: every batch but those split into halves or re-planned.
+    /// Their windows tile `[from, to)` (property-tested in `crates/core/tests/split_props.rs`).
     pub fn runnable_batches(&self) -> impl Iterator<Item = &Batch> {
-        self.batches
-            .iter()
-            .filter(|b| b.status != BatchStatus::Split)
+        self.batches.iter().filter(|b| b.status.is_runnable())
     }
 
     /// While a batch waits for the SaaS application's API allowance to refill, the workflow

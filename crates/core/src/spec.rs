@@ -155,6 +155,12 @@ pub const MIN_SPLIT_FLOOR_MS: u64 = 60_000;
 /// 30 days: a floor longer than the batch size simply means "never split".
 pub const MAX_SPLIT_FLOOR_MS: u64 = 30 * 86_400_000;
 
+/// Windows that must have completed before the rest are sized from their density: one
+/// window can be an outlier (a quiet holiday month, a bulk update); three rarely all are.
+pub const RESIZE_AFTER: usize = 3;
+/// 100 million: Salesforce's Bulk API 2.0 query limit per 24 h; no run should aim beyond it.
+pub const MAX_TARGET_RECORDS_PER_RUN: u64 = 100_000_000;
+
 fn default_split_floor() -> u64 {
     DEFAULT_SPLIT_FLOOR_MS
 }
@@ -199,6 +205,11 @@ pub struct WorkflowSpec {
         skip_serializing_if = "is_default_split_floor"
     )]
     pub split_floor_ms: u64,
+    /// Records a batch run should carry: once [`RESIZE_AFTER`] windows have completed, the
+    /// windows nobody has started yet are re-planned from the record density they observed
+    /// (`decide::resize`). `None`: the planned windows stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_records_per_run: Option<u64>,
     pub kms_arn: Option<String>,
     pub tags: BTreeMap<String, String>,
 }

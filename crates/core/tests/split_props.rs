@@ -2,7 +2,8 @@
 //! run — every batch but the split ones — are exactly `[from, to)`, ordered, with no overlap
 //! and no gap; no split produces a window shorter than the floor; a split batch's halves are
 //! exactly its window; batch indexes stay the positions flow names are derived from.
-//! Checked on the planner's `halve` alone and through `decide` over random run outcomes.
+//! Checked on the planner's `halve` alone and through `decide` over random run outcomes, with
+//! and without the re-plan by record density (`target_records_per_run`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 use chrono::{DateTime, TimeDelta, Utc};
@@ -78,14 +79,14 @@ proptest! {
 }
 
 /// A report for batch `index`'s current attempt (no execution id: counts for it).
-fn ended(wf: &WorkflowId, index: u32, ok: bool) -> Input {
+fn ended(wf: &WorkflowId, index: u32, ok: bool, records: u64) -> Input {
     Input::RunEnded(RunReport {
         flow_name: flow_name(wf, FlowRole::Batch(index)),
         role: FlowRole::Batch(index),
         execution_id: None,
         succeeded: ok,
         error: (!ok).then(|| TOO_BIG.to_owned()),
-        records_processed: Some(1),
+        records_processed: Some(records),
         record_failures: Some(0),
         record_failure_message: None,
         pull_start: None,
@@ -102,9 +103,21 @@ fn check(wf: &Workflow, floor_ms: u64) {
     );
     for (pos, b) in wf.batches.iter().enumerate() {
         assert_eq!(b.index as usize, pos, "index is the position");
+        let len = ms(b.window.end) - ms(b.window.start);
         if b.split_from.is_some() {
-            let len = ms(b.window.end) - ms(b.window.start);
             assert!(len >= floor_ms as i64, "{b:?} below the floor {floor_ms}");
+        }
+        // A re-planned window is at least the floor too (or the whole rest of the range).
+        if let Some(r) = &wf.replan
+            && b.window.start >= r.from
+            && b.split_from.is_none()
+            && b.status.is_runnable()
+        {
+            let rest = ms(wf.spec.to) - ms(r.from);
+            assert!(
+                len >= (floor_ms as i64).min(rest),
+                "{b:?} re-planned below the floor"
+            );
         }
         if b.status == BatchStatus::Split {
             let halves: Vec<Window> = b
@@ -133,6 +146,8 @@ proptest! {
         batch_days in 1u32..=4,
         floor_h in 1u64..=30,
         concurrency in 1u32..=3,
+        target in proptest::option::of(1u64..=20),
+        records_per_run in 0u64..=5,
         outcomes in proptest::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 1..60),
     ) {
         let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
@@ -150,6 +165,7 @@ proptest! {
             concurrency: Some(concurrency),
             max_retries: Some(20),
             split_floor: Some(format!("{floor_h}h")),
+            target_records_per_run: target,
             ..SpecInput::default()
         }
         .validate(t0)
@@ -171,7 +187,7 @@ proptest! {
                 break; // only retries wait: nothing more to decide without a clock
             }
             let i = running[pick.index(running.len())];
-            wf = decide(&wf, ended(&id, i, ok), t0, &policy).workflow;
+            wf = decide(&wf, ended(&id, i, ok, records_per_run), t0, &policy).workflow;
             check(&wf, floor_ms);
         }
         // Then everything succeeds (retries become due): the bulk phase completes.
@@ -183,7 +199,7 @@ proptest! {
             let input = if waiting {
                 Input::RetryDue { batch: i, attempt, due_at: t0 }
             } else {
-                ended(&id, i, true)
+                ended(&id, i, true, records_per_run)
             };
             wf = decide(&wf, input, t0 + TimeDelta::days(2), &policy).workflow;
             check(&wf, floor_ms);

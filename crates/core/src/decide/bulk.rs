@@ -227,6 +227,9 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     b.flow_ready = false;
     let (i, attempt) = (b.index, b.attempt);
     let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
+    // Sizes the windows not started yet by the density observed so far, before choosing the
+    // next one (`resize`).
+    super::resize::resize(cx);
     // The next batch's StartFlow first: it is what the source is waiting for; deleting the
     // finished flow and the health event can come after it. Asking AppFlow why records were
     // not sent must come before the delete, which makes the run's record unreachable.

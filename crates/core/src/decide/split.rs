@@ -68,7 +68,7 @@ pub(super) fn try_split(cx: &mut Ctx, idx: usize, err: &ErrorInfo) -> bool {
     b.split_into = vec![next, next + 1];
     let at = cx.wf.batches.len();
     for (index, window) in [(next, first), (next + 1, second)] {
-        cx.wf.batches.push(half(index, window, parent));
+        cx.wf.batches.push(pending(index, window, Some(parent)));
     }
     let name = flow_name(&cx.wf.id, FlowRole::Batch(parent));
     // A half first: the source is waiting, and the slot the split batch held is free.
@@ -90,7 +90,8 @@ pub(super) fn try_split(cx: &mut Ctx, idx: usize, err: &ErrorInfo) -> bool {
     true
 }
 
-fn half(index: u32, window: crate::plan::Window, parent: u32) -> Batch {
+/// A new batch nobody has touched: a half of a split (`split_from`) or a re-planned window.
+pub(super) fn pending(index: u32, window: crate::plan::Window, split_from: Option<u32>) -> Batch {
     Batch {
         index,
         window,
@@ -108,7 +109,7 @@ fn half(index: u32, window: crate::plan::Window, parent: u32) -> Batch {
         not_sent: None,
         paused: false,
         budget_waits: 0,
-        split_from: Some(parent),
+        split_from,
         split_into: Vec::new(),
     }
 }

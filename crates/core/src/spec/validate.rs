@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use super::input::{SpecError, SpecInput, parse_millis, parse_timestamp};
 use super::{
     Connector, ContinuousSpec, DEFAULT_SPLIT_FLOOR_MS, MAX_RECORD_FAILURES, MAX_SPEC_DURATION,
-    MAX_SPLIT_FLOOR_MS, MIN_SPLIT_FLOOR_MS, RetryPolicy, SourceObject, WorkflowSpec,
+    MAX_SPLIT_FLOOR_MS, MAX_TARGET_RECORDS_PER_RUN, MIN_SPLIT_FLOOR_MS, RetryPolicy, SourceObject,
+    WorkflowSpec,
 };
 use crate::duration::IsoDuration;
 use crate::ids::MANAGED_TAG_KEY;
@@ -139,6 +140,15 @@ impl SpecInput {
                 human_millis(MIN_SPLIT_FLOOR_MS)
             ));
         }
+        let target_records_per_run = match self.target_records_per_run {
+            Some(n) if !(1..=MAX_TARGET_RECORDS_PER_RUN).contains(&n) => {
+                p.push(format!(
+                    "invalid target-records-per-run `{n}`: allowed: 1 to {MAX_TARGET_RECORDS_PER_RUN}"
+                ));
+                None
+            }
+            n => n,
+        };
         if let Some(k) = &self.kms_arn {
             p.check(
                 "kms-arn",
@@ -182,6 +192,7 @@ impl SpecInput {
             },
             max_record_failures: max_record_failures.ok_or_else(missing)?,
             split_floor_ms: split_floor_ms.ok_or_else(missing)?,
+            target_records_per_run,
             kms_arn: self.kms_arn,
             tags,
         })
@@ -609,6 +620,14 @@ mod tests {
             (
                 "split-floor",
                 Box::new(|i| i.split_floor = Some("1d".into())),
+            ),
+            (
+                "target-records-per-run",
+                Box::new(|i| i.target_records_per_run = Some(0)),
+            ),
+            (
+                "target-records-per-run",
+                Box::new(|i| i.target_records_per_run = Some(MAX_TARGET_RECORDS_PER_RUN + 1)),
             ),
             (
                 "kms-arn",
