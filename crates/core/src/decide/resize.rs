@@ -5,7 +5,8 @@
 //! moving would be hard to follow, and splitting (`split`) corrects a window that turns out
 //! too big anyway.
 //!
-//! Crash safety: only *untouched* batches change — pending, never started, no flow prepared —
+//! Crash safety: only *untouched* batches change — planned (not a split's half), pending,
+//! never started, no flow prepared —
 //! so no flow name, client token or effect key of theirs was ever used; they take the new
 //! windows in place (same indexes), surplus ones become `Replanned`, extra windows are
 //! appended with the next indexes. All of it is one transition.
@@ -21,8 +22,10 @@ use crate::model::{Batch, BatchStatus, Replan};
 use crate::plan::{MAX_BATCHES, Window, can_split};
 use crate::spec::RESIZE_AFTER;
 
+/// A planned window nobody has started or prepared. A split's halves are never re-planned:
+/// they are what their parent's window runs as (`split_into`).
 fn untouched(b: &Batch) -> bool {
-    b.status == BatchStatus::Pending && b.attempt == 0 && !b.flow_ready
+    b.status == BatchStatus::Pending && b.attempt == 0 && !b.flow_ready && b.split_from.is_none()
 }
 
 fn millis(w: &Window) -> u64 {
