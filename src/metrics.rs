@@ -75,6 +75,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Workflow Paused events published: starts paused because the SaaS API allowance was spent.",
     ),
     (
+        BATCH_SPLITS,
+        "Batch Split events published: batch windows split in two because a run failed for size or time.",
+    ),
+    (
         CRITICAL_PATHS,
         "Run End reports whose handling started the next batch (the denominator of the next metric).",
     ),
@@ -104,6 +108,7 @@ pub const STORE_UNREADABLE: &str = "flowpilot_store_unreadable_items_total";
 pub const AWS_REQUESTS: &str = "flowpilot_aws_requests_total";
 pub const RECORDS_FAILED: &str = "flowpilot_records_failed_total";
 pub const WORKFLOW_PAUSES: &str = "flowpilot_workflow_pauses_total";
+pub const BATCH_SPLITS: &str = "flowpilot_batch_splits_total";
 pub const CRITICAL_PATHS: &str = "flowpilot_critical_paths_total";
 pub const CRITICAL_PATH_REQUESTS: &str = "flowpilot_critical_path_requests_total";
 pub const CRITICAL_PATH_MICROS: &str = "flowpilot_critical_path_microseconds_total";
@@ -268,7 +273,8 @@ impl Intercept for RequestCounter {
     }
 }
 
-/// Counts what a published health event reports: records not sent (by flow role) and pauses.
+/// Counts what a published health event reports: records not sent (by flow role), pauses and
+/// splits.
 /// Counted at publication, so a publish repeated after a crash before its outcome was written
 /// counts twice (as every counter here may after a crash).
 pub fn count_published(metrics: &Metrics, event: &flowpilot_core::health::HealthEvent) {
@@ -284,6 +290,7 @@ pub fn count_published(metrics: &Metrics, event: &flowpilot_core::health::Health
             );
         }
         HealthKind::WorkflowPaused => metrics.inc(WORKFLOW_PAUSES),
+        HealthKind::BatchSplit => metrics.inc(BATCH_SPLITS),
         _ => {}
     }
 }
@@ -385,6 +392,7 @@ mod tests {
                 records_failed: failed,
                 records_processed: None,
                 max_record_failures: None,
+                halves: None,
                 time: t,
             },
         };
@@ -393,6 +401,7 @@ mod tests {
         count_published(&m, &event(HealthKind::RecordsNotSent, false, Some(4)));
         count_published(&m, &event(HealthKind::WorkflowPaused, true, None));
         count_published(&m, &event(HealthKind::BatchSucceeded, true, None));
+        count_published(&m, &event(HealthKind::BatchSplit, true, None));
         let text = m.render();
         assert!(
             text.contains("flowpilot_records_failed_total{role=\"batch\"} 70"),
@@ -403,5 +412,6 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.total(WORKFLOW_PAUSES), 1);
+        assert_eq!(m.total(BATCH_SPLITS), 1);
     }
 }

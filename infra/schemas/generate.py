@@ -42,6 +42,20 @@ OPTIONAL_MEMBERS = {
     "records_processed": {"type": "integer", "minimum": 0, "description": "Records the run read"},
     "max_record_failures": {"type": "integer", "minimum": 0,
                             "description": "The workflow's budget of record failures per batch run"},
+    "halves": {
+        "type": "array",
+        "description": "The two batches a split batch's window now runs as, in window order: "
+                       "[batch.start, mid) and [mid, batch.end)",
+        "minItems": 2,
+        "maxItems": 2,
+        "items": {
+            "type": "object",
+            "required": ["index", "start", "end"],
+            "properties": {"index": {"type": "integer", "minimum": 0,
+                                     "description": "Batch number of the half (its flow is fp-{workflow}-b{index:04})"},
+                           "start": TIME, "end": TIME},
+        },
+    },
 }
 BASE = {
     "event_id": {"type": "string", "minLength": 1,
@@ -115,6 +129,15 @@ EVENTS = {
                          "action", "command", "connector_profile"],
                         {"transient": {"const": True}, "action": {"const": "wait"},
                          "retry_at": {"description": "When the workflow resumes its starts (the paused batch starts again)"}}),
+    "Batch Split": ("batch-split",
+                    "A batch run failed for size or time (a run or query time limit, too many records): "
+                    "instead of retrying the same window, flowpilot split it in two and runs the halves "
+                    "(`halves`) as batches of their own, under new flow names; the split batch's flow is "
+                    "deleted. `error` is AppFlow's message. Splits recurse down to the workflow's split "
+                    "floor; at the floor the failure is retried as usual (`Batch Retry Scheduled`). Once "
+                    "per split batch.",
+                    ["flow_name", "batch", "attempt", "error", "transient", "halves"],
+                    {"transient": {"const": True}}),
     "Workflow Unreadable": ("workflow-unreadable",
                             "A stored workflow cannot be read back (hand-edited, or written by an incompatible "
                             "version); every reconcile pass skips it and reports it again under the same "

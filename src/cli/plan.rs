@@ -82,6 +82,24 @@ fn table(spec: &WorkflowSpec, p: &Plan) -> String {
              that the batch fails with a redrive command",
             spec.max_record_failures
         );
+        if flowpilot_core::plan::can_split(spec.connector) {
+            // What a run too big or too long for its window comes to (README, "Adaptive windows").
+            let _ = writeln!(
+                out,
+                "splits     a batch run that fails for size or time is split in two, recursively, \
+                 down to windows of {} ms ({}); at that floor it is retried as usual",
+                spec.split_floor_ms,
+                human_ms(spec.split_floor_ms)
+            );
+            if let Some(target) = spec.target_records_per_run {
+                let _ = writeln!(
+                    out,
+                    "resize     after {} completed windows, the windows not started yet are \
+                     re-planned to about {target} records per run from the density observed",
+                    flowpilot_core::spec::RESIZE_AFTER
+                );
+            }
+        }
     }
     if !p.batches.is_empty() {
         let _ = writeln!(
@@ -108,4 +126,14 @@ fn table(spec: &WorkflowSpec, p: &Plan) -> String {
         let _ = writeln!(out, "note: {note}");
     }
     out
+}
+
+/// `1h`, `30m`, `45s` or `500ms`: the way `--split-floor` is written.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
 }

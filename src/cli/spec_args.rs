@@ -109,6 +109,19 @@ pub struct SpecArgs {
     #[arg(long, value_name = "N")]
     pub max_record_failures: Option<u32>,
 
+    /// Shortest window a split may produce (1m to 720h, e.g. 30m, 1h). A batch run that fails
+    /// for size or time (AppFlow's run limits, a Salesforce query time-out, too many records)
+    /// is split in two, recursively, down to this; at the floor it is retried as usual.
+    /// Default: 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub split_floor: Option<String>,
+
+    /// Records a batch run should carry, 1-100000000. Once three windows have completed, the
+    /// windows not started yet are re-planned to this many records each, from the record
+    /// density the completed ones observed (never shorter than the split floor). Default: off.
+    #[arg(long, value_name = "N")]
+    pub target_records_per_run: Option<u64>,
+
     /// The Customer Profiles domain's customer managed KMS key, used for every flow
     /// (arn:aws:kms:<region>:<account>:key/...). Required to create a workflow: the continuous
     /// integration cannot be linked without it.
@@ -164,6 +177,8 @@ impl SpecArgs {
             auto_rebuild: self.auto_rebuild,
             degraded_threshold: self.degraded_threshold,
             max_record_failures: self.max_record_failures,
+            split_floor: self.split_floor.clone(),
+            target_records_per_run: self.target_records_per_run,
             kms_arn: self.kms_arn.clone(),
             tags: (!tags.is_empty()).then_some(tags),
         };

@@ -271,10 +271,15 @@ fn batch_status(s: BatchStatus) -> &'static str {
         BatchStatus::RetryWait => "retry_wait",
         BatchStatus::Succeeded => "succeeded",
         BatchStatus::Failed => "failed",
+        BatchStatus::Split => "split",
+        BatchStatus::Replanned => "replanned",
     }
 }
 
 struct Totals {
+    /// Batches that run a window (a split batch runs as its halves).
+    batches: usize,
+    split: usize,
     succeeded: usize,
     running: usize,
     failed: usize,
@@ -296,6 +301,8 @@ fn totals(wf: &Workflow) -> Totals {
         .map(|b| (b.window.end - b.window.start).num_milliseconds())
         .sum();
     Totals {
+        batches: wf.runnable_batches().count(),
+        split: count(BatchStatus::Split),
         succeeded: count(BatchStatus::Succeeded),
         running: count(BatchStatus::Running) + count(BatchStatus::RetryWait),
         failed: count(BatchStatus::Failed),
@@ -327,13 +334,27 @@ pub fn status_json(wf: &Workflow) -> Value {
             "records_failed": b.records_failed(),
             "records_failed_message": b.not_sent.as_ref().and_then(|n| n.message.clone()),
             "budget_waits": b.budget_waits,
+            "split_from": b.split_from,
+            "split_into": b.split_into,
             "paused_until": (b.paused && b.status == BatchStatus::RetryWait)
                 .then_some(b.retry_at)
                 .flatten(),
             "error": b.last_error.as_ref().map(|e| e.message.clone()),
         })).collect::<Vec<_>>(),
+        "split_floor_ms": wf.spec.split_floor_ms,
+        "target_records_per_run": wf.spec.target_records_per_run,
+        "replan": wf.replan.as_ref().map(|r| json!({
+            "at": r.at,
+            "from": r.from,
+            "window_ms": r.window_ms,
+            "windows": r.windows,
+            "replaced": r.replaced,
+            "observed_records": r.observed_records,
+            "observed_ms": r.observed_ms,
+        })),
         "totals": {
-            "batches": wf.batches.len(),
+            "batches": t.batches,
+            "split": t.split,
             "succeeded": t.succeeded,
             "running": t.running,
             "failed": t.failed,
@@ -373,10 +394,27 @@ fn short(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
 
+/// The date, and the time of day too where a split put a bound inside a day.
+fn instant(t: DateTime<Utc>) -> String {
+    if t.time() == chrono::NaiveTime::MIN {
+        short(t)
+    } else {
+        t.format("%Y-%m-%dT%H:%M").to_string()
+    }
+}
+
+/// Batches by window (a split batch before its halves, which share its start): the halves of
+/// a split are appended to the plan, but read best where their window is.
+fn in_window_order(wf: &Workflow) -> Vec<&flowpilot_core::model::Batch> {
+    let mut rows: Vec<_> = wf.batches.iter().collect();
+    rows.sort_by_key(|b| (b.window.start, std::cmp::Reverse(b.window.end), b.index));
+    rows
+}
+
 pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
     use std::fmt::Write as _;
     let t = totals(wf);
-    let total = wf.batches.len().max(1);
+    let total = t.batches.max(1);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -398,13 +436,18 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
     if wf.bulk {
         let _ = writeln!(
             out,
-            "batches  {} {}/{} succeeded, {} running, {} failed, {} pending",
+            "batches  {} {}/{} succeeded, {} running, {} failed, {} pending{}",
             bar(t.succeeded as f64 / total as f64),
             t.succeeded,
-            wf.batches.len(),
+            t.batches,
             t.running,
             t.failed,
-            t.pending
+            t.pending,
+            if t.split > 0 {
+                format!(" ({} split in two)", t.split)
+            } else {
+                String::new()
+            }
         );
         let written = if t.records_failed > 0 {
             // AppFlow counts the records a run read, whether or not it could write them all.
@@ -424,13 +467,13 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
             "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  {:>8}  error",
             "batch", "start", "end", "status", "attempts", "records", "not sent"
         );
-        for b in &wf.batches {
+        for b in in_window_order(wf) {
             let _ = writeln!(
                 out,
                 "{:>5}  {:<10}  {:<10}  {:<10}  {:>8}  {:>10}  {:>8}  {}",
                 b.index,
-                short(b.window.start),
-                short(b.window.end),
+                instant(b.window.start),
+                instant(b.window.end),
                 batch_label(b),
                 b.attempt,
                 b.records,
@@ -455,6 +498,38 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
                         .unwrap_or("(AppFlow's message not known yet)")
                 );
             }
+        }
+        // Adaptive windows: which window ran as which halves, and why.
+        for b in wf.batches.iter().filter(|b| b.status == BatchStatus::Split) {
+            let _ = writeln!(
+                out,
+                "split: batch {} [{}, {}) into batches {}: {}",
+                b.index,
+                b.window.start.to_rfc3339(),
+                b.window.end.to_rfc3339(),
+                b.split_into
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                b.last_error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("too big or too long for one run")
+            );
+        }
+        if let (Some(r), Some(target)) = (&wf.replan, wf.spec.target_records_per_run) {
+            let _ = writeln!(
+                out,
+                "re-planned: from {}, {} window(s) of {:.1} h for about {target} records per run \
+                 (the first completed windows held {} records in {:.1} h); {} planned window(s) replaced",
+                r.from.to_rfc3339(),
+                r.windows,
+                r.window_ms as f64 / 3_600_000.0,
+                r.observed_records,
+                r.observed_ms as f64 / 3_600_000.0,
+                r.replaced
+            );
         }
         if let Some(until) = wf.paused_until() {
             let _ = writeln!(
@@ -718,6 +793,141 @@ mod tests {
         let json = status_json(&wf);
         assert_eq!(json["batches"][0]["index"], 0);
         assert_eq!(json["batches"][5]["index"], 5);
+    }
+
+    #[test]
+    fn a_split_shows_in_window_order_with_its_halves() {
+        use flowpilot_core::decide::{Policy, decide};
+        use flowpilot_core::ids::{FlowRole, flow_name};
+        use flowpilot_core::input::{Input, RunReport};
+        let now = Utc::now();
+        let spec = flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some("2024-01-03".into()),
+            batch_size: Some("P1D".into()),
+            bulk_threshold: Some("PT1H".into()),
+            ..Default::default()
+        }
+        .validate(now)
+        .unwrap();
+        let id = WorkflowId::new("wf-1").unwrap();
+        let p = Policy::default();
+        let wf = Workflow::new(id.clone(), spec, now);
+        let wf = decide(&wf, Input::Start, now, &p).workflow;
+        let too_big = Input::RunEnded(RunReport {
+            flow_name: flow_name(&id, FlowRole::Batch(0)),
+            role: FlowRole::Batch(0),
+            execution_id: None,
+            succeeded: false,
+            error: Some("QUERY_TIMEOUT: Your query request was running for too long.".into()),
+            records_processed: None,
+            record_failures: None,
+            record_failure_message: None,
+            pull_start: None,
+            pull_end: None,
+            ended_at: None,
+        });
+        let wf = decide(&wf, too_big, now, &p).workflow;
+        let text = status_text(&wf, now);
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("batch  start"))
+            .skip(1)
+            .take(4)
+            .collect();
+        assert!(
+            rows[0].starts_with("    0  2024-01-01  2024-01-02  split"),
+            "{text}"
+        );
+        assert!(
+            rows[1].starts_with("    2  2024-01-01  2024-01-01T12:00"),
+            "{text}"
+        );
+        assert!(
+            rows[2].starts_with("    3  2024-01-01T12:00  2024-01-02"),
+            "{text}"
+        );
+        assert!(rows[3].starts_with("    1  2024-01-02"), "{text}");
+        assert!(
+            text.contains("0/3 succeeded, 1 running, 0 failed, 2 pending (1 split in two)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("split: batch 0 [2024-01-01T00:00:00+00:00, 2024-01-02T00:00:00+00:00) into batches 2 and 3: QUERY_TIMEOUT"),
+            "{text}"
+        );
+        let json = status_json(&wf);
+        assert_eq!(json["batches"][0]["status"], "split");
+        assert_eq!(json["batches"][0]["split_into"], serde_json::json!([2, 3]));
+        assert_eq!(json["batches"][2]["split_from"], 0);
+        assert_eq!(json["totals"]["batches"], 3);
+        assert_eq!(json["totals"]["split"], 1);
+        assert_eq!(json["split_floor_ms"], 3_600_000);
+    }
+
+    #[test]
+    fn a_replan_by_density_says_what_it_saw() {
+        use flowpilot_core::decide::{Policy, decide};
+        use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome};
+        use flowpilot_core::ids::{FlowRole, flow_name};
+        use flowpilot_core::input::{Input, RunReport};
+        let now = Utc::now();
+        let spec = flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some("2024-01-31".into()),
+            batch_size: Some("P1D".into()),
+            bulk_threshold: Some("PT1H".into()),
+            target_records_per_run: Some(100),
+            ..Default::default()
+        }
+        .validate(now)
+        .unwrap();
+        let id = WorkflowId::new("wf-1").unwrap();
+        let p = Policy::default();
+        let mut wf = decide(&Workflow::new(id.clone(), spec, now), Input::Start, now, &p).workflow;
+        for i in 0..3u32 {
+            let started = Input::Applied(vec![Outcome::Started {
+                key: EffectKey::attempt(i, 1, AttemptStep::Start),
+                role: FlowRole::Batch(i),
+                attempt: 1,
+                execution_id: Some(format!("x{i}")),
+            }]);
+            wf = decide(&wf, started, now, &p).workflow;
+            let ok = Input::RunEnded(RunReport {
+                flow_name: flow_name(&id, FlowRole::Batch(i)),
+                role: FlowRole::Batch(i),
+                execution_id: Some(format!("x{i}")),
+                succeeded: true,
+                error: None,
+                records_processed: Some(10),
+                record_failures: Some(0),
+                record_failure_message: None,
+                pull_start: None,
+                pull_end: None,
+                ended_at: None,
+            });
+            wf = decide(&wf, ok, now, &p).workflow;
+        }
+        let text = status_text(&wf, now);
+        assert!(
+            text.contains("re-planned: from 2024-01-05T00:00:00+00:00, 2 window(s) of 312.0 h for about 100 records per run (the first completed windows held 30 records in 72.0 h); 26 planned window(s) replaced"),
+            "{text}"
+        );
+        assert!(text.contains("3/6 succeeded"), "{text}");
+        let json = status_json(&wf);
+        assert_eq!(json["replan"]["windows"], 2);
+        assert_eq!(json["target_records_per_run"], 100);
+        assert_eq!(json["batches"][29]["status"], "replanned");
     }
 
     #[test]

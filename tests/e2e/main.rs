@@ -21,6 +21,8 @@
 //!   health events it emits against their JSON Schemas.
 //! - [`not_sent`]: when objects are not sent (issue 10): record-level failures, an expired
 //!   connection reconnected, a spent SaaS API allowance.
+//! - [`split`]: adaptive windows (issue 14): a window over the per-run record limit splits,
+//!   recursively, and completes exactly once; at the split floor it is retried and fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 mod support;
@@ -34,5 +36,6 @@ mod not_sent;
 mod reliability;
 mod schemas;
 mod sim;
+mod split;
 mod stack;
 mod worker;

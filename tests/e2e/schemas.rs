@@ -3,8 +3,9 @@
 //!
 //! One workflow is driven through a retry, records not sent, a permanent failure, a redrive, a
 //! pause for the SaaS API allowance, a degraded and recovered continuous integration and a
-//! rebuild; a second one stalls; an unreadable item in the state table is reported by the
-//! reconcile passes. Every event the health bus delivered
+//! rebuild; a second one stalls; a third is stuck while AppFlow answers 500; a fourth splits a
+//! window over the simulator's per-run record limit; an unreadable item in the state table is
+//! reported by the reconcile passes. Every event the health bus delivered
 //! is then validated with the `jsonschema` package of the project's virtualenv (a real JSON
 //! Schema 2020-12 validator), and a deliberately broken copy must be rejected.
 
@@ -203,6 +204,17 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
         w.status == WorkflowStatus::Live
     })
     .await?;
+
+    // A window over the per-run record limit (100 records, 60 allowed): `Batch Split`.
+    env.set_faults(&FaultPlan {
+        max_records_per_run: Some(60),
+        ..short_runs()
+    })
+    .await?;
+    let d = WorkflowArgs::new("sch-d", "2024-04-01", "2024-04-03T00:00:00Z", "P2D");
+    env.create_workflow(&d).await?;
+    env.health_until(&mut seen, DEADLINE, has(HealthKind::BatchSplit))
+        .await?;
 
     let missing: Vec<&str> = HealthKind::ALL
         .iter()

@@ -59,8 +59,10 @@
 use serde::{Deserialize, Serialize};
 
 mod rules;
+pub mod size;
 
 pub use rules::{CODE_RULES, MESSAGE_RULES};
+pub use size::{SIZE_RULES, too_big_for_one_run};
 
 /// What to do about an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

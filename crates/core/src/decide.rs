@@ -34,7 +34,9 @@ mod outcome;
 pub mod pause;
 mod reconcile;
 mod records;
+mod resize;
 mod retire;
+mod split;
 
 /// Worker-level knobs for `decide` (the spec holds per-workflow ones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +134,8 @@ impl Workflow {
                 not_sent: None,
                 paused: false,
                 budget_waits: 0,
+                split_from: None,
+                split_into: Vec::new(),
             })
             .collect();
         Self {
@@ -149,6 +153,7 @@ impl Workflow {
             redrives: 0,
             completed_at: None,
             drain: None,
+            replan: None,
         }
     }
 }

@@ -23,10 +23,11 @@ pub enum HealthKind {
     WorkflowStuck,
     RecordsNotSent,
     WorkflowPaused,
+    BatchSplit,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 14] = [
+    pub const ALL: [HealthKind; 15] = [
         Self::WorkflowStarted,
         Self::BatchSucceeded,
         Self::BatchRetryScheduled,
@@ -41,6 +42,7 @@ impl HealthKind {
         Self::WorkflowStuck,
         Self::RecordsNotSent,
         Self::WorkflowPaused,
+        Self::BatchSplit,
     ];
 
     /// The EventBridge `detail-type`.
@@ -60,6 +62,7 @@ impl HealthKind {
             Self::WorkflowStuck => "Workflow Stuck",
             Self::RecordsNotSent => "Records Not Sent",
             Self::WorkflowPaused => "Workflow Paused",
+            Self::BatchSplit => "Batch Split",
         }
     }
 
@@ -80,6 +83,7 @@ impl HealthKind {
             Self::WorkflowStuck => "workflow-stuck",
             Self::RecordsNotSent => "records-not-sent",
             Self::WorkflowPaused => "workflow-paused",
+            Self::BatchSplit => "batch-split",
         }
     }
 
@@ -157,6 +161,9 @@ pub struct HealthDetail {
     /// The workflow's `max_record_failures` (`Records Not Sent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_failures: Option<u32>,
+    /// The two batches a split batch's window now runs as (`Batch Split`), in window order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halves: Option<Vec<BatchRef>>,
     pub time: DateTime<Utc>,
 }
 
@@ -214,6 +221,7 @@ impl UnreadableItem {
                 records_failed: None,
                 records_processed: None,
                 max_record_failures: None,
+                halves: None,
                 time: now,
             },
         }

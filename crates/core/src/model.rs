@@ -56,6 +56,24 @@ pub enum BatchStatus {
     RetryWait,
     Succeeded,
     Failed,
+    /// The run failed for size or time and the window was split in two (`decide::split`): the
+    /// halves are batches of their own (`Batch::split_into`), this one never runs again.
+    Split,
+    /// Never started: its window was re-planned, with the rest of the range, from the record
+    /// density the first completed windows observed (`decide::resize`).
+    Replanned,
+}
+
+impl BatchStatus {
+    /// Nothing left to run for this window: it succeeded, or its halves carry it.
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Split | Self::Replanned)
+    }
+
+    /// A window that runs (or ran) as it is: neither split into halves nor re-planned.
+    pub fn is_runnable(self) -> bool {
+        !matches!(self, Self::Split | Self::Replanned)
+    }
 }
 
 /// An AppFlow error as flowpilot judged it.
@@ -162,6 +180,12 @@ pub struct Batch {
     /// retry budget).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub budget_waits: u32,
+    /// The batch whose window was split to make this one (`decide::split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_from: Option<u32>,
+    /// The two halves this batch's window was split into, once `Split`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split_into: Vec<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -256,9 +280,34 @@ pub struct Workflow {
     /// The outbox is stuck on an effect that keeps failing transiently (see `decide::drain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+    /// The one re-plan of the untouched windows by observed record density
+    /// (`target_records_per_run`, `decide::resize`), once it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replan: Option<Replan>,
+}
+
+/// What the re-plan by record density saw and did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replan {
+    pub at: DateTime<Utc>,
+    /// Records the completed windows reported, and how long those windows were (ms).
+    pub observed_records: u64,
+    pub observed_ms: u64,
+    /// Where the re-planned windows start (the range before it was already taken).
+    pub from: DateTime<Utc>,
+    /// The new windows' length (the last one clipped at `to`), and how many replaced how many.
+    pub window_ms: u64,
+    pub windows: u32,
+    pub replaced: u32,
 }
 
 impl Workflow {
+    /// The batches that run a window: every batch but those split into halves or re-planned.
+    /// Their windows tile `[from, to)` (property-tested in `crates/core/tests/split_props.rs`).
+    pub fn runnable_batches(&self) -> impl Iterator<Item = &Batch> {
+        self.batches.iter().filter(|b| b.status.is_runnable())
+    }
+
     /// While a batch waits for the SaaS application's API allowance to refill, the workflow
     /// starts no other batch: until when (the latest such wait), if any batch waits.
     pub fn paused_until(&self) -> Option<DateTime<Utc>> {

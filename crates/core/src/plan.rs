@@ -154,6 +154,41 @@ pub fn filter_for(spec: &WorkflowSpec, window: &Window) -> Option<FilterTask> {
     }
 }
 
+/// Whether a connector's filter can bound a window on both sides, so that a window can be
+/// split: Zendesk (`GREATER_THAN` only) and S3 (no timestamp filter) cannot.
+pub fn can_split(connector: Connector) -> bool {
+    !matches!(connector, Connector::Zendesk | Connector::S3)
+}
+
+/// `w` cut in two at its middle, rounded down to a whole second so the halves' bounds stay
+/// readable: `[start, mid)` and `[mid, end)`, contiguous and together exactly `w`. `None` when
+/// either half would be shorter than `floor_ms`: the floor is what stops splits recursing.
+pub fn halve(w: &Window, floor_ms: u64) -> Option<(Window, Window)> {
+    let len = (w.end - w.start).num_milliseconds();
+    let half = len / 2;
+    let half = if half >= 1000 {
+        half - half % 1000
+    } else {
+        half
+    };
+    let mid = w
+        .start
+        .checked_add_signed(chrono::TimeDelta::milliseconds(half))?;
+    let floor = i64::try_from(floor_ms).ok()?;
+    let (a, b) = (
+        Window {
+            start: w.start,
+            end: mid,
+        },
+        Window {
+            start: mid,
+            end: w.end,
+        },
+    );
+    let long_enough = |x: &Window| (x.end - x.start).num_milliseconds() >= floor.max(1);
+    (long_enough(&a) && long_enough(&b)).then_some((a, b))
+}
+
 /// `2024-01-01T00:00:00Z` (fractional seconds only when present).
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)

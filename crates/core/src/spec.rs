@@ -144,6 +144,31 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// One hour: the shortest window a run that failed for size or time is split down to
+/// (`decide::split`). Below an hour the run's fixed costs (flow creation, the source's job
+/// set-up, one API call or more) dominate, and a window that still fails at an hour of data
+/// is better retried and reported than cut into ever more runs.
+pub const DEFAULT_SPLIT_FLOOR_MS: u64 = 3_600_000;
+/// A minute: windows are selected at millisecond precision, but halving below a minute buys
+/// nothing a person could act on and multiplies the runs.
+pub const MIN_SPLIT_FLOOR_MS: u64 = 60_000;
+/// 30 days: a floor longer than the batch size simply means "never split".
+pub const MAX_SPLIT_FLOOR_MS: u64 = 30 * 86_400_000;
+
+/// Windows that must have completed before the rest are sized from their density: one
+/// window can be an outlier (a quiet holiday month, a bulk update); three rarely all are.
+pub const RESIZE_AFTER: usize = 3;
+/// 100 million: Salesforce's Bulk API 2.0 query limit per 24 h; no run should aim beyond it.
+pub const MAX_TARGET_RECORDS_PER_RUN: u64 = 100_000_000;
+
+fn default_split_floor() -> u64 {
+    DEFAULT_SPLIT_FLOOR_MS
+}
+
+fn is_default_split_floor(ms: &u64) -> bool {
+    *ms == DEFAULT_SPLIT_FLOOR_MS
+}
+
 /// A validated workflow spec. Construct through `SpecInput::validate`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowSpec {
@@ -172,6 +197,19 @@ pub struct WorkflowSpec {
     /// so they write back unchanged.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_record_failures: u32,
+    /// Shortest window a split may produce, in ms (default [`DEFAULT_SPLIT_FLOOR_MS`], between
+    /// [`MIN_SPLIT_FLOOR_MS`] and [`MAX_SPLIT_FLOOR_MS`]). Specs stored before it existed read
+    /// the default, which is not written, so they write back unchanged.
+    #[serde(
+        default = "default_split_floor",
+        skip_serializing_if = "is_default_split_floor"
+    )]
+    pub split_floor_ms: u64,
+    /// Records a batch run should carry: once [`RESIZE_AFTER`] windows have completed, the
+    /// windows nobody has started yet are re-planned from the record density they observed
+    /// (`decide::resize`). `None`: the planned windows stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_records_per_run: Option<u64>,
     pub kms_arn: Option<String>,
     pub tags: BTreeMap<String, String>,
 }

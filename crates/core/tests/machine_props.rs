@@ -16,7 +16,9 @@
 //!   record failures than `max_record_failures`;
 //! - after the drain, every record failure kept on a batch or the live integration has been
 //!   reported (`Records Not Sent`, with AppFlow's message when the execution record has one);
-//! - a succeeded batch is never started again;
+//! - a succeeded batch is never started again; a split batch never runs again, and the windows
+//!   that run tile `[from, to)` exactly, no half below the split floor (runs fail for size or
+//!   time too, which splits them);
 //! - PutIntegration once per link generation, generation 1 from `to` (or `from` without bulk);
 //! - live generations: no new generation's flow is created while a run of an older live flow is
 //!   still in progress (unless that run was cancelled), and its `firstExecutionFrom` covers
@@ -49,8 +51,43 @@ use proptest::prelude::*;
 
 /// Salesforce's answer once the rolling API allowance is spent (source budget: a pause).
 const LIMIT: &str = "REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.";
+/// A source query time-out (adaptive windows: the window is split in two down to the floor).
+const TOO_BIG: &str = "QUERY_TIMEOUT: Your query request was running for too long.";
 /// Salesforce's answer to an expired session (reconnect: never retried).
 const EXPIRED: &str = "INVALID_SESSION_ID: Session expired or invalid";
+
+/// Adaptive windows: batches only ever get appended; the windows that run (every batch but the
+/// split ones) tile `[from, to)` exactly; a split batch's halves are its window; no half is
+/// shorter than the floor.
+fn check_windows(wf: &Workflow) {
+    if !wf.bulk {
+        return;
+    }
+    let mut windows: Vec<_> = wf.runnable_batches().map(|b| b.window).collect();
+    windows.sort_by_key(|w| w.start);
+    assert_eq!(windows.first().map(|w| w.start), Some(wf.spec.from));
+    assert_eq!(windows.last().map(|w| w.end), Some(wf.spec.to));
+    for pair in windows.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "gap or overlap: {pair:?}");
+    }
+    for (pos, b) in wf.batches.iter().enumerate() {
+        assert_eq!(b.index as usize, pos);
+        if b.split_from.is_some() {
+            let len = (b.window.end - b.window.start).num_milliseconds();
+            assert!(
+                len >= wf.spec.split_floor_ms as i64,
+                "{b:?} below the floor"
+            );
+        }
+        if let [a, c] = b.split_into[..] {
+            let (a, c) = (&wf.batches[a as usize], &wf.batches[c as usize]);
+            assert_eq!(
+                (a.window.start, a.window.end, c.window.end),
+                (b.window.start, c.window.start, b.window.end)
+            );
+        }
+    }
+}
 
 /// splitmix64: the fake's own randomness, seeded by proptest.
 struct Rng(u64);
@@ -407,7 +444,11 @@ impl World {
             if b.status == BatchStatus::Succeeded {
                 self.ever_succeeded.insert(b.index);
             }
+            if prev.status == BatchStatus::Split {
+                assert_eq!(b.status, BatchStatus::Split, "split batch {} ran", b.index);
+            }
         }
+        check_windows(next);
         self.check_verdicts(&before, &t.effects, next, redrive);
         for e in &t.effects {
             if let EffectKind::CancelRun { execution_id, .. } = &e.kind {
@@ -843,7 +884,9 @@ impl World {
             0..62 => (true, None, 0),
             // Records not written: within or beyond the workflow's budget.
             62..70 => (true, None, 1 + self.rng.next() % 6),
-            70..88 => (false, Some("Rate exceeded".to_owned()), 0),
+            70..84 => (false, Some("Rate exceeded".to_owned()), 0),
+            // Too big for one run: split in two (or retried at the floor).
+            84..88 => (false, Some(TOO_BIG.to_owned()), 0),
             88..93 => (false, Some(LIMIT.to_owned()), 0),
             93..96 => (false, Some(EXPIRED.to_owned()), 0),
             _ => (false, Some("INVALID_FIELD: no such column".to_owned()), 0),
@@ -1160,7 +1203,8 @@ proptest! {
             prop_assert!(runs <= b.attempt, "batch {} ran {} times for {} starts", b.index, runs, b.attempt);
         }
         if w.wf.status == WorkflowStatus::Live || w.wf.status == WorkflowStatus::Degraded {
-            prop_assert!(w.wf.batches.iter().all(|b| b.status == BatchStatus::Succeeded));
+            // Every window that runs succeeded (split ones ran as their halves).
+            prop_assert!(w.wf.runnable_batches().all(|b| b.status == BatchStatus::Succeeded));
             prop_assert!(w.put_generations.contains(&1));
         }
         // Every record failure kept was reported, with AppFlow's message (the fake's execution

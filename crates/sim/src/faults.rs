@@ -11,6 +11,22 @@ pub const DEFAULT_EXPIRED_MESSAGE: &str = "INVALID_SESSION_ID: Session expired o
 /// Salesforce's answer once the org's rolling 24-hour API allowance is spent (API Request
 /// Limits and Allocations: `REQUEST_LIMIT_EXCEEDED`; text as clients such as jsforce print it).
 pub const DEFAULT_BUDGET_MESSAGE: &str = "REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.";
+/// A run whose window holds more source records than `max_records_per_run` fails with this,
+/// `{records}` and `{limit}` filled in. AWS documents no per-run record limit for AppFlow and
+/// no wording for one (aws-wire-facts §3.1, UNCONFIRMED): the text is assumed, shaped like
+/// AppFlow's free-text run errors, and is what flowpilot's split classifier matches
+/// (`classify::size`, "maximum number of records").
+pub const RECORD_LIMIT_MESSAGE: &str = "Flow run failed: the source query matched {records} \
+     records, more than the maximum number of records per flow run ({limit}). Reduce the \
+     flow's time window or filter.";
+
+/// [`RECORD_LIMIT_MESSAGE`] for a window of `records` over `limit`.
+pub fn record_limit_message(records: usize, limit: u64) -> String {
+    RECORD_LIMIT_MESSAGE
+        .replace("{records}", &records.to_string())
+        .replace("{limit}", &limit.to_string())
+}
+
 /// Salesforce's default allowance window: the preceding 24 hours.
 pub const DAY_MS: u64 = 86_400_000;
 
@@ -38,6 +54,10 @@ pub struct FaultPlan {
     pub duplicate_event_delay_ms: u64,
     /// How long each run takes (uniform in [min, max]).
     pub run_duration_ms: DurationRange,
+    /// A run whose window holds more source records than this fails before writing any
+    /// ([`RECORD_LIMIT_MESSAGE`]); `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_records_per_run: Option<u64>,
 }
 
 impl Default for FaultPlan {
@@ -53,6 +73,7 @@ impl Default for FaultPlan {
             duplicate_event_rate: 0.0,
             duplicate_event_delay_ms: 200,
             run_duration_ms: DurationRange { min: 200, max: 400 },
+            max_records_per_run: None,
         }
     }
 }
@@ -239,6 +260,9 @@ impl FaultPlan {
         check_fraction("duplicate_event_rate", self.duplicate_event_rate)?;
         if self.run_duration_ms.min > self.run_duration_ms.max {
             return Err("run_duration_ms.min must not exceed run_duration_ms.max".to_owned());
+        }
+        if self.max_records_per_run == Some(0) {
+            return Err("max_records_per_run must be at least 1 (omit it for no limit)".into());
         }
         for f in &self.run_failures {
             check_fraction("run_failures[].partial_fraction", f.partial_fraction)?;

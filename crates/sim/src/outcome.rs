@@ -1,12 +1,13 @@
 //! How a run ends: which of the causes the simulator models applies, and which of the
 //! window's records get written. The first cause that applies wins, in the order a real run
 //! meets them: cancellation, authenticating to the source, the source's API allowance, the
-//! destination domain, a scripted failure, then record-level write failures.
+//! destination domain, the per-run record limit, a scripted failure, then record-level write
+//! failures.
 
 use chrono::{DateTime, Utc};
 
 use crate::connector::Refusal;
-use crate::faults::{FaultPlan, failing_records};
+use crate::faults::{FaultPlan, failing_records, record_limit_message};
 use crate::source::Record;
 use crate::state::{ExecStatus, Run, State};
 
@@ -77,6 +78,11 @@ pub fn decide(
             format!("Customer Profiles domain {d} does not exist or is not accessible"),
             0,
         );
+    }
+    // The limit is met while reading the source, before anything is written: a window too big
+    // for one run writes nothing, so running its halves writes each record once.
+    if let Some(limit) = plan.max_records_per_run.filter(|&l| n as u64 > l) {
+        return Outcome::failed(record_limit_message(n, limit), 0);
     }
     if let Some(f) = plan.scripted_failure(&run.flow_name, run.attempt) {
         let processed = ((n as f64 * f.partial_fraction).floor() as usize).min(n);
@@ -361,6 +367,54 @@ mod tests {
         assert_eq!(
             decide(&mut st, &plan, SEED, &s3, &recs, now).status,
             ExecStatus::Successful
+        );
+    }
+
+    #[test]
+    fn a_window_over_the_record_limit_fails_before_writing_anything() {
+        let mut st = state();
+        let plan = FaultPlan {
+            max_records_per_run: Some(60),
+            ..FaultPlan::default()
+        };
+        let now = Utc::now();
+        let o = decide(
+            &mut st,
+            &plan,
+            SEED,
+            &run("fp-w-b0000", 1),
+            &records(61),
+            now,
+        );
+        assert_eq!(o.status, ExecStatus::Error);
+        assert_eq!(
+            o.processed, 0,
+            "nothing written: the halves write each record once"
+        );
+        let message = o.error.unwrap_or_default();
+        assert!(message.contains("matched 61 records"), "{message}");
+        assert!(
+            message.contains("maximum number of records per flow run (60)"),
+            "{message}"
+        );
+        // At the limit the run goes through.
+        let o = decide(
+            &mut st,
+            &plan,
+            SEED,
+            &run("fp-w-b0000", 2),
+            &records(60),
+            now,
+        );
+        assert_eq!(o.status, ExecStatus::Successful);
+        assert_eq!(o.processed, 60);
+        assert!(
+            FaultPlan {
+                max_records_per_run: Some(0),
+                ..FaultPlan::default()
+            }
+            .validate()
+            .is_err()
         );
     }
 

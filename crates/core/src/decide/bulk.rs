@@ -50,24 +50,26 @@ pub(super) fn fill_slots(cx: &mut Ctx) {
     // A batch waiting for the SaaS API allowance holds every start (`pause`).
     let holding = pause::holding(cx);
     while !holding && in_flight(&cx.wf) < limit {
-        let Some(idx) = cx
-            .wf
-            .batches
-            .iter()
-            .position(|b| b.status == BatchStatus::Pending)
-        else {
+        let Some(idx) = earliest(&cx.wf, |b| b.status == BatchStatus::Pending) else {
             break;
         };
         start_batch(cx, idx);
     }
-    if cx
-        .wf
-        .batches
-        .iter()
-        .all(|b| b.status == BatchStatus::Succeeded)
-    {
+    if cx.wf.batches.iter().all(|b| b.status.is_done()) {
         super::live::begin_link(cx);
     }
+}
+
+/// The position of the batch matching `which` whose window starts first. Planned batches are
+/// in window order already; the halves of a split batch are appended, and must still run
+/// before the windows after them (`split`).
+fn earliest(wf: &Workflow, which: impl Fn(&crate::model::Batch) -> bool) -> Option<usize> {
+    wf.batches
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| which(b))
+        .min_by_key(|(i, b)| (b.window.start, *i))
+        .map(|(i, _)| i)
 }
 
 /// One more attempt: start the flow with this attempt's client token — creating it first
@@ -104,11 +106,9 @@ pub(super) fn start_batch(cx: &mut Ctx, idx: usize) {
         .iter()
         .filter(|b| b.status == BatchStatus::Pending && b.flow_ready)
         .count();
-    let next = cx
-        .wf
-        .batches
-        .iter()
-        .position(|b| b.status == BatchStatus::Pending && !b.flow_ready);
+    let next = earliest(&cx.wf, |b| {
+        b.status == BatchStatus::Pending && !b.flow_ready
+    });
     if let (Some(next), true) = (next, ahead < limit) {
         let attempt = cx.wf.batches[next].attempt.saturating_add(1);
         create_flow(cx, next, attempt);
@@ -209,8 +209,11 @@ pub(super) fn run_ended(cx: &mut Ctx, index: u32, report: &RunReport) {
             .error
             .clone()
             .unwrap_or_else(|| "run failed without a message".to_owned());
-        let verdict = classify(&message);
-        failed(cx, idx, ErrorInfo::judged(message, verdict));
+        let err = ErrorInfo::judged(message.clone(), classify(&message));
+        // Too big or too long for one run: run the window's halves instead (`split`).
+        if !super::split::try_split(cx, idx, &err) {
+            failed(cx, idx, err);
+        }
     }
 }
 
@@ -224,6 +227,9 @@ fn succeeded(cx: &mut Ctx, idx: usize, records: u64) {
     b.flow_ready = false;
     let (i, attempt) = (b.index, b.attempt);
     let name = flow_name(&cx.wf.id, FlowRole::Batch(i));
+    // Sizes the windows not started yet by the density observed so far, before choosing the
+    // next one (`resize`).
+    super::resize::resize(cx);
     // The next batch's StartFlow first: it is what the source is waiting for; deleting the
     // finished flow and the health event can come after it. Asking AppFlow why records were
     // not sent must come before the delete, which makes the run's record unreachable.
@@ -357,13 +363,7 @@ pub(super) fn redrive(cx: &mut Ctx) {
     }
     cx.wf.redrives = cx.wf.redrives.saturating_add(1);
     cx.wf.last_error = None;
-    if cx.wf.bulk
-        && cx
-            .wf
-            .batches
-            .iter()
-            .any(|b| b.status != BatchStatus::Succeeded)
-    {
+    if cx.wf.bulk && cx.wf.batches.iter().any(|b| !b.status.is_done()) {
         for b in &mut cx.wf.batches {
             if matches!(b.status, BatchStatus::Failed | BatchStatus::RetryWait) {
                 b.status = BatchStatus::Pending;

@@ -24,6 +24,8 @@ pub(crate) struct Draft {
     pub connector_profile: bool,
     /// Record failures a `Records Not Sent` reports.
     pub not_sent: Option<NotSent>,
+    /// Positions of the halves a `Batch Split` reports.
+    pub halves: Vec<usize>,
 }
 
 impl Draft {
@@ -41,6 +43,7 @@ impl Draft {
             action: None,
             connector_profile: false,
             not_sent: None,
+            halves: Vec::new(),
         }
     }
 
@@ -54,12 +57,25 @@ impl Draft {
     }
 
     pub fn render(self, wf: &Workflow, now: DateTime<Utc>) -> HealthEvent {
+        let batch_ref = |b: &crate::model::Batch| BatchRef {
+            index: b.index,
+            start: b.window.start,
+            end: b.window.end,
+        };
         let batch = self.batch.and_then(|i| wf.batches.get(i));
         let done = wf
             .batches
             .iter()
             .filter(|b| b.status == BatchStatus::Succeeded)
             .count();
+        // A split batch's window is counted through its halves.
+        let total = wf.runnable_batches().count();
+        let halves: Vec<BatchRef> = self
+            .halves
+            .iter()
+            .filter_map(|&i| wf.batches.get(i))
+            .map(batch_ref)
+            .collect();
         // Record counts are AppFlow's numbers: saturate rather than overflow on absurd ones.
         let records = wf
             .batches
@@ -76,15 +92,11 @@ impl Draft {
                 connector: wf.spec.connector.as_str().to_owned(),
                 status: wf.status.as_str().to_owned(),
                 flow_name: self.flow_name,
-                batch: batch.map(|b| BatchRef {
-                    index: b.index,
-                    start: b.window.start,
-                    end: b.window.end,
-                }),
+                batch: batch.map(batch_ref),
                 attempt: self.attempt,
                 progress: Progress {
                     batches_done: u32::try_from(done).unwrap_or(u32::MAX),
-                    batches_total: u32::try_from(wf.batches.len()).unwrap_or(u32::MAX),
+                    batches_total: u32::try_from(total).unwrap_or(u32::MAX),
                     records,
                 },
                 transient: self.error.as_ref().map(|e| e.transient),
@@ -102,6 +114,7 @@ impl Draft {
                     .not_sent
                     .is_some()
                     .then_some(wf.spec.max_record_failures),
+                halves: (!halves.is_empty()).then_some(halves),
                 time: now,
             },
         }

@@ -21,7 +21,7 @@ use crate::effect::{EffectKey, EffectKind, FlowDefinition, LiveStep, PermanentEr
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, live_flow_name, live_token};
 use crate::input::RunReport;
-use crate::model::{BatchStatus, ErrorInfo, LiveIntegration, WorkflowStatus};
+use crate::model::{ErrorInfo, LiveIntegration, WorkflowStatus};
 
 /// Live execution ids remembered for de-duplication.
 const RECENT_RUNS: usize = 32;
@@ -391,12 +391,7 @@ pub(super) fn rebuild(cx: &mut Ctx) {
     let allowed = match cx.wf.status {
         WorkflowStatus::Live | WorkflowStatus::Degraded => true,
         WorkflowStatus::Failed => {
-            cx.wf.live.is_some()
-                && cx
-                    .wf
-                    .batches
-                    .iter()
-                    .all(|b| b.status == BatchStatus::Succeeded)
+            cx.wf.live.is_some() && cx.wf.batches.iter().all(|b| b.status.is_done())
         }
         _ => false,
     };

@@ -115,8 +115,8 @@ pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
     cx.wf.last_error = Some(ErrorInfo::judged(message, Verdict::Permanent));
     for idx in 0..cx.wf.batches.len() {
         let b = &cx.wf.batches[idx];
-        if (b.attempt == 0 && !b.flow_ready) || b.status == BatchStatus::Succeeded {
-            continue; // never created, or already deleted
+        if (b.attempt == 0 && !b.flow_ready) || b.status.is_done() {
+            continue; // never created, or already deleted (a split batch's with the split)
         }
         let (i, status, exec) = (b.index, b.status, b.execution_id.clone());
         let name = flow_name(&cx.wf.id, FlowRole::Batch(i));

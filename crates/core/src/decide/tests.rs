@@ -947,4 +947,6 @@ fn a_report_about_an_effect_no_longer_pending_changes_nothing() {
 /// Live generations: retiring the previous flow on a rebuild, and telling generations apart.
 mod generations;
 mod records;
+mod resize;
+mod split;
 mod verdicts;

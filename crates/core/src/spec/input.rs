@@ -52,6 +52,12 @@ pub struct SpecInput {
     pub degraded_threshold: Option<u32>,
     /// Record-level failures a batch run may report and still succeed.
     pub max_record_failures: Option<u32>,
+    /// Shortest window a split may produce (`30m`, `1h`): a run that fails for size or time
+    /// is split in two down to this.
+    pub split_floor: Option<String>,
+    /// Records a batch run should carry: later windows are sized from the density the first
+    /// completed ones observed.
+    pub target_records_per_run: Option<u64>,
     pub kms_arn: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
 }
@@ -90,6 +96,8 @@ impl SpecInput {
             auto_rebuild: over.auto_rebuild.or(self.auto_rebuild),
             degraded_threshold: over.degraded_threshold.or(self.degraded_threshold),
             max_record_failures: over.max_record_failures.or(self.max_record_failures),
+            split_floor: over.split_floor.or(self.split_floor),
+            target_records_per_run: over.target_records_per_run.or(self.target_records_per_run),
             kms_arn: over.kms_arn.or(self.kms_arn),
             tags,
         }

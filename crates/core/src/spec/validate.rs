@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::input::{SpecError, SpecInput, parse_millis, parse_timestamp};
 use super::{
-    Connector, ContinuousSpec, MAX_RECORD_FAILURES, MAX_SPEC_DURATION, RetryPolicy, SourceObject,
+    Connector, ContinuousSpec, DEFAULT_SPLIT_FLOOR_MS, MAX_RECORD_FAILURES, MAX_SPEC_DURATION,
+    MAX_SPLIT_FLOOR_MS, MAX_TARGET_RECORDS_PER_RUN, MIN_SPLIT_FLOOR_MS, RetryPolicy, SourceObject,
     WorkflowSpec,
 };
 use crate::duration::IsoDuration;
@@ -124,6 +125,30 @@ impl SpecInput {
             0,
             MAX_RECORD_FAILURES,
         );
+        let split_floor_ms = p.millis(
+            "split-floor",
+            self.split_floor,
+            DEFAULT_SPLIT_FLOOR_MS,
+            MAX_SPLIT_FLOOR_MS,
+        );
+        if let Some(ms) = split_floor_ms
+            && ms < MIN_SPLIT_FLOOR_MS
+        {
+            p.push(format!(
+                "invalid split-floor `{}`: at least {}",
+                human_millis(ms),
+                human_millis(MIN_SPLIT_FLOOR_MS)
+            ));
+        }
+        let target_records_per_run = match self.target_records_per_run {
+            Some(n) if !(1..=MAX_TARGET_RECORDS_PER_RUN).contains(&n) => {
+                p.push(format!(
+                    "invalid target-records-per-run `{n}`: allowed: 1 to {MAX_TARGET_RECORDS_PER_RUN}"
+                ));
+                None
+            }
+            n => n,
+        };
         if let Some(k) = &self.kms_arn {
             p.check(
                 "kms-arn",
@@ -166,6 +191,8 @@ impl SpecInput {
                 degraded_threshold: degraded_threshold.ok_or_else(missing)?,
             },
             max_record_failures: max_record_failures.ok_or_else(missing)?,
+            split_floor_ms: split_floor_ms.ok_or_else(missing)?,
+            target_records_per_run,
             kms_arn: self.kms_arn,
             tags,
         })
@@ -508,6 +535,7 @@ mod tests {
         assert_eq!(s.continuous.degraded_threshold, 3);
         assert!(!s.continuous.auto_rebuild);
         assert_eq!(s.max_record_failures, 0);
+        assert_eq!(s.split_floor_ms, 3_600_000);
         assert_eq!(s.timestamp_field.as_deref(), Some("LastModifiedDate"));
         assert_eq!(s.fields, ["Id", "LastModifiedDate"]);
     }
@@ -580,6 +608,26 @@ mod tests {
             (
                 "max-record-failures",
                 Box::new(|i| i.max_record_failures = Some(MAX_RECORD_FAILURES + 1)),
+            ),
+            (
+                "split-floor",
+                Box::new(|i| i.split_floor = Some("59s".into())),
+            ),
+            (
+                "split-floor",
+                Box::new(|i| i.split_floor = Some("721h".into())),
+            ),
+            (
+                "split-floor",
+                Box::new(|i| i.split_floor = Some("1d".into())),
+            ),
+            (
+                "target-records-per-run",
+                Box::new(|i| i.target_records_per_run = Some(0)),
+            ),
+            (
+                "target-records-per-run",
+                Box::new(|i| i.target_records_per_run = Some(MAX_TARGET_RECORDS_PER_RUN + 1)),
             ),
             (
                 "kms-arn",
