@@ -36,6 +36,7 @@ mod reconcile;
 mod records;
 mod resize;
 mod retire;
+mod slot;
 mod split;
 
 /// Worker-level knobs for `decide` (the spec holds per-workflow ones).
@@ -65,6 +66,18 @@ pub struct Policy {
     /// with the default.
     #[serde(default = "default_source_budget_wait")]
     pub source_budget_wait: Duration,
+    /// How long a batch the shared run budget refused waits before asking again (default
+    /// 10 s, `FLOWPILOT_SLOT_RETRY`; see [`slot`]).
+    #[serde(default = "default_slot_retry")]
+    pub slot_retry: Duration,
+}
+
+/// Ten seconds: a slot frees when any run on the profile ends, and asking costs two small
+/// DynamoDB calls.
+pub const DEFAULT_SLOT_RETRY: Duration = Duration::from_secs(10);
+
+fn default_slot_retry() -> Duration {
+    DEFAULT_SLOT_RETRY
 }
 
 /// One hour: Salesforce's allowance is a rolling 24 hours, so capacity comes back call by
@@ -86,6 +99,7 @@ impl Default for Policy {
             drain_cap: Duration::from_secs(300),
             stall_after: Duration::from_secs(900),
             source_budget_wait: DEFAULT_SOURCE_BUDGET_WAIT,
+            slot_retry: DEFAULT_SLOT_RETRY,
         }
     }
 }
@@ -136,6 +150,7 @@ impl Workflow {
                 budget_waits: 0,
                 split_from: None,
                 split_into: Vec::new(),
+                slot_wait: None,
             })
             .collect();
         Self {
