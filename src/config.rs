@@ -109,6 +109,10 @@ pub struct RawConfig {
     /// [default: 10s].
     #[arg(long, env = "FLOWPILOT_SLOT_RETRY")]
     pub slot_retry: Option<String>,
+    /// A batch waiting this long for a run slot gets one `Batch Waiting For Run Slot`
+    /// [default: 15m].
+    #[arg(long, env = "FLOWPILOT_SLOT_WAIT_ALERT")]
+    pub slot_wait_alert: Option<String>,
 }
 
 impl RawConfig {
@@ -146,6 +150,7 @@ impl RawConfig {
             profile_run_limit: self.profile_run_limit.or(lower.profile_run_limit),
             account_run_limit: self.account_run_limit.or(lower.account_run_limit),
             slot_retry: self.slot_retry.or(lower.slot_retry),
+            slot_wait_alert: self.slot_wait_alert.or(lower.slot_wait_alert),
         }
     }
 
@@ -296,6 +301,11 @@ impl WorkerConfig {
                     defaults.source_budget_wait,
                 )?,
                 slot_retry,
+                slot_wait_alert: duration(
+                    "FLOWPILOT_SLOT_WAIT_ALERT",
+                    &raw.slot_wait_alert,
+                    defaults.slot_wait_alert,
+                )?,
             },
             reconcile_every: reconcile_every(&raw.reconcile_every)?,
             flush_after: duration(
@@ -424,6 +434,37 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.policy, Policy::default());
         assert_eq!(c.reconcile_every, None);
+    }
+
+    #[test]
+    fn the_run_budget_is_on_at_five_per_profile_unless_turned_off() {
+        let c = WorkerConfig::from_raw(&base()).unwrap();
+        let b = c.budget.unwrap();
+        assert_eq!((b.profile, b.account), (5, None));
+        // Leases outlast the longest run reconcile lets go on.
+        assert_eq!(b.lease, Duration::from_secs(6 * 3600 + 600));
+        let mut raw = base();
+        raw.profile_run_limit = Some(0);
+        assert!(WorkerConfig::from_raw(&raw).unwrap().budget.is_none());
+        raw.profile_run_limit = Some(3);
+        raw.account_run_limit = Some(20);
+        raw.slot_retry = Some("2s".into());
+        let c = WorkerConfig::from_raw(&raw).unwrap();
+        assert_eq!(c.policy.slot_retry, Duration::from_secs(2));
+        let b = c.budget.unwrap();
+        assert_eq!((b.profile, b.account), (3, Some(20)));
+        raw.account_run_limit = Some(0);
+        assert_eq!(
+            WorkerConfig::from_raw(&raw)
+                .unwrap()
+                .budget
+                .unwrap()
+                .account,
+            None
+        );
+        raw.slot_retry = Some("20m".into());
+        let msg = WorkerConfig::from_raw(&raw).unwrap_err().to_string();
+        assert!(msg.contains("FLOWPILOT_SLOT_RETRY"), "{msg}");
     }
 
     #[test]

@@ -36,8 +36,9 @@ use crate::aws::error_chain;
 pub use ledger::{Answer, Ledger, Ttls};
 
 /// Conditional writes lost in a row before asking is given up for now (the StartFlow stays
-/// in the outbox and the next drain asks again).
-const MAX_CONFLICTS: u32 = 16;
+/// in the outbox and the next drain asks again); with the jittered pauses between them, about
+/// three seconds.
+const MAX_CONFLICTS: u32 = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -138,7 +139,12 @@ impl RunBudget {
 
     /// Takes a slot on every limit for `holder`, or none: a refusal by the account limit
     /// gives back the profile slot just taken.
-    pub async fn acquire(&self, profile: &str, holder: &str) -> Result<Slot, BudgetError> {
+    pub async fn acquire(
+        &self,
+        profile: &str,
+        holder: &str,
+        attempt: u32,
+    ) -> Result<Slot, BudgetError> {
         let ttls = self.limits.ttls();
         let scopes = self.scopes(profile);
         for (n, (key, scope, limit)) in scopes.iter().enumerate() {
@@ -146,7 +152,7 @@ impl RunBudget {
             let answer = self
                 .update(key, |l| {
                     let now = Utc::now().timestamp_millis();
-                    let a = l.ask(holder, limit, now, ttls);
+                    let a = l.ask(holder, attempt, limit, now, ttls);
                     (a, true)
                 })
                 .await?;
@@ -179,7 +185,15 @@ impl RunBudget {
         key: &str,
         mut change: impl FnMut(&mut Ledger) -> (T, bool),
     ) -> Result<T, BudgetError> {
-        for _ in 0..MAX_CONFLICTS {
+        let mut pause_ms = 5u64;
+        for attempt in 0..MAX_CONFLICTS {
+            if attempt > 0 {
+                // Every worker's handlers of every workflow on the profile write this one
+                // item: a lost race backs off with full jitter so the next try is not the
+                // same collision again.
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=pause_ms))).await;
+                pause_ms = (pause_ms * 2).min(200);
+            }
             let (mut ledger, version) = self.read(key).await?;
             let (answer, changed) = change(&mut ledger);
             if !changed {

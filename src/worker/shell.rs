@@ -71,12 +71,16 @@ pub struct AwsShell {
 
 impl AwsShell {
     /// Asks the shared run budget for batch `index`'s slot (granted when the budget is off).
-    async fn slot(&self, wf: &Workflow, index: u32) -> Result<Slot, EffectError> {
+    async fn slot(&self, wf: &Workflow, index: u32, attempt: u32) -> Result<Slot, EffectError> {
         let Some(budget) = &self.budget else {
             return Ok(Slot::Granted);
         };
         let asked = budget
-            .acquire(&wf.spec.connector_profile, &holder(wf.id.as_str(), index))
+            .acquire(
+                &wf.spec.connector_profile,
+                &holder(wf.id.as_str(), index),
+                attempt,
+            )
             .await;
         match &asked {
             Ok(Slot::Granted) => self
@@ -160,7 +164,7 @@ impl AwsShell {
                 attempt,
             } => {
                 if let flowpilot_core::ids::FlowRole::Batch(i) = role {
-                    match self.slot(wf, *i).await {
+                    match self.slot(wf, *i, *attempt).await {
                         Ok(Slot::Granted) => {}
                         Ok(Slot::Denied(denial)) => {
                             return vec![Step::Record(Outcome::SlotDenied {

@@ -70,7 +70,19 @@ pub struct Policy {
     /// 10 s, `FLOWPILOT_SLOT_RETRY`; see [`slot`]).
     #[serde(default = "default_slot_retry")]
     pub slot_retry: Duration,
+    /// A batch waiting this long for a run slot gets one `Batch Waiting For Run Slot` per wait
+    /// (default 15 min, `FLOWPILOT_SLOT_WAIT_ALERT`).
+    #[serde(default = "default_slot_wait_alert")]
+    pub slot_wait_alert: Duration,
 }
+
+fn default_slot_wait_alert() -> Duration {
+    DEFAULT_SLOT_WAIT_ALERT
+}
+
+/// Fifteen minutes: several typical runs' worth of waiting, so a busy profile alone does not
+/// alert, a stuck or undersized budget does.
+pub const DEFAULT_SLOT_WAIT_ALERT: Duration = Duration::from_secs(900);
 
 /// Ten seconds: a slot frees when any run on the profile ends, and asking costs two small
 /// DynamoDB calls.
@@ -100,6 +112,7 @@ impl Default for Policy {
             stall_after: Duration::from_secs(900),
             source_budget_wait: DEFAULT_SOURCE_BUDGET_WAIT,
             slot_retry: DEFAULT_SLOT_RETRY,
+            slot_wait_alert: DEFAULT_SLOT_WAIT_ALERT,
         }
     }
 }

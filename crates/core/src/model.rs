@@ -204,6 +204,10 @@ pub struct SlotWait {
     pub since: DateTime<Utc>,
     /// The refusals so far.
     pub denials: u32,
+    /// `Batch Waiting For Run Slot` is drafted for this wait (once past
+    /// `Policy::slot_wait_alert`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reported: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

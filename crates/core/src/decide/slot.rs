@@ -15,8 +15,14 @@
 //! module's: here a refusal only schedules the next question.
 
 use super::Ctx;
+use super::health::Draft;
 use super::pause::resume_at;
+use crate::advice;
+use crate::classify::Verdict;
 use crate::effect::{AttemptStep, EffectKey, EffectKind, SlotDenial};
+use crate::health::HealthKind;
+use crate::ids::{FlowRole, flow_name};
+use crate::model::ErrorInfo;
 use crate::model::{BatchStatus, SlotWait, WorkflowStatus};
 
 /// Batch `index`'s StartFlow for `attempt` was refused a slot.
@@ -34,17 +40,42 @@ pub(super) fn denied(cx: &mut Ctx, index: u32, attempt: u32, denial: SlotDenial)
     b.retry_at = Some(until);
     b.started_at = None;
     b.budget_base = b.budget_base.saturating_add(1).min(b.attempt);
-    let (since, denials) = b
+    let (since, denials, reported) = b
         .slot_wait
         .as_ref()
-        .map_or((now, 0), |w| (w.since, w.denials));
+        .map_or((now, 0, false), |w| (w.since, w.denials, w.reported));
+    let alert = !reported && now >= resume_at(since, cx.policy.slot_wait_alert);
     b.slot_wait = Some(SlotWait {
-        scope: denial.scope,
+        scope: denial.scope.clone(),
         in_use: denial.in_use,
         limit: denial.limit,
         since,
         denials: denials.saturating_add(1),
+        reported: reported || alert,
     });
+    if alert {
+        // Once per wait: the wait's first refusal names it.
+        let mut d = Draft::new(
+            HealthKind::BatchWaitingForSlot,
+            format!("/b{index}/w{}", since.timestamp()),
+        );
+        d.batch = Some(idx);
+        d.attempt = Some(attempt);
+        d.flow_name = Some(flow_name(&cx.wf.id, FlowRole::Batch(index)));
+        d.error = Some(ErrorInfo::judged(
+            format!(
+                "waiting for a run slot on {}: {}/{} in use, since {}",
+                denial.scope,
+                denial.in_use,
+                denial.limit,
+                crate::plan::rfc3339(since)
+            ),
+            Verdict::Transient,
+        ));
+        d.retry_at = Some(until);
+        d.advise(advice::slot_wait(&cx.wf.id, &denial.scope, since));
+        cx.publish(d);
+    }
     // A failing workflow starts nothing more: the batch waits for a redrive, like any other
     // batch in `RetryWait`.
     if cx.wf.status != WorkflowStatus::Backfilling {
