@@ -97,6 +97,22 @@ pub struct RawConfig {
     /// spent (Salesforce REQUEST_LIMIT_EXCEEDED), 1s to 24h [default: 1h].
     #[arg(long, env = "FLOWPILOT_SOURCE_BUDGET_WAIT")]
     pub source_budget_wait: Option<String>,
+    /// Concurrent runs per connector profile, across every workflow and worker; `0` turns
+    /// the shared run budget off [default: 5].
+    #[arg(long, env = "FLOWPILOT_PROFILE_RUN_LIMIT")]
+    pub profile_run_limit: Option<u32>,
+    /// Concurrent runs over the whole account, across every workflow and worker; `0` or unset:
+    /// no account limit [default: unset].
+    #[arg(long, env = "FLOWPILOT_ACCOUNT_RUN_LIMIT")]
+    pub account_run_limit: Option<u32>,
+    /// How long a batch refused a run slot waits before asking again, 1s to 15m
+    /// [default: 10s].
+    #[arg(long, env = "FLOWPILOT_SLOT_RETRY")]
+    pub slot_retry: Option<String>,
+    /// A batch waiting this long for a run slot gets one `Batch Waiting For Run Slot`
+    /// [default: 15m].
+    #[arg(long, env = "FLOWPILOT_SLOT_WAIT_ALERT")]
+    pub slot_wait_alert: Option<String>,
 }
 
 impl RawConfig {
@@ -131,6 +147,10 @@ impl RawConfig {
             flush_after: self.flush_after.or(lower.flush_after),
             batch_linger: self.batch_linger.or(lower.batch_linger),
             source_budget_wait: self.source_budget_wait.or(lower.source_budget_wait),
+            profile_run_limit: self.profile_run_limit.or(lower.profile_run_limit),
+            account_run_limit: self.account_run_limit.or(lower.account_run_limit),
+            slot_retry: self.slot_retry.or(lower.slot_retry),
+            slot_wait_alert: self.slot_wait_alert.or(lower.slot_wait_alert),
         }
     }
 
@@ -189,6 +209,8 @@ pub struct WorkerConfig {
     pub reconcile_every: Option<Duration>,
     pub flush_after: Duration,
     pub batch_linger: Duration,
+    /// The shared run budget; None: off (`FLOWPILOT_PROFILE_RUN_LIMIT=0`).
+    pub budget: Option<crate::budget::Limits>,
 }
 
 impl WorkerConfig {
@@ -218,6 +240,20 @@ impl WorkerConfig {
                 value: s.to_owned(),
                 expected: "HOST:PORT such as 127.0.0.1:9464 (port 0 picks one), or `off`",
             })?),
+        };
+        let slot_retry = slot_retry(&raw.slot_retry, defaults.slot_retry)?;
+        let max_run = duration("FLOWPILOT_MAX_RUN", &raw.max_run, defaults.max_run_duration)?;
+        let budget = match raw
+            .profile_run_limit
+            .unwrap_or(crate::budget::DEFAULT_PROFILE_RUN_LIMIT)
+        {
+            0 => None,
+            profile => Some(crate::budget::Limits::new(
+                profile,
+                raw.account_run_limit.filter(|n| *n > 0),
+                max_run,
+                slot_retry,
+            )),
         };
         Ok(Self {
             queue_url: raw.queue_url()?,
@@ -264,6 +300,12 @@ impl WorkerConfig {
                     &raw.source_budget_wait,
                     defaults.source_budget_wait,
                 )?,
+                slot_retry,
+                slot_wait_alert: duration(
+                    "FLOWPILOT_SLOT_WAIT_ALERT",
+                    &raw.slot_wait_alert,
+                    defaults.slot_wait_alert,
+                )?,
             },
             reconcile_every: reconcile_every(&raw.reconcile_every)?,
             flush_after: duration(
@@ -276,8 +318,23 @@ impl WorkerConfig {
                 &raw.batch_linger,
                 Duration::from_millis(100),
             )?,
+            budget,
         })
     }
+}
+
+/// The question is a delayed command: SQS delays at most 15 minutes, and asking more often
+/// than every second would only load the budget's item.
+fn slot_retry(value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let wait = duration("FLOWPILOT_SLOT_RETRY", value, default)?;
+    if wait < Duration::from_secs(1) || wait > Duration::from_secs(900) {
+        return Err(ConfigError::Invalid {
+            key: "FLOWPILOT_SLOT_RETRY",
+            value: value.clone().unwrap_or_default(),
+            expected: "a duration from 1s to 15m",
+        });
+    }
+    Ok(wait)
 }
 
 /// SQS delays a message at most 15 minutes: a longer cap could not be honoured.
@@ -377,6 +434,37 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
         assert_eq!(c.policy, Policy::default());
         assert_eq!(c.reconcile_every, None);
+    }
+
+    #[test]
+    fn the_run_budget_is_on_at_five_per_profile_unless_turned_off() {
+        let c = WorkerConfig::from_raw(&base()).unwrap();
+        let b = c.budget.unwrap();
+        assert_eq!((b.profile, b.account), (5, None));
+        // Leases outlast the longest run reconcile lets go on.
+        assert_eq!(b.lease, Duration::from_secs(6 * 3600 + 600));
+        let mut raw = base();
+        raw.profile_run_limit = Some(0);
+        assert!(WorkerConfig::from_raw(&raw).unwrap().budget.is_none());
+        raw.profile_run_limit = Some(3);
+        raw.account_run_limit = Some(20);
+        raw.slot_retry = Some("2s".into());
+        let c = WorkerConfig::from_raw(&raw).unwrap();
+        assert_eq!(c.policy.slot_retry, Duration::from_secs(2));
+        let b = c.budget.unwrap();
+        assert_eq!((b.profile, b.account), (3, Some(20)));
+        raw.account_run_limit = Some(0);
+        assert_eq!(
+            WorkerConfig::from_raw(&raw)
+                .unwrap()
+                .budget
+                .unwrap()
+                .account,
+            None
+        );
+        raw.slot_retry = Some("20m".into());
+        let msg = WorkerConfig::from_raw(&raw).unwrap_err().to_string();
+        assert!(msg.contains("FLOWPILOT_SLOT_RETRY"), "{msg}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 pub use flowpilot_core as core;
 
 pub mod aws;
+pub mod budget;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "local")]

@@ -43,6 +43,14 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     (EFFECTS, "Outbox effects executed, by kind and result."),
     (
+        RUN_SLOTS,
+        "Run slots asked of the shared run budget, by result (granted, denied) and, when denied, the limit that refused (profile, account).",
+    ),
+    (
+        RUN_SLOT_RELEASES,
+        "Run slots given back to the shared run budget, by result.",
+    ),
+    (
         RETRIES_SCHEDULED,
         "Delayed retry_due commands sent for batch retries.",
     ),
@@ -100,6 +108,8 @@ pub const DELETE_FAILURES: &str = "flowpilot_message_delete_failures_total";
 pub const TRANSITIONS: &str = "flowpilot_transitions_total";
 pub const CONFLICTS: &str = "flowpilot_conditional_write_conflicts_total";
 pub const EFFECTS: &str = "flowpilot_effects_total";
+pub const RUN_SLOTS: &str = "flowpilot_run_slots_total";
+pub const RUN_SLOT_RELEASES: &str = "flowpilot_run_slot_releases_total";
 pub const RETRIES_SCHEDULED: &str = "flowpilot_retries_scheduled_total";
 pub const DEFERRED: &str = "flowpilot_deferred_commands_total";
 pub const DRAINS_SCHEDULED: &str = "flowpilot_drains_scheduled_total";

@@ -129,6 +129,17 @@ EVENTS = {
                          "action", "command", "connector_profile"],
                         {"transient": {"const": True}, "action": {"const": "wait"},
                          "retry_at": {"description": "When the workflow resumes its starts (the paused batch starts again)"}}),
+    "Batch Waiting For Run Slot": ("batch-waiting-for-run-slot",
+                                   "The shared run budget has refused the batch a run slot for "
+                                   "FLOWPILOT_SLOT_WAIT_ALERT (default 15 min): every slot on `connector_profile` "
+                                   "(FLOWPILOT_PROFILE_RUN_LIMIT) or of the account (FLOWPILOT_ACCOUNT_RUN_LIMIT) is "
+                                   "in use. `error` says which limit and how full it was. The batch keeps asking "
+                                   "(next at `retry_at`) and starts by itself when a slot frees, the longest waiting "
+                                   "batch first; the wait costs no retry. Once per wait.",
+                                   ["flow_name", "batch", "attempt", "error", "transient", "retry_at",
+                                    "recommendation", "action", "command", "connector_profile"],
+                                   {"transient": {"const": True}, "action": {"const": "wait"},
+                                    "retry_at": {"description": "When the batch next asks for a slot"}}),
     "Batch Split": ("batch-split",
                     "A batch run failed for size or time (a run or query time limit, too many records): "
                     "instead of retrying the same window, flowpilot split it in two and runs the halves "

@@ -259,9 +259,26 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 fn batch_label(b: &flowpilot_core::model::Batch) -> &'static str {
     if b.paused && b.status == BatchStatus::RetryWait {
         "paused"
+    } else if slot_wait(b).is_some() {
+        "waiting_slot"
     } else {
         batch_status(b.status)
     }
+}
+
+/// The run-slot wait of a batch that is waiting for one now (the record stays while a granted
+/// start is under way, until AppFlow answers).
+fn slot_wait(b: &flowpilot_core::model::Batch) -> Option<&flowpilot_core::model::SlotWait> {
+    b.slot_wait
+        .as_ref()
+        .filter(|_| b.status == BatchStatus::RetryWait)
+}
+
+/// The workflow's longest current wait for a run slot, with its latest count of slots in use.
+fn waiting_for_slot(wf: &Workflow) -> Option<(usize, &flowpilot_core::model::SlotWait)> {
+    let waits: Vec<_> = wf.batches.iter().filter_map(slot_wait).collect();
+    let oldest = waits.iter().min_by_key(|w| w.since)?;
+    Some((waits.len(), oldest))
 }
 
 fn batch_status(s: BatchStatus) -> &'static str {
@@ -339,6 +356,13 @@ pub fn status_json(wf: &Workflow) -> Value {
             "paused_until": (b.paused && b.status == BatchStatus::RetryWait)
                 .then_some(b.retry_at)
                 .flatten(),
+            "slot_wait": slot_wait(b).map(|w| json!({
+                "scope": w.scope,
+                "in_use": w.in_use,
+                "limit": w.limit,
+                "since": w.since,
+                "denials": w.denials,
+            })),
             "error": b.last_error.as_ref().map(|e| e.message.clone()),
         })).collect::<Vec<_>>(),
         "split_floor_ms": wf.spec.split_floor_ms,
@@ -363,6 +387,13 @@ pub fn status_json(wf: &Workflow) -> Value {
             "records_failed": t.records_failed,
         },
         "paused_until": wf.paused_until(),
+        "waiting_for_slot": waiting_for_slot(wf).map(|(batches, w)| json!({
+            "scope": w.scope,
+            "in_use": w.in_use,
+            "limit": w.limit,
+            "since": w.since,
+            "batches": batches,
+        })),
         "live": wf.live.as_ref().map(|l| json!({
             "flow_name": l.flow_name,
             "generation": l.generation,
@@ -529,6 +560,17 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
                 r.observed_records,
                 r.observed_ms as f64 / 3_600_000.0,
                 r.replaced
+            );
+        }
+        if let Some((batches, w)) = waiting_for_slot(wf) {
+            let _ = writeln!(
+                out,
+                "waiting for a run slot on {}: {}/{} in use ({batches} batch(es), since {}); \
+                 the shared run budget serves the longest waiting batch first",
+                w.scope,
+                w.in_use,
+                w.limit,
+                w.since.to_rfc3339()
             );
         }
         if let Some(until) = wf.paused_until() {
@@ -793,6 +835,50 @@ mod tests {
         let json = status_json(&wf);
         assert_eq!(json["batches"][0]["index"], 0);
         assert_eq!(json["batches"][5]["index"], 5);
+    }
+
+    #[test]
+    fn a_batch_refused_a_run_slot_shows_what_it_waits_for() {
+        use flowpilot_core::decide::{Policy, decide};
+        use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome, SlotDenial};
+        use flowpilot_core::input::Input;
+        let now = Utc::now();
+        let spec = flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            from: Some("2024-01-01".into()),
+            to: Some("2025-01-01".into()),
+            ..Default::default()
+        }
+        .validate(now)
+        .unwrap();
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
+        let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
+        let denied = Outcome::SlotDenied {
+            key: EffectKey::attempt(0, 1, AttemptStep::Start),
+            attempt: 1,
+            denial: SlotDenial {
+                scope: "profile sf".into(),
+                in_use: 5,
+                limit: 5,
+            },
+        };
+        let wf = decide(&wf, Input::Applied(vec![denied]), now, &Policy::default()).workflow;
+        let text = status_text(&wf, now);
+        assert!(
+            text.contains("waiting for a run slot on profile sf: 5/5 in use (1 batch(es)"),
+            "{text}"
+        );
+        assert!(text.contains("waiting_slot"), "{text}");
+        let json = status_json(&wf);
+        assert_eq!(json["waiting_for_slot"]["in_use"], 5);
+        assert_eq!(json["waiting_for_slot"]["limit"], 5);
+        assert_eq!(json["waiting_for_slot"]["scope"], "profile sf");
+        assert_eq!(json["batches"][0]["slot_wait"]["denials"], 1);
+        assert_eq!(json["batches"][0]["status"], "retry_wait");
     }
 
     #[test]

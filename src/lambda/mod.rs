@@ -60,6 +60,9 @@ pub async fn run(config: WorkerConfig, process_start: Instant) -> Result<(), Lam
             .coalesced(config.batch_linger),
         queue: queue.clone(),
         metrics: Arc::clone(&metrics),
+        budget: config.budget.clone().map(|limits| {
+            crate::budget::RunBudget::new(clients.dynamodb.clone(), &config.table, limits)
+        }),
     });
     let handler = Arc::new(Handler::new(
         store,

@@ -481,6 +481,10 @@ impl<S: Store, X: Shell> Handler<S, X> {
         }
         self.store.save(&next, wf.version).await?;
         self.metrics.inc(metrics::TRANSITIONS);
+        let ended = left_running(wf, &next);
+        if !ended.is_empty() {
+            self.shell.release_slots(&next, &ended).await;
+        }
         if next.status != wf.status {
             tracing::info!(
                 input = kind,
@@ -500,6 +504,27 @@ impl<S: Store, X: Shell> Handler<S, X> {
         *wf = next;
         Ok(true)
     }
+}
+
+/// Batches `next` took out of `running`, whose run slot (if any) is free again: the run ended
+/// (End report, reconciled record) or failed to start. A cancelled workflow's batches keep
+/// their status (nothing reads them again) while CancelRun stops their runs: their slots go
+/// with the cancel. A batch the run budget just refused never held a slot, so there is nothing
+/// to give back.
+fn left_running(wf: &Workflow, next: &Workflow) -> Vec<u32> {
+    use flowpilot_core::model::{BatchStatus, WorkflowStatus};
+    let denials = |b: &flowpilot_core::model::Batch| b.slot_wait.as_ref().map_or(0, |w| w.denials);
+    let cancelled = next.status == WorkflowStatus::Cancelled && wf.status != next.status;
+    wf.batches
+        .iter()
+        .zip(&next.batches)
+        .filter(|(old, new)| {
+            old.status == BatchStatus::Running
+                && (cancelled || new.status != BatchStatus::Running || new.attempt != old.attempt)
+                && denials(new) == denials(old)
+        })
+        .map(|(_, new)| new.index)
+        .collect()
 }
 
 /// How far `advance` got.

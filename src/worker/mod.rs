@@ -70,6 +70,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             .coalesced(config.batch_linger),
         queue: queue.clone(),
         metrics: Arc::clone(&metrics),
+        budget: config.budget.clone().map(|limits| {
+            crate::budget::RunBudget::new(clients.dynamodb.clone(), &config.table, limits)
+        }),
     });
     let handler = Arc::new(Handler::new(
         store,

@@ -23,6 +23,7 @@ use crate::aws::error_chain;
 use crate::aws::health::HealthSender;
 use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
+use crate::budget::{RunBudget, Slot, holder};
 use crate::metrics::{self, Metrics};
 
 /// What [`Shell::execute`] returns; the core defines it because the state machine's property
@@ -47,6 +48,13 @@ pub trait Shell: Send + Sync + 'static {
         &self,
         events: &[HealthEvent],
     ) -> impl Future<Output = Vec<Result<(), EffectError>>> + Send;
+
+    /// Gives back the run slots of `batches` of `wf`, which a committed transition took out of
+    /// `running` (`crate::budget`). Best effort: an unreleased lease expires.
+    fn release_slots(&self, wf: &Workflow, batches: &[u32]) -> impl Future<Output = ()> + Send {
+        let _ = (wf, batches);
+        async {}
+    }
 }
 
 /// [`Shell`] over the real AWS clients.
@@ -57,9 +65,52 @@ pub struct AwsShell {
     pub health: HealthSender,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
+    /// The shared run budget; None: off.
+    pub budget: Option<RunBudget>,
 }
 
 impl AwsShell {
+    /// Asks the shared run budget for batch `index`'s slot (granted when the budget is off).
+    async fn slot(&self, wf: &Workflow, index: u32, attempt: u32) -> Result<Slot, EffectError> {
+        let Some(budget) = &self.budget else {
+            return Ok(Slot::Granted);
+        };
+        let asked = budget
+            .acquire(
+                &wf.spec.connector_profile,
+                &holder(wf.id.as_str(), index),
+                attempt,
+            )
+            .await;
+        match &asked {
+            Ok(Slot::Granted) => self
+                .metrics
+                .inc_with(metrics::RUN_SLOTS, &[("result", "granted"), ("limit", "")]),
+            Ok(Slot::Denied(d)) => {
+                let limit = if d.scope == "account" {
+                    "account"
+                } else {
+                    "profile"
+                };
+                self.metrics.inc_with(
+                    metrics::RUN_SLOTS,
+                    &[("result", "denied"), ("limit", limit)],
+                );
+                tracing::info!(batch = index, scope = %d.scope, in_use = d.in_use, limit = d.limit, "waiting for a run slot");
+            }
+            Err(_) => self
+                .metrics
+                .inc_with(metrics::RUN_SLOTS, &[("result", "error"), ("limit", "")]),
+        }
+        // A budget that cannot be read is a transient failure: the StartFlow stays in the
+        // outbox and is asked about again, never started without a slot.
+        asked.map_err(|e| EffectError {
+            code: "RunBudgetUnavailable".into(),
+            message: e.to_string(),
+            permanent: false,
+        })
+    }
+
     fn record(&self, kind: &'static str, ok: bool) {
         self.metrics.inc_with(
             metrics::EFFECTS,
@@ -112,9 +163,27 @@ impl AwsShell {
                 role,
                 attempt,
             } => {
+                if let flowpilot_core::ids::FlowRole::Batch(i) = role {
+                    match self.slot(wf, *i, *attempt).await {
+                        Ok(Slot::Granted) => {}
+                        Ok(Slot::Denied(denial)) => {
+                            return vec![Step::Record(Outcome::SlotDenied {
+                                key: key.clone(),
+                                attempt: *attempt,
+                                denial,
+                            })];
+                        }
+                        Err(e) => return vec![Step::Stop(e)],
+                    }
+                }
                 let r = self.appflow.start_flow(flow_name, client_token).await;
-                if r.is_ok() && matches!(role, flowpilot_core::ids::FlowRole::Batch(_)) {
-                    metrics::critical_path_reached(&self.metrics);
+                if let flowpilot_core::ids::FlowRole::Batch(i) = role {
+                    if r.is_ok() {
+                        metrics::critical_path_reached(&self.metrics);
+                    } else if r.as_ref().is_err_and(|e| e.permanent) {
+                        // Nothing runs: the slot is free again at once, not at expiry.
+                        self.release_slots(wf, &[*i]).await;
+                    }
                 }
                 self.step("start_flow", key, r, |execution_id| Outcome::Started {
                     key: key.clone(),
@@ -273,6 +342,23 @@ impl AwsShell {
 }
 
 impl Shell for AwsShell {
+    async fn release_slots(&self, wf: &Workflow, batches: &[u32]) {
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        for i in batches {
+            let r = budget
+                .release(&wf.spec.connector_profile, &holder(wf.id.as_str(), *i))
+                .await;
+            let result = if r.is_ok() { "ok" } else { "error" };
+            self.metrics
+                .inc_with(metrics::RUN_SLOT_RELEASES, &[("result", result)]);
+            if let Err(e) = r {
+                tracing::warn!(batch = i, error = %e, "run slot not released: it comes back when its lease expires");
+            }
+        }
+    }
+
     async fn execute(&self, wf: &Workflow, effects: &[Effect]) -> Executed {
         let mut executed = Executed::default();
         let mut arns = HashMap::new();

@@ -24,9 +24,13 @@
 //! - [`split`]: adaptive windows (issue 14): a window over the per-run record limit splits,
 //!   recursively, and completes exactly once; at the split floor it is retried and fails.
 
+//! - [`budget`]: the shared run budget (issue 14): thirty workflows share five run slots on
+//!   one connector profile across two workers and a `kill -9`.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 mod support;
 
+mod budget;
 mod cli_plan;
 mod contracts;
 mod iam;

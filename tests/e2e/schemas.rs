@@ -127,7 +127,7 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
     .await?;
     // Reported by every reconcile pass as `Workflow Unreadable`.
     env.put_unreadable_item("sch-unreadable").await?;
-    let _worker = env.spawn_worker(
+    let worker = env.spawn_worker(
         "schemas",
         &[
             ("FLOWPILOT_MAX_RUN", "3s"),
@@ -214,6 +214,32 @@ async fn every_emitted_health_event_validates_against_its_schema() -> anyhow::Re
     let d = WorkflowArgs::new("sch-d", "2024-04-01", "2024-04-03T00:00:00Z", "P2D");
     env.create_workflow(&d).await?;
     env.health_until(&mut seen, DEADLINE, has(HealthKind::BatchSplit))
+        .await?;
+
+    // The shared run budget at one slot, alerting after a second: the second batch of a
+    // two-batch workflow waits for the first one's long run. The worker is replaced by one
+    // with the budget on (the fast test settings turn it off).
+    drop(worker);
+    let _budgeted = env.spawn_worker(
+        "schemas-budget",
+        &[
+            ("FLOWPILOT_PROFILE_RUN_LIMIT", "1"),
+            ("FLOWPILOT_SLOT_RETRY", "1s"),
+            ("FLOWPILOT_SLOT_WAIT_ALERT", "1s"),
+        ],
+    )?;
+    env.set_faults(&FaultPlan {
+        run_duration_ms: DurationRange {
+            min: 4_000,
+            max: 4_000,
+        },
+        ..FaultPlan::default()
+    })
+    .await?;
+    let mut e = WorkflowArgs::new("sch-e", "2024-05-01", "2024-05-29T00:00:00Z", "P14D");
+    e.concurrency = 2;
+    env.create_workflow(&e).await?;
+    env.health_until(&mut seen, DEADLINE, has(HealthKind::BatchWaitingForSlot))
         .await?;
 
     let missing: Vec<&str> = HealthKind::ALL

@@ -226,6 +226,21 @@ pub fn paused(id: &WorkflowId, spec: &WorkflowSpec, until: DateTime<Utc>) -> Adv
     }
 }
 
+/// A batch has waited `since` for a run slot of the shared run budget (`scope`).
+pub fn slot_wait(id: &WorkflowId, scope: &str, since: DateTime<Utc>) -> Advice {
+    Advice {
+        action: Action::Wait,
+        recommendation: format!(
+            "wait: every run slot on {scope} has been in use since {}; the batch starts by itself \
+             when one frees (the longest waiting batch first). To go faster, raise \
+             FLOWPILOT_PROFILE_RUN_LIMIT / FLOWPILOT_ACCOUNT_RUN_LIMIT if the source and AppFlow's \
+             quotas allow, or run fewer workflows on this connector profile at once",
+            crate::plan::rfc3339(since)
+        ),
+        command: watch_command(id),
+    }
+}
+
 /// The continuous integration degraded with `err`. The command is always the rebuild command
 /// (what `Integration Degraded` has always carried, and what automations run).
 pub fn degraded(id: &WorkflowId, spec: &WorkflowSpec, err: &ErrorInfo) -> Advice {

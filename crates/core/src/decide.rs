@@ -36,6 +36,7 @@ mod reconcile;
 mod records;
 mod resize;
 mod retire;
+mod slot;
 mod split;
 
 /// Worker-level knobs for `decide` (the spec holds per-workflow ones).
@@ -65,6 +66,30 @@ pub struct Policy {
     /// with the default.
     #[serde(default = "default_source_budget_wait")]
     pub source_budget_wait: Duration,
+    /// How long a batch the shared run budget refused waits before asking again (default
+    /// 10 s, `FLOWPILOT_SLOT_RETRY`; see [`slot`]).
+    #[serde(default = "default_slot_retry")]
+    pub slot_retry: Duration,
+    /// A batch waiting this long for a run slot gets one `Batch Waiting For Run Slot` per wait
+    /// (default 15 min, `FLOWPILOT_SLOT_WAIT_ALERT`).
+    #[serde(default = "default_slot_wait_alert")]
+    pub slot_wait_alert: Duration,
+}
+
+fn default_slot_wait_alert() -> Duration {
+    DEFAULT_SLOT_WAIT_ALERT
+}
+
+/// Fifteen minutes: several typical runs' worth of waiting, so a busy profile alone does not
+/// alert, a stuck or undersized budget does.
+pub const DEFAULT_SLOT_WAIT_ALERT: Duration = Duration::from_secs(900);
+
+/// Ten seconds: a slot frees when any run on the profile ends, and asking costs two small
+/// DynamoDB calls.
+pub const DEFAULT_SLOT_RETRY: Duration = Duration::from_secs(10);
+
+fn default_slot_retry() -> Duration {
+    DEFAULT_SLOT_RETRY
 }
 
 /// One hour: Salesforce's allowance is a rolling 24 hours, so capacity comes back call by
@@ -86,6 +111,8 @@ impl Default for Policy {
             drain_cap: Duration::from_secs(300),
             stall_after: Duration::from_secs(900),
             source_budget_wait: DEFAULT_SOURCE_BUDGET_WAIT,
+            slot_retry: DEFAULT_SLOT_RETRY,
+            slot_wait_alert: DEFAULT_SLOT_WAIT_ALERT,
         }
     }
 }
@@ -136,6 +163,7 @@ impl Workflow {
                 budget_waits: 0,
                 split_from: None,
                 split_into: Vec::new(),
+                slot_wait: None,
             })
             .collect();
         Self {

@@ -15,7 +15,7 @@ mod key;
 mod outcome;
 
 pub use key::{AttemptStep, CancelStep, EffectKey, InvalidEffectKey, LiveStep};
-pub use outcome::{EffectError, Executed, Outcome, PermanentError, Step, outcome_of};
+pub use outcome::{EffectError, Executed, Outcome, PermanentError, SlotDenial, Step, outcome_of};
 
 /// One pending action. `key` is unique within a workflow's life and stable across re-execution,
 /// so the shell can report which effects it completed.

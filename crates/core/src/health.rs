@@ -24,10 +24,11 @@ pub enum HealthKind {
     RecordsNotSent,
     WorkflowPaused,
     BatchSplit,
+    BatchWaitingForSlot,
 }
 
 impl HealthKind {
-    pub const ALL: [HealthKind; 15] = [
+    pub const ALL: [HealthKind; 16] = [
         Self::WorkflowStarted,
         Self::BatchSucceeded,
         Self::BatchRetryScheduled,
@@ -43,6 +44,7 @@ impl HealthKind {
         Self::RecordsNotSent,
         Self::WorkflowPaused,
         Self::BatchSplit,
+        Self::BatchWaitingForSlot,
     ];
 
     /// The EventBridge `detail-type`.
@@ -63,6 +65,7 @@ impl HealthKind {
             Self::RecordsNotSent => "Records Not Sent",
             Self::WorkflowPaused => "Workflow Paused",
             Self::BatchSplit => "Batch Split",
+            Self::BatchWaitingForSlot => "Batch Waiting For Run Slot",
         }
     }
 
@@ -84,6 +87,7 @@ impl HealthKind {
             Self::RecordsNotSent => "records-not-sent",
             Self::WorkflowPaused => "workflow-paused",
             Self::BatchSplit => "batch-split",
+            Self::BatchWaitingForSlot => "batch-waiting-for-run-slot",
         }
     }
 

@@ -186,6 +186,28 @@ pub struct Batch {
     /// The two halves this batch's window was split into, once `Split`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub split_into: Vec<u32>,
+    /// The shared run budget (`decide::slot`) refused this batch a run slot: it waits in
+    /// `RetryWait` and asks again. Kept while it asks; cleared once a run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_wait: Option<SlotWait>,
+}
+
+/// Why and since when a batch waits for a run slot of the shared budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotWait {
+    /// The limit that refused, as an operator reads it: `profile demo-salesforce` or `account`.
+    pub scope: String,
+    /// Slots held when the budget last refused, and the limit.
+    pub in_use: u32,
+    pub limit: u32,
+    /// The first refusal of this wait.
+    pub since: DateTime<Utc>,
+    /// The refusals so far.
+    pub denials: u32,
+    /// `Batch Waiting For Run Slot` is drafted for this wait (once past
+    /// `Policy::slot_wait_alert`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reported: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

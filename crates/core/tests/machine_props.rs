@@ -40,8 +40,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use flowpilot_core::classify::Verdict;
 use flowpilot_core::decide::{Policy, decide};
 use flowpilot_core::effect::{
-    Effect, EffectError, EffectKey, EffectKind, Executed, LiveStep, Outcome, Step, Trigger,
-    outcome_of,
+    Effect, EffectError, EffectKey, EffectKind, Executed, LiveStep, Outcome, SlotDenial, Step,
+    Trigger, outcome_of,
 };
 use flowpilot_core::ids::{FlowRole, WorkflowId};
 use flowpilot_core::input::{ActiveRun, FlowRuns, Input, RunReport};
@@ -548,6 +548,16 @@ impl World {
                 }
                 EffectKind::ScheduleRetry { batch, .. } => {
                     let b = &next.batches[*batch as usize];
+                    // Waiting for a run slot is not a retry of the error before it.
+                    let denials = |w: &Workflow| {
+                        w.batches
+                            .get(*batch as usize)
+                            .and_then(|b| b.slot_wait.as_ref())
+                            .map_or(0, |s| s.denials)
+                    };
+                    if denials(next) > denials(before) {
+                        continue;
+                    }
                     let verdict = b.last_error.as_ref().map(|e| e.verdict());
                     assert_ne!(
                         verdict,
@@ -783,6 +793,18 @@ impl World {
                 role: FlowRole::Batch(i),
                 attempt,
             } => {
+                // The shared run budget: every slot on the profile is held by other workflows.
+                if self.rng.pct() < 10 {
+                    return Step::Record(Outcome::SlotDenied {
+                        key: key.clone(),
+                        attempt: *attempt,
+                        denial: SlotDenial {
+                            scope: "profile fake".into(),
+                            in_use: 5,
+                            limit: 5,
+                        },
+                    });
+                }
                 let r = self.flaky(4).and_then(|()| {
                     let exec = self.start_run(flow_name, client_token.clone(), *i);
                     // The run started but the answer was lost: the drain starts it again

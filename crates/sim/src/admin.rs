@@ -91,6 +91,7 @@ pub async fn runs(State(sim): State<Arc<Sim>>) -> Json<Value> {
         "runs": runs,
         "max_concurrent_per_flow": st.max_concurrent,
         "max_concurrent_any_flow": overall,
+        "max_concurrent_per_profile": st.max_concurrent_per_profile,
     }))
 }
 

@@ -78,6 +78,19 @@ pub fn start_run(
     let detail = report_detail(sim, &run);
     let resource = flow.uid.clone();
     record_and_send(sim, st, events::START, detail, resource, false);
+    if let Some(profile) = run.spec.source_profile.clone() {
+        let running = 1 + st
+            .runs
+            .values()
+            .filter(|r| {
+                r.spec.source_profile.as_ref() == Some(&profile)
+                    && matches!(r.status, ExecStatus::InProgress | ExecStatus::CancelStarted)
+            })
+            .count();
+        let running = u32::try_from(running).unwrap_or(u32::MAX);
+        let max = st.max_concurrent_per_profile.entry(profile).or_insert(0);
+        *max = (*max).max(running);
+    }
     st.runs.insert(execution_id.clone(), run);
     st.run_order.push(execution_id.clone());
 

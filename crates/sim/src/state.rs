@@ -132,6 +132,9 @@ pub struct State {
     pub ledger: Ledger,
     /// Max concurrent runs ever seen per flow name; survives flow deletion.
     pub max_concurrent: BTreeMap<String, u32>,
+    /// Max concurrent runs ever seen per connector profile (every flow reading through it):
+    /// what a shared run budget must keep at or under its limit.
+    pub max_concurrent_per_profile: BTreeMap<String, u32>,
     pub emitted_events: Vec<Value>,
 }
 

@@ -549,3 +549,34 @@ async fn a_remembered_workflow_another_worker_moved_on_is_reloaded_not_overwritt
         flowpilot_core::model::BatchStatus::Succeeded
     );
 }
+
+/// Which batches give their run slot back after a transition: those whose run ended, not
+/// those the budget refused, and every running one when the workflow is cancelled.
+#[test]
+fn run_slots_go_back_when_a_run_ends_or_the_workflow_is_cancelled_not_when_refused() {
+    use flowpilot_core::decide::{Policy, decide};
+    use flowpilot_core::effect::{AttemptStep, EffectKey, SlotDenial};
+    let now = Utc::now();
+    let p = Policy::default();
+    let mut wf = workflow("slots");
+    wf.spec.concurrency = 3;
+    let wf = decide(&wf, Input::Start, now, &p).workflow;
+    let refused = Outcome::SlotDenied {
+        key: EffectKey::attempt(2, 1, AttemptStep::Start),
+        attempt: 1,
+        denial: SlotDenial {
+            scope: "profile sf".into(),
+            in_use: 5,
+            limit: 5,
+        },
+    };
+    let next = decide(&wf, Input::Applied(vec![refused]), now, &p).workflow;
+    assert!(left_running(&wf, &next).is_empty());
+    let after = decide(&next, ended(&wf.id, 0, "x0"), now, &p).workflow;
+    assert_eq!(left_running(&next, &after), vec![0]);
+    let cancelled = decide(&after, Input::Cancel { reason: None }, now, &p).workflow;
+    assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
+    let mut freed = left_running(&after, &cancelled);
+    freed.sort_unstable();
+    assert_eq!(freed, vec![1, 3]);
+}

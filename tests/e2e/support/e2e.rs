@@ -169,6 +169,9 @@ pub fn fast_worker_env() -> Vec<(String, String)> {
         ("FLOWPILOT_SHUTDOWN_GRACE", "5s"),
         // What the worker defers is written soon, so tests see a settled item quickly.
         ("FLOWPILOT_FLUSH_AFTER", "200ms"),
+        // The shared run budget has its own scenario (`budget`); elsewhere its refusals would
+        // add attempts the exactly-once assertions count.
+        ("FLOWPILOT_PROFILE_RUN_LIMIT", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

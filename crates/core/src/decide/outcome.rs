@@ -91,6 +91,17 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
                 runs,
             } => retire::described(cx, generation, runs),
             Outcome::Runs { .. } => {}
+            Outcome::SlotDenied {
+                key:
+                    EffectKey::Attempt {
+                        batch,
+                        step: AttemptStep::Start,
+                        ..
+                    },
+                attempt,
+                denial,
+            } => super::slot::denied(cx, batch, attempt, denial),
+            Outcome::SlotDenied { .. } => {}
             Outcome::Failed { error, .. } => failed(cx, &effect.key, &error),
         }
     }
@@ -103,6 +114,7 @@ fn started(cx: &mut Ctx, index: u32, attempt: u32, id: String) {
     let b = &mut cx.wf.batches[idx];
     if b.attempt == attempt && b.status == BatchStatus::Running && b.execution_id.is_none() {
         b.execution_id = Some(id);
+        b.slot_wait = None;
     } else if b.execution_id.as_ref() != Some(&id) && !b.past_execution_ids.contains(&id) {
         // An older attempt's run (its report may already have been counted): remember it so
         // its duplicates never count for a later attempt.

@@ -111,5 +111,6 @@ pub(super) fn pending(index: u32, window: crate::plan::Window, split_from: Optio
         budget_waits: 0,
         split_from,
         split_into: Vec::new(),
+        slot_wait: None,
     }
 }

@@ -948,5 +948,6 @@ fn a_report_about_an_effect_no_longer_pending_changes_nothing() {
 mod generations;
 mod records;
 mod resize;
+mod slot;
 mod split;
 mod verdicts;

@@ -61,6 +61,12 @@ pub enum Outcome {
     },
     /// DescribeRuns answered.
     Runs { key: EffectKey, runs: FlowRuns },
+    /// The shared run budget refused a batch's StartFlow a slot; nothing was started.
+    SlotDenied {
+        key: EffectKey,
+        attempt: u32,
+        denial: SlotDenial,
+    },
     /// Failed for good (transient failures never get here: see [`outcome_of`]).
     Failed {
         key: EffectKey,
@@ -76,9 +82,19 @@ impl Outcome {
             | Self::Linked { key, .. }
             | Self::Described { key, .. }
             | Self::Runs { key, .. }
+            | Self::SlotDenied { key, .. }
             | Self::Failed { key, .. } => key,
         }
     }
+}
+
+/// Which limit of the shared run budget refused a slot, and how full it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotDenial {
+    /// `profile {name}` or `account`.
+    pub scope: String,
+    pub in_use: u32,
+    pub limit: u32,
 }
 
 /// What one executed effect means for the outbox.

@@ -1,0 +1,287 @@
+//! The shared run budget (issue 14): concurrent runs per connector profile
+//! (`FLOWPILOT_PROFILE_RUN_LIMIT`) and per account (`FLOWPILOT_ACCOUNT_RUN_LIMIT`), held across
+//! every workflow and worker replica with leases in the state table.
+//!
+//! Layout: one item per limit, beside the workflows' items and never touching them:
+//!
+//! | attribute | type | content |
+//! |---|---|---|
+//! | `pk` | S | `budget#profile#{connector profile}` or `budget#account` |
+//! | `version` | N | every write is conditional on it (created with `attribute_not_exists`) |
+//! | `doc` | S | the [`Ledger`] as JSON: leases (holder → expiry) and waiters |
+//! | `updated_at` | S | RFC 3339 time of the write |
+//!
+//! A holder is a batch (`{workflow}/b{index}`): one batch runs at most one run at a time, so a
+//! StartFlow repeated after a crash asks again under the same name and keeps its lease. The
+//! lease is released when a committed transition takes the batch out of `running` (its End
+//! report, a reconciled run, a cancel); one that is never released (a worker killed between
+//! that commit and the release) expires after `FLOWPILOT_MAX_RUN` plus 10 minutes, past
+//! which reconcile has cancelled any run still going.
+//!
+//! Whether a refused batch waits, and how, is `decide`'s (`decide::slot`); the order in which
+//! waiters are served is the ledger's ([`ledger`]).
+
+pub mod ledger;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
+use flowpilot_core::effect::SlotDenial;
+
+use crate::aws::error_chain;
+pub use ledger::{Answer, Ledger, Ttls};
+
+/// Conditional writes lost in a row before asking is given up for now (the StartFlow stays
+/// in the outbox and the next drain asks again); with the jittered pauses between them, about
+/// three seconds.
+const MAX_CONFLICTS: u32 = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error("run budget {operation} on {key} failed: {detail}")]
+    Backend {
+        operation: &'static str,
+        key: String,
+        detail: String,
+    },
+    #[error("run budget item {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("run budget item {key} kept changing under {MAX_CONFLICTS} attempts")]
+    Contended { key: String },
+}
+
+/// The limits, as the worker was configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent runs per connector profile (`FLOWPILOT_PROFILE_RUN_LIMIT`, default 5).
+    pub profile: u32,
+    /// Concurrent runs over the whole account, if limited (`FLOWPILOT_ACCOUNT_RUN_LIMIT`).
+    pub account: Option<u32>,
+    /// How long a lease lasts unless released.
+    pub lease: Duration,
+    /// How long a waiter keeps its place without asking again.
+    pub waiter: Duration,
+}
+
+pub const DEFAULT_PROFILE_RUN_LIMIT: u32 = 5;
+
+impl Limits {
+    /// Leases outlast the longest run reconcile lets go on; waiters ask every `slot_retry`
+    /// (plus SQS and handling delays), so three missed questions drop them.
+    pub fn new(
+        profile: u32,
+        account: Option<u32>,
+        max_run: Duration,
+        slot_retry: Duration,
+    ) -> Self {
+        Self {
+            profile,
+            account,
+            lease: max_run.saturating_add(Duration::from_secs(600)),
+            waiter: slot_retry.saturating_mul(3).max(Duration::from_secs(60)),
+        }
+    }
+
+    fn ttls(&self) -> Ttls {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Ttls {
+            lease: ms(self.lease),
+            waiter: ms(self.waiter),
+        }
+    }
+}
+
+/// The holder name of batch `index` of workflow `workflow`.
+pub fn holder(workflow: &str, index: u32) -> String {
+    format!("{workflow}/b{index}")
+}
+
+/// What asking for a slot came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Granted,
+    Denied(SlotDenial),
+}
+
+/// The run budget over DynamoDB.
+#[derive(Clone, Debug)]
+pub struct RunBudget {
+    client: Client,
+    table: String,
+    limits: Limits,
+}
+
+impl RunBudget {
+    pub fn new(client: Client, table: impl Into<String>, limits: Limits) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            limits,
+        }
+    }
+
+    /// The limits in the order a slot is taken: the profile's, then the account's.
+    fn scopes(&self, profile: &str) -> Vec<(String, String, u32)> {
+        let mut v = vec![(
+            format!("budget#profile#{profile}"),
+            format!("profile {profile}"),
+            self.limits.profile,
+        )];
+        if let Some(limit) = self.limits.account {
+            v.push(("budget#account".into(), "account".into(), limit));
+        }
+        v
+    }
+
+    /// Takes a slot on every limit for `holder`, or none: a refusal by the account limit
+    /// gives back the profile slot just taken.
+    pub async fn acquire(
+        &self,
+        profile: &str,
+        holder: &str,
+        attempt: u32,
+    ) -> Result<Slot, BudgetError> {
+        let ttls = self.limits.ttls();
+        let scopes = self.scopes(profile);
+        for (n, (key, scope, limit)) in scopes.iter().enumerate() {
+            let limit = *limit;
+            let answer = self
+                .update(key, |l| {
+                    let now = Utc::now().timestamp_millis();
+                    let a = l.ask(holder, attempt, limit, now, ttls);
+                    (a, true)
+                })
+                .await?;
+            if let Answer::Denied { in_use } = answer {
+                for (taken, _, _) in scopes.iter().take(n) {
+                    self.update(taken, |l| ((), l.release(holder))).await?;
+                }
+                return Ok(Slot::Denied(SlotDenial {
+                    scope: scope.clone(),
+                    in_use,
+                    limit,
+                }));
+            }
+        }
+        Ok(Slot::Granted)
+    }
+
+    /// Gives `holder`'s slots back (idempotent).
+    pub async fn release(&self, profile: &str, holder: &str) -> Result<(), BudgetError> {
+        for (key, _, _) in self.scopes(profile) {
+            self.update(&key, |l| ((), l.release(holder))).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the ledger at `key`, applies `change` (which says whether it changed anything)
+    /// and writes it back conditionally on the version read, again on a lost race.
+    async fn update<T>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&mut Ledger) -> (T, bool),
+    ) -> Result<T, BudgetError> {
+        let mut pause_ms = 5u64;
+        for attempt in 0..MAX_CONFLICTS {
+            if attempt > 0 {
+                // Every worker's handlers of every workflow on the profile write this one
+                // item: a lost race backs off with full jitter so the next try is not the
+                // same collision again.
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=pause_ms))).await;
+                pause_ms = (pause_ms * 2).min(200);
+            }
+            let (mut ledger, version) = self.read(key).await?;
+            let (answer, changed) = change(&mut ledger);
+            if !changed {
+                return Ok(answer);
+            }
+            if self.write(key, &ledger, version).await? {
+                return Ok(answer);
+            }
+        }
+        Err(BudgetError::Contended {
+            key: key.to_owned(),
+        })
+    }
+
+    async fn read(&self, key: &str) -> Result<(Ledger, Option<u64>), BudgetError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| BudgetError::Backend {
+                operation: "GetItem",
+                key: key.to_owned(),
+                detail: error_chain(&e),
+            })?;
+        let Some(item) = out.item else {
+            return Ok((Ledger::default(), None));
+        };
+        let corrupt = |reason: String| BudgetError::Corrupt {
+            key: key.to_owned(),
+            reason,
+        };
+        let version = match item.get("version") {
+            Some(AttributeValue::N(n)) => n.parse::<u64>().map_err(|e| corrupt(e.to_string()))?,
+            _ => return Err(corrupt("no numeric `version`".into())),
+        };
+        let ledger = match item.get("doc") {
+            Some(AttributeValue::S(doc)) => {
+                serde_json::from_str(doc).map_err(|e| corrupt(e.to_string()))?
+            }
+            _ => return Err(corrupt("no `doc`".into())),
+        };
+        Ok((ledger, Some(version)))
+    }
+
+    /// `false`: someone else wrote the item since it was read.
+    async fn write(
+        &self,
+        key: &str,
+        ledger: &Ledger,
+        version: Option<u64>,
+    ) -> Result<bool, BudgetError> {
+        let doc = serde_json::to_string(ledger).map_err(|e| BudgetError::Corrupt {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let next = version.map_or(1, |v| v.saturating_add(1));
+        let item = HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(key.to_owned())),
+            ("version".to_owned(), AttributeValue::N(next.to_string())),
+            ("doc".to_owned(), AttributeValue::S(doc)),
+            (
+                "updated_at".to_owned(),
+                AttributeValue::S(Utc::now().to_rfc3339()),
+            ),
+        ]);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let put = match version {
+            Some(v) => put
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+            None => put.condition_expression("attribute_not_exists(pk)"),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(BudgetError::Backend {
+                operation: "PutItem",
+                key: key.to_owned(),
+                detail: error_chain(&e),
+            }),
+        }
+    }
+}
