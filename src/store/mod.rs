@@ -9,6 +9,7 @@
 //! transition and its effects are committed in the same write.
 
 pub mod dynamo;
+pub mod layout;
 pub mod memory;
 
 use std::future::Future;
