@@ -74,8 +74,11 @@ pub struct DynamoStore {
     table: String,
     /// The chunk list of the version this process last read or wrote, per workflow: a save
     /// needs what the version it replaces stored, and the caller always loaded or saved it.
-    layouts: Arc<Mutex<HashMap<WorkflowId, (u64, Vec<ChunkRef>)>>>,
+    layouts: Arc<Mutex<Layouts>>,
 }
+
+/// Per workflow: a version and the chunk list stored with it.
+type Layouts = HashMap<WorkflowId, (u64, Vec<ChunkRef>)>;
 
 fn new_chunk_id() -> String {
     format!("{:016x}", fastrand::u64(..))

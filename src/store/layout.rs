@@ -18,19 +18,24 @@ use std::hash::{Hash, Hasher};
 use flowpilot_core::model::{Batch, BatchStatus, Workflow};
 use serde::{Deserialize, Serialize};
 
-/// Batches per chunk item: a finished batch is a few hundred bytes of JSON, so a chunk stays
-/// far below DynamoDB's 400 KB item limit even with long error messages.
-pub const CHUNK_BATCHES: usize = 100;
+/// Batches per chunk item. The header holds one to two groups, so this sets its size (a
+/// finished batch is ~310 bytes of JSON: ~16 KB a group) against how often a transition also
+/// writes a chunk (once per group). A chunk stays far below the 400 KB item limit even with
+/// long error messages.
+pub const CHUNK_BATCHES: usize = 50;
 
 /// One cold group as the header names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
     /// Position of the group's first batch in `Workflow::batches`.
+    #[serde(rename = "s")]
     pub start: u32,
+    #[serde(rename = "n")]
     pub count: u32,
     /// The chunk item's key suffix (fresh for every write, so items are never overwritten).
     pub id: String,
     /// Digest of the group's JSON: an unchanged group keeps its item.
+    #[serde(rename = "d")]
     pub digest: String,
 }
 
