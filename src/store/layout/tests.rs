@@ -99,8 +99,8 @@ fn a_five_year_daily_workflow_round_trips_as_it_runs_and_rewrites_a_chunk_only_a
     assert_eq!(wf.batches.len(), 1826);
     let mut table = Table::default();
     let (written, _) = table.save(&wf);
-    // Group 0 is the frontier's, group 1 the next: inline. The other full groups: apart.
-    assert_eq!(written, 1826 / CHUNK_BATCHES - 2);
+    // Group 0 is the frontier's: inline. The other full groups, a group or more ahead: apart.
+    assert_eq!(written, 1826 / CHUNK_BATCHES - 1);
     assert_eq!(table.load(), wf);
     let mut chunk_saves = 0;
     for i in 0..wf.batches.len() {
@@ -119,17 +119,18 @@ fn a_five_year_daily_workflow_round_trips_as_it_runs_and_rewrites_a_chunk_only_a
         }
         let (doc, _) = table.header.as_ref().unwrap();
         assert!(
-            doc.len() < 150_000,
+            doc.len() < 60_000,
             "header of {} bytes at batch {i}",
             doc.len()
         );
     }
     // Per group: it comes inline once (the frontier nears) and goes back once (it passed).
+    let groups = 1826 / CHUNK_BATCHES;
     assert!(
-        chunk_saves <= 2 * 18 + 1,
+        chunk_saves <= 2 * groups + 1,
         "{chunk_saves} saves touched chunks"
     );
-    assert_eq!(table.chunks.len(), 18, "no chunk item left behind");
+    assert_eq!(table.chunks.len(), groups, "no chunk item left behind");
 }
 
 #[test]
@@ -157,10 +158,11 @@ proptest! {
     /// splits do) saved and loaded gives back the workflow, and items are never overwritten.
     #[test]
     fn store_round_trips_across_chunk_boundaries(
-        days in 1i64..450,
+        days in 2i64..450,
         steps in prop::collection::vec((any::<prop::sample::Index>(), 0u8..5), 1..60),
     ) {
         let mut wf = workflow(days);
+        prop_assume!(!wf.batches.is_empty());
         let mut table = Table::default();
         table.save(&wf);
         prop_assert_eq!(&table.load(), &wf);
