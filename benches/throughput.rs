@@ -13,14 +13,15 @@
 //!   the critical path (requests from receiving an End report to the next StartFlow);
 //! - worker CPU per handled message and peak RSS.
 //!
-//! Then DynamoDB bytes written per transition for 12-, 130- and 500-batch workflows (the item
+//! Then DynamoDB bytes written per transition for 12-, 131-, 500- and 1,826-batch workflows (the item
 //! size a write is billed by, replayed through `decide` without AWS).
 //!
 //! `cargo bench --bench throughput` (optimised), or in the dev profile:
 //! `FLOWPILOT_BENCH=1 cargo test --bench throughput`. Knobs: `FLOWPILOT_BENCH_SCENARIOS`
 //! (workflow counts, default `4,20,200`), `FLOWPILOT_BENCH_RUN_MS` (run length, default 400),
 //! `FLOWPILOT_BENCH_LANES` (calibration concurrency, default 16), `FLOWPILOT_BENCH_CONCURRENCY`
-//! (the worker's `FLOWPILOT_CONCURRENCY`, default: the number of lanes).
+//! (the worker's `FLOWPILOT_CONCURRENCY`, default: the number of lanes). An empty
+//! `FLOWPILOT_BENCH_SCENARIOS=` runs only the DynamoDB size table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark: failing loudly is its job
 
@@ -44,7 +45,7 @@ use flowpilot::core::input::{Input, RunReport};
 use flowpilot::core::model::{Workflow, WorkflowStatus};
 use flowpilot::core::spec::SpecInput;
 use flowpilot::metrics::Metrics;
-use flowpilot::store::dynamo::DynamoStore;
+use flowpilot::store::dynamo::{DynamoStore, WriteCost};
 use flowpilot_sim::{DurationRange, FaultPlan};
 use serde_json::Value;
 use support::e2e::{self, Env, KMS_ARN, SimSetup, WorkflowArgs};
@@ -527,14 +528,18 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     v[rank.min(v.len() - 1)]
 }
 
-/// DynamoDB bytes per write while a workflow of 12, 130 and 500 batches runs to live: the
-/// billed item size of every transition a fair run produces, replayed through `decide`.
+/// DynamoDB bytes per write while a workflow of 12, 131, 500 and 1,826 batches runs to live:
+/// what every transition a fair run produces writes (the header's conditional PutItem, and the
+/// chunk items put before it when the frontier crosses a group), replayed through `decide`.
 fn item_sizes() -> anyhow::Result<()> {
-    println!("\nDynamoDB bytes written per transition (the item a conditional PutItem replaces):");
+    println!(
+        "\nDynamoDB bytes written per transition (header PutItem + chunk PutItems; chunk DeleteItems after):"
+    );
     for (_planned, batch_size, to) in [
         (12, "P2M", "2026-01-01"),
-        (130, "P14D", "2028-12-31"),
+        (131, "P14D", "2029-01-08"),
         (500, "P3D", "2028-02-08"),
+        (1826, "P1D", "2028-12-31"),
     ] {
         let spec = SpecInput {
             domain: Some("acme".into()),
@@ -553,13 +558,19 @@ fn item_sizes() -> anyhow::Result<()> {
         let mut wf = Workflow::new(WorkflowId::new("wf-size")?, spec, Utc::now());
         let n = wf.batches.len();
         let policy = Policy::default();
-        let mut sizes = Vec::new();
+        let (created, mut stored) = DynamoStore::write_cost(&wf, &[])?;
+        let mut costs: Vec<WriteCost> = Vec::new();
+        let mut single: Vec<usize> = Vec::new();
         let mut feed = |wf: &mut Workflow,
                         input: Input|
          -> anyhow::Result<Vec<flowpilot::core::effect::Effect>> {
             let t = decide(wf, input, Utc::now(), &policy);
             if !t.is_noop(wf) {
-                sizes.push(DynamoStore::item_bytes(&t.workflow)? as f64);
+                let (cost, refs) = DynamoStore::write_cost(&t.workflow, &stored)?;
+                costs.push(cost);
+                // What the single-item layout wrote: the whole document every time.
+                single.push(serde_json::to_string(&t.workflow)?.len());
+                stored = refs;
             }
             *wf = t.workflow;
             Ok(t.effects)
@@ -607,15 +618,35 @@ fn item_sizes() -> anyhow::Result<()> {
             "{n}-batch replay ended {}",
             wf.status.as_str()
         );
-        let avg = sizes.iter().sum::<f64>() / sizes.len().max(1) as f64;
-        let max = sizes.iter().copied().fold(0.0, f64::max);
-        let wcu: f64 =
-            sizes.iter().map(|b| (b / 1024.0).ceil()).sum::<f64>() / sizes.len().max(1) as f64;
+        let units = |b: usize| b.div_ceil(1024);
+        let n_t = costs.len().max(1) as f64;
+        let headers: Vec<usize> = costs.iter().map(|c| c.header_bytes).collect();
+        let avg = headers.iter().sum::<usize>() as f64 / n_t;
+        let max = headers.iter().copied().max().unwrap_or(0);
+        let with_chunks: Vec<&WriteCost> =
+            costs.iter().filter(|c| !c.chunk_bytes.is_empty()).collect();
+        let chunk_max = costs
+            .iter()
+            .flat_map(|c| c.chunk_bytes.iter().copied())
+            .max()
+            .unwrap_or(0);
+        let wcu: usize = costs
+            .iter()
+            .map(|c| units(c.header_bytes) + c.chunk_bytes.iter().map(|&b| units(b)).sum::<usize>())
+            .sum();
+        let deletes: usize = costs.iter().map(|c| c.deleted).sum();
         println!(
-            "  {n:>4} batches: {:>3} transitions, {:>8.0} bytes on average, {:>8.0} at most, {wcu:.1} write units per transition",
-            sizes.len(),
-            avg,
-            max
+            "  {n:>4} batches: {:>4} transitions, header {avg:>7.0} bytes on average, {max:>7} at most; \
+             {} transitions also put chunks (largest {chunk_max} bytes), {deletes} chunk deletes; \
+             {:.2} write units per transition (one item of the whole document: {:.0} bytes, \
+             {:.2} units); creation: header {} bytes + {} chunks",
+            costs.len(),
+            with_chunks.len(),
+            wcu as f64 / n_t,
+            single.iter().sum::<usize>() as f64 / n_t,
+            single.iter().map(|&b| units(b)).sum::<usize>() as f64 / n_t,
+            created.header_bytes,
+            created.chunk_bytes.len(),
         );
     }
     Ok(())

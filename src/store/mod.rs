@@ -3,12 +3,15 @@
 //! - [`dynamo`]: the DynamoDB store used in production and end-to-end tests.
 //! - [`memory`]: an in-memory store with identical semantics, for unit tests only.
 //!
-//! One record per workflow. `save` is conditional on the stored version equalling the version
-//! the caller loaded; a lost race is [`StoreError::Conflict`], after which the caller reloads
-//! and decides again. The pending effects (the outbox) are part of the workflow document, so a
-//! transition and its effects are committed in the same write.
+//! - [`layout`]: which batches live in chunk items beside the workflow's header (no I/O).
+//!
+//! `save` is conditional on the stored version equalling the version the caller loaded; a lost
+//! race is [`StoreError::Conflict`], after which the caller reloads and decides again. The
+//! pending effects (the outbox) are part of the header, so a transition and its effects are
+//! committed in the same write (chunk items it needs are written first, unnamed until then).
 
 pub mod dynamo;
+pub mod layout;
 pub mod memory;
 
 use std::future::Future;

@@ -35,6 +35,7 @@ mod cli_plan;
 mod contracts;
 mod iam;
 mod lambda;
+mod long;
 mod modes;
 mod not_sent;
 mod reliability;

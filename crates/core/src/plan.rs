@@ -30,9 +30,10 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-/// Upper bound on batches per workflow: every batch lives in the workflow's single DynamoDB
-/// item (400 KB), and a few hundred AppFlow flows is already a very long backfill.
-pub const MAX_BATCHES: usize = 500;
+/// Upper bound on batches per workflow. Storage no longer bounds it (finished and untouched
+/// batches live in chunk items, README "Storage layout"); this is a sanity bound: 20,000 runs
+/// is fifty years of daily windows, and each costs an AppFlow flow created and deleted.
+pub const MAX_BATCHES: usize = 20_000;
 
 /// Whether `[from, to)` is longer than the bulk threshold.
 pub fn is_bulk(spec: &WorkflowSpec) -> bool {

@@ -649,7 +649,7 @@ mod tests {
             ),
             (
                 "batch-size",
-                Box::new(|i| i.batch_size = Some("PT1H".into())),
+                Box::new(|i| i.batch_size = Some("PT5M".into())),
             ),
             ("object", Box::new(|i| i.object = None)),
             ("s3-bucket", Box::new(|i| i.s3_bucket = Some("b".into()))),
