@@ -22,16 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 
-use crate::aws::appflow::AppFlow;
-use crate::aws::health::HealthPublisher;
-use crate::aws::profiles::Profiles;
-use crate::aws::queue::Queue;
 use crate::aws::{self, Clients};
 use crate::config::WorkerConfig;
 use crate::metrics::Metrics;
-use crate::store::dynamo::DynamoStore;
-use crate::worker::handler::Handler;
-use crate::worker::shell::AwsShell;
 use batch::{Deadlines, Function};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,26 +43,7 @@ pub async fn run(config: WorkerConfig, process_start: Instant) -> Result<(), Lam
     let metrics = Metrics::new();
     let sdk = aws::sdk_config().await;
     let clients = Clients::new(&sdk, &metrics);
-    // Wired as `worker::run` wires the ECS worker: the same store, shell and handler.
-    let queue = Queue::new(clients.sqs.clone(), &config.queue_url);
-    let store = Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table));
-    let shell = Arc::new(AwsShell {
-        appflow: AppFlow::new(clients.appflow.clone()),
-        profiles: Profiles::new(clients.profiles.clone()),
-        health: HealthPublisher::new(clients.events.clone(), &config.health_bus)
-            .coalesced(config.batch_linger),
-        queue: queue.clone(),
-        metrics: Arc::clone(&metrics),
-        budget: config.budget.clone().map(|limits| {
-            crate::budget::RunBudget::new(clients.dynamodb.clone(), &config.table, limits)
-        }),
-    });
-    let handler = Arc::new(Handler::new(
-        store,
-        shell,
-        config.policy.clone(),
-        Arc::clone(&metrics),
-    ));
+    let (queue, handler) = crate::worker::wire(&config, &clients, &metrics);
     let function = Arc::new(Function {
         handler,
         queue,

@@ -56,11 +56,13 @@ pub enum WorkerError {
     },
 }
 
-/// Runs the worker until `shutdown` is cancelled, then drains within the grace period.
-pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let metrics = Metrics::new();
-    let sdk = aws::sdk_config().await;
-    let clients = Clients::new(&sdk, &metrics);
+/// The handler over the real store and shell, and the work queue: the same wiring for the ECS
+/// worker and the Lambda function (src/lambda), so both modes decide and act alike.
+pub fn wire(
+    config: &WorkerConfig,
+    clients: &Clients,
+    metrics: &Arc<Metrics>,
+) -> (Queue, Arc<Handler<DynamoStore, AwsShell>>) {
     let queue = Queue::new(clients.sqs.clone(), &config.queue_url);
     let store = Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table));
     let shell = Arc::new(AwsShell {
@@ -69,7 +71,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         health: HealthPublisher::new(clients.events.clone(), &config.health_bus)
             .coalesced(config.batch_linger),
         queue: queue.clone(),
-        metrics: Arc::clone(&metrics),
+        metrics: Arc::clone(metrics),
         budget: config.budget.clone().map(|limits| {
             crate::budget::RunBudget::new(clients.dynamodb.clone(), &config.table, limits)
         }),
@@ -78,8 +80,17 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         store,
         shell,
         config.policy.clone(),
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
     ));
+    (queue, handler)
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains within the grace period.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let metrics = Metrics::new();
+    let sdk = aws::sdk_config().await;
+    let clients = Clients::new(&sdk, &metrics);
+    let (queue, handler) = wire(&config, &clients, &metrics);
 
     // Background helpers (HTTP endpoint, visibility extender) stop after the drain.
     let helpers_stop = CancellationToken::new();
