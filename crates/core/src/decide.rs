@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::effect::{Effect, EffectKey, EffectKind};
 use crate::ids::WorkflowId;
 use crate::input::Input;
-use crate::model::{Batch, BatchStatus, Workflow, WorkflowStatus};
+use crate::model::{Batch, Workflow, WorkflowStatus};
 use crate::spec::WorkflowSpec;
 
 mod bulk;
@@ -144,27 +144,7 @@ impl Workflow {
         let plan = crate::plan::plan(&spec);
         let batches = (0u32..)
             .zip(plan.batches)
-            .map(|(index, window)| Batch {
-                index,
-                window,
-                status: BatchStatus::Pending,
-                attempt: 0,
-                budget_base: 0,
-                execution_id: None,
-                past_execution_ids: Vec::new(),
-                flow_ready: false,
-                started_at: None,
-                finished_at: None,
-                retry_at: None,
-                records: 0,
-                last_error: None,
-                not_sent: None,
-                paused: false,
-                budget_waits: 0,
-                split_from: None,
-                split_into: Vec::new(),
-                slot_wait: None,
-            })
+            .map(|(index, window)| Batch::pending(index, window, None))
             .collect();
         Self {
             id,

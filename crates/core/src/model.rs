@@ -215,6 +215,32 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Batch {
+    /// A new batch nobody has touched: a planned window, a half of a split (`split_from`) or a
+    /// re-planned window.
+    pub fn pending(index: u32, window: Window, split_from: Option<u32>) -> Self {
+        Self {
+            index,
+            window,
+            status: BatchStatus::Pending,
+            attempt: 0,
+            budget_base: 0,
+            flow_ready: false,
+            execution_id: None,
+            past_execution_ids: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            retry_at: None,
+            records: 0,
+            last_error: None,
+            not_sent: None,
+            paused: false,
+            budget_waits: 0,
+            split_from,
+            split_into: Vec::new(),
+            slot_wait: None,
+        }
+    }
+
     /// Records the accepted or failed attempt reported not written (0 when none).
     pub fn records_failed(&self) -> u64 {
         self.not_sent.as_ref().map_or(0, |n| n.records_failed)

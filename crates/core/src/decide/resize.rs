@@ -125,7 +125,7 @@ pub(super) fn resize(cx: &mut Ctx) {
         let Some(index) = u32::try_from(k).ok().and_then(|k| first_new.checked_add(k)) else {
             break;
         };
-        cx.wf.batches.push(super::split::pending(index, *w, None));
+        cx.wf.batches.push(Batch::pending(index, *w, None));
     }
     cx.wf.replan = Some(Replan {
         at: cx.now,

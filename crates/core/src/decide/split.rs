@@ -68,7 +68,9 @@ pub(super) fn try_split(cx: &mut Ctx, idx: usize, err: &ErrorInfo) -> bool {
     b.split_into = vec![next, next + 1];
     let at = cx.wf.batches.len();
     for (index, window) in [(next, first), (next + 1, second)] {
-        cx.wf.batches.push(pending(index, window, Some(parent)));
+        cx.wf
+            .batches
+            .push(Batch::pending(index, window, Some(parent)));
     }
     let name = flow_name(&cx.wf.id, FlowRole::Batch(parent));
     // A half first: the source is waiting, and the slot the split batch held is free.
@@ -88,29 +90,4 @@ pub(super) fn try_split(cx: &mut Ctx, idx: usize, err: &ErrorInfo) -> bool {
     d.halves = vec![at, at + 1];
     cx.publish(d);
     true
-}
-
-/// A new batch nobody has touched: a half of a split (`split_from`) or a re-planned window.
-pub(super) fn pending(index: u32, window: crate::plan::Window, split_from: Option<u32>) -> Batch {
-    Batch {
-        index,
-        window,
-        status: BatchStatus::Pending,
-        attempt: 0,
-        budget_base: 0,
-        flow_ready: false,
-        execution_id: None,
-        past_execution_ids: Vec::new(),
-        started_at: None,
-        finished_at: None,
-        retry_at: None,
-        records: 0,
-        last_error: None,
-        not_sent: None,
-        paused: false,
-        budget_waits: 0,
-        split_from,
-        split_into: Vec::new(),
-        slot_wait: None,
-    }
 }

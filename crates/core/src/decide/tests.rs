@@ -5,6 +5,7 @@ use crate::effect::{EffectError, Outcome, PermanentError, Trigger};
 use crate::health::HealthKind;
 use crate::ids::{FlowRole, WorkflowId};
 use crate::input::RunReport;
+use crate::model::BatchStatus;
 use crate::spec::SpecInput;
 use crate::spec::tests::spec_with;
 
