@@ -785,6 +785,23 @@ pub async fn redrive(args: IdArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
 
+    /// A valid Salesforce spec for domain `acme`, with `input`'s fields on top.
+    fn spec(
+        input: flowpilot_core::spec::SpecInput,
+        now: chrono::DateTime<Utc>,
+    ) -> flowpilot_core::spec::WorkflowSpec {
+        flowpilot_core::spec::SpecInput {
+            domain: Some("acme".into()),
+            object_type: Some("Account".into()),
+            connector: Some("salesforce".into()),
+            connector_profile: Some("sf".into()),
+            object: Some("Account".into()),
+            ..input
+        }
+        .validate(now)
+        .unwrap()
+    }
+
     #[test]
     fn generated_ids_are_valid_and_distinct() {
         let a = generated_id().unwrap();
@@ -811,18 +828,14 @@ mod tests {
     #[test]
     fn status_numbers_batches_from_zero_like_the_flow_names() {
         let now = Utc::now();
-        let spec = flowpilot_core::spec::SpecInput {
-            domain: Some("acme".into()),
-            object_type: Some("Account".into()),
-            connector: Some("salesforce".into()),
-            connector_profile: Some("sf".into()),
-            object: Some("Account".into()),
-            from: Some("2024-01-01".into()),
-            to: Some("2025-01-01".into()),
-            ..Default::default()
-        }
-        .validate(now)
-        .unwrap();
+        let spec = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2025-01-01".into()),
+                ..Default::default()
+            },
+            now,
+        );
         let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
         let text = status_text(&wf, now);
         let rows: Vec<&str> = text
@@ -843,18 +856,14 @@ mod tests {
         use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome, SlotDenial};
         use flowpilot_core::input::Input;
         let now = Utc::now();
-        let spec = flowpilot_core::spec::SpecInput {
-            domain: Some("acme".into()),
-            object_type: Some("Account".into()),
-            connector: Some("salesforce".into()),
-            connector_profile: Some("sf".into()),
-            object: Some("Account".into()),
-            from: Some("2024-01-01".into()),
-            to: Some("2025-01-01".into()),
-            ..Default::default()
-        }
-        .validate(now)
-        .unwrap();
+        let spec = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2025-01-01".into()),
+                ..Default::default()
+            },
+            now,
+        );
         let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
         let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
         let denied = Outcome::SlotDenied {
@@ -887,20 +896,16 @@ mod tests {
         use flowpilot_core::ids::{FlowRole, flow_name};
         use flowpilot_core::input::{Input, RunReport};
         let now = Utc::now();
-        let spec = flowpilot_core::spec::SpecInput {
-            domain: Some("acme".into()),
-            object_type: Some("Account".into()),
-            connector: Some("salesforce".into()),
-            connector_profile: Some("sf".into()),
-            object: Some("Account".into()),
-            from: Some("2024-01-01".into()),
-            to: Some("2024-01-03".into()),
-            batch_size: Some("P1D".into()),
-            bulk_threshold: Some("PT1H".into()),
-            ..Default::default()
-        }
-        .validate(now)
-        .unwrap();
+        let spec = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2024-01-03".into()),
+                batch_size: Some("P1D".into()),
+                bulk_threshold: Some("PT1H".into()),
+                ..Default::default()
+            },
+            now,
+        );
         let id = WorkflowId::new("wf-1").unwrap();
         let p = Policy::default();
         let wf = Workflow::new(id.clone(), spec, now);
@@ -963,21 +968,17 @@ mod tests {
         use flowpilot_core::ids::{FlowRole, flow_name};
         use flowpilot_core::input::{Input, RunReport};
         let now = Utc::now();
-        let spec = flowpilot_core::spec::SpecInput {
-            domain: Some("acme".into()),
-            object_type: Some("Account".into()),
-            connector: Some("salesforce".into()),
-            connector_profile: Some("sf".into()),
-            object: Some("Account".into()),
-            from: Some("2024-01-01".into()),
-            to: Some("2024-01-31".into()),
-            batch_size: Some("P1D".into()),
-            bulk_threshold: Some("PT1H".into()),
-            target_records_per_run: Some(100),
-            ..Default::default()
-        }
-        .validate(now)
-        .unwrap();
+        let spec = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2024-01-31".into()),
+                batch_size: Some("P1D".into()),
+                bulk_threshold: Some("PT1H".into()),
+                target_records_per_run: Some(100),
+                ..Default::default()
+            },
+            now,
+        );
         let id = WorkflowId::new("wf-1").unwrap();
         let p = Policy::default();
         let mut wf = decide(&Workflow::new(id.clone(), spec, now), Input::Start, now, &p).workflow;
