@@ -113,6 +113,10 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
         "a",
         &[
             ("FLOWPILOT_CONCURRENCY", &worker_concurrency),
+            // The shared run budget (default 5 runs per profile) would cap 200 workflows at 5
+            // runs at once; these figures are the per-batch path without it. With it on, each
+            // start also reads and writes the profile's budget item (README, run budget).
+            ("FLOWPILOT_PROFILE_RUN_LIMIT", "0"),
             ("RUST_LOG", "warn,flowpilot::worker=info"),
         ],
     )?;
