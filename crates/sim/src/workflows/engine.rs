@@ -98,10 +98,21 @@ fn role(sim: &Sim, plan: &Plan) -> Result<Caller, String> {
         .map_err(|why| format!("AccessDenied: cannot assume the execution role: {why}"))
 }
 
+/// A denial reads "AccessDenied: User: ... is not authorized to perform: ACTION ..."; a KMS
+/// grant's denial also names the service it was made through, the one thing that tells the
+/// domain key's two grant statements apart.
 fn authorize(sim: &Sim, caller: &Caller, checks: &[Check]) -> Result<(), String> {
-    sim.iam
-        .authorize(caller, checks)
-        .map_err(|d| format!("AccessDenied: {d}"))
+    sim.iam.authorize(caller, checks).map_err(|d| {
+        let via = checks
+            .iter()
+            .find(|c| c.action == d.action && c.shown_resource() == d.resource)
+            .and_then(|c| match c.context.get("kms:ViaService") {
+                Some(CtxValue::Str(v)) => Some(format!(" (via {v})")),
+                _ => None,
+            })
+            .unwrap_or_default();
+        format!("AccessDenied{via}: {d}")
+    })
 }
 
 fn list_grants(sim: &Sim, key: &str) -> Check {
