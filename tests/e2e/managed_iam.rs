@@ -20,8 +20,8 @@ use crate::support::e2e::{DOMAIN, KMS_ARN, OBJECT_TYPE, PROFILE, load_identities
 use crate::support::managed::{day_batches, flow_definition};
 use crate::support::moto::template_json;
 use crate::support::{
-    ADMIN_PROFILE, DeployOptions, Moto, StackOutputs, WORKER_PROFILE, deploy_with, poll_until,
-    profile_sdk_config,
+    ADMIN_PROFILE, DeployOptions, Moto, StackOutputs, WORKER_PROFILE, deploy_with, drain_queue,
+    poll_until, profile_sdk_config,
 };
 
 const ROLE: &str = "AppFlowExecutionRole";
@@ -200,6 +200,27 @@ async fn the_execution_role_policy_is_exactly_sufficient_for_the_managed_workflo
     ensure!(
         live.uri().ends_with(":flow/fp-managed-control-live"),
         "the continuous integration's Uri is its live flow: {live:?}"
+    );
+
+    // The steps' flows report their runs like any flow, and flowpilot's AppFlow rule routes
+    // them (flow names `fp-...-s{n}`) to the work queue: what the managed engine listens to.
+    let sqs = aws_sdk_sqs::Client::new(&crate::support::sdk_config(&moto.url).await);
+    let reported = |bodies: &[Value], n: u32| {
+        bodies.iter().any(|b| {
+            b["detail-type"] == "AppFlow End Flow Run Report"
+                && b["detail"]["flow-name"] == format!("fp-managed-control-s{n}")
+        })
+    };
+    let bodies = drain_queue(
+        &sqs,
+        &control.queue_url,
+        |got| (0..BATCHES).all(|n| reported(got, n)),
+        Duration::from_secs(20),
+    )
+    .await?;
+    ensure!(
+        (0..BATCHES).all(|n| reported(&bodies, n)),
+        "every step's End report reaches the work queue: {bodies:?}"
     );
 
     // Without each statement in turn: FAILED, naming one of that statement's actions, denied
