@@ -116,6 +116,16 @@ fn list_grants(sim: &Sim, key: &str) -> Check {
     Check::new("kms:ListGrants", key).with("kms:ViaService", CtxValue::Str(sim.kms_via("appflow")))
 }
 
+/// DeleteWorkflow may land while the engine is between two awaits: nothing is created or
+/// started for a workflow that no longer exists.
+fn deleted(st: &crate::state::State, id: &str) -> Result<(), String> {
+    if st.workflows.contains_key(id) {
+        Ok(())
+    } else {
+        Err("the workflow was deleted".to_owned())
+    }
+}
+
 fn with_workflow<R>(sim: &Sim, id: &str, f: impl FnOnce(&mut Workflow) -> R) -> Option<R> {
     let mut st = sim.state();
     let w = st.workflows.get_mut(id)?;
@@ -209,6 +219,7 @@ pub(super) fn create(
     checks.push(list_grants(sim, &plan.kms_arn));
     authorize(sim, caller, &checks)?;
     let mut st = sim.state();
+    deleted(&st, &plan.id)?;
     if let Some(old) = st.flows.get(name) {
         let owned = old.tags.get(OWNING_TAG_KEY).map(String::as_str) == Some(OWNING_TAG_VALUE);
         if !owned || old.running > 0 {
@@ -251,6 +262,7 @@ async fn run_step(sim: &Arc<Sim>, plan: &Plan, n: usize) -> Result<(), String> {
         authorize(sim, &caller, &[on("appflow:StartFlow")])?;
         let execution = {
             let mut st = sim.state();
+            deleted(&st, &plan.id)?;
             runs::start_run(sim, &mut st, &name, Some((from, to)))
                 .ok_or_else(|| format!("Flow {name} does not exist"))?
         };
