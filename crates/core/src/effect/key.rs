@@ -31,6 +31,19 @@ pub enum EffectKey {
     Publish { event_id: String },
     /// `cancel/…`: cleaning up after a cancel.
     Cancel(CancelStep),
+    /// `managed/g{generation}/{step}`: one CreateIntegrationWorkflow of the managed engine.
+    Managed { generation: u32, step: ManagedStep },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ManagedStep {
+    /// `create`: CreateIntegrationWorkflow.
+    Create,
+    /// `watch/{at_ms}`: GetWorkflow and GetWorkflowSteps asked at `at_ms` (epoch ms), so a
+    /// later report or tick can ask again once this answer is in.
+    Watch { at_ms: i64 },
+    /// `delete`: DeleteWorkflow (cancel).
+    Delete,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -175,6 +188,18 @@ impl fmt::Display for EffectKey {
                 f.write_str("cancel/live/delete-integration")
             }
             Self::Cancel(CancelStep::LiveFlow) => f.write_str("cancel/live/delete-flow"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Create,
+            } => write!(f, "managed/g{generation}/create"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Watch { at_ms },
+            } => write!(f, "managed/g{generation}/watch/{at_ms}"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Delete,
+            } => write!(f, "managed/g{generation}/delete"),
         }
     }
 }
@@ -220,6 +245,20 @@ fn parse(s: &str) -> Option<EffectKey> {
             generation: number(g, 'g')?,
             step: LiveStep::Details {
                 run: run.parse().ok()?,
+            },
+        },
+        ["managed", g, "create"] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Create,
+        },
+        ["managed", g, "delete"] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Delete,
+        },
+        ["managed", g, "watch", at] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Watch {
+                at_ms: at.parse().ok()?,
             },
         },
         ["cancel", "live", "delete-integration"] => EffectKey::Cancel(CancelStep::LiveIntegration),
@@ -347,6 +386,29 @@ mod tests {
                 EffectKey::Cancel(CancelStep::LiveFlow),
                 "cancel/live/delete-flow",
             ),
+            (
+                EffectKey::Managed {
+                    generation: 1,
+                    step: ManagedStep::Create,
+                },
+                "managed/g1/create",
+            ),
+            (
+                EffectKey::Managed {
+                    generation: 2,
+                    step: ManagedStep::Watch {
+                        at_ms: 1_767_225_600_000,
+                    },
+                },
+                "managed/g2/watch/1767225600000",
+            ),
+            (
+                EffectKey::Managed {
+                    generation: 3,
+                    step: ManagedStep::Delete,
+                },
+                "managed/g3/delete",
+            ),
         ]
     }
 
@@ -376,6 +438,10 @@ mod tests {
             "b1/a1/describe/soon",
             "b1/a1/start/extra",
             "live/g1/unknown",
+            "managed/g1/launch",
+            "managed/g01/create",
+            "managed/g1/watch",
+            "managed/g1/watch/soon",
             "live/g1/runs",
             "live/g1/runs/soon",
             "live/g1/cancel",
