@@ -6,6 +6,8 @@
 
 /// IAM: restricted roles through STS, the SQS / DynamoDB / EventBridge front, trust policies.
 mod iam;
+/// Customer Profiles' managed workflow API.
+mod workflows;
 
 use std::future::Future;
 use std::time::Duration;

@@ -179,6 +179,9 @@ pub async fn reset(State(sim): State<Arc<Sim>>) -> Json<Value> {
         for r in st.runs.values() {
             r.cancel.cancel();
         }
+        for w in st.workflows.values() {
+            w.cancel.cancel();
+        }
         *st = St::default();
     }
     // After releasing the state lock: set_faults takes it.

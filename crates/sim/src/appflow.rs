@@ -406,16 +406,7 @@ pub async fn start_flow(
             json!({ "flowArn": arn, "flowStatus": "Active", "executionId": id })
         }
         Trigger::Scheduled(_) | Trigger::Event => {
-            if f.status != FlowStatus::Active {
-                f.status = FlowStatus::Active;
-                f.status_message = None;
-                f.consecutive_failures = 0;
-                f.activation += 1;
-                if matches!(f.spec.trigger, Trigger::Scheduled(_)) {
-                    runs::spawn_scheduler(&sim, name.clone(), f.uid.clone(), f.activation);
-                }
-                tracing::info!(flow = %name, "flow activated");
-            }
+            activate(&sim, f);
             json!({ "flowArn": f.arn, "flowStatus": "Active", "executionId": null })
         }
     };
@@ -429,6 +420,22 @@ pub async fn start_flow(
         );
     }
     Ok(Json(resp))
+}
+
+/// StartFlow on a scheduled or event flow: activate it (a scheduled flow starts its
+/// scheduler). Shared with the managed workflow's continuous integration.
+pub(crate) fn activate(sim: &Arc<Sim>, f: &mut Flow) {
+    if f.status == FlowStatus::Active {
+        return;
+    }
+    f.status = FlowStatus::Active;
+    f.status_message = None;
+    f.consecutive_failures = 0;
+    f.activation += 1;
+    if matches!(f.spec.trigger, Trigger::Scheduled(_)) {
+        runs::spawn_scheduler(sim, f.name.clone(), f.uid.clone(), f.activation);
+    }
+    tracing::info!(flow = %f.name, "flow activated");
 }
 
 pub async fn stop_flow(

@@ -13,6 +13,8 @@
 //! - `connector`  — the SaaS side of a connector profile: expiring credentials, API allowance.
 //! - `access`     — what each AppFlow / Customer Profiles operation authorizes (IAM checks).
 //! - `profiles`   — Customer Profiles operations (PascalCase, error member `Message`).
+//! - `workflows`  — Customer Profiles' managed bulk import (CreateIntegrationWorkflow, ...),
+//!   run in the background as the workflow's execution role.
 //! - `flow`       — the parsed view of a flow definition: trigger, source, destination, filter.
 //! - `runs`       — run lifecycle (timer, ledger writes, reports), cancellation, scheduler.
 //! - `outcome`    — how a run ends (cancel, credentials, allowance, domain, scripted and
@@ -46,6 +48,7 @@ mod runs;
 mod server;
 mod state;
 mod wire;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

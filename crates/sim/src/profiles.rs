@@ -64,7 +64,7 @@ fn on(action: &str, arn: String, tags: &BTreeMap<String, String>) -> Check {
     access::with_resource_tags(Check::new(action, arn), Some(tags))
 }
 
-fn domain_tags(st: &St, domain: &str) -> BTreeMap<String, String> {
+pub(crate) fn domain_tags(st: &St, domain: &str) -> BTreeMap<String, String> {
     st.domains
         .get(domain)
         .map(|d| tag_map(d.request.get("Tags")))
@@ -218,6 +218,9 @@ fn integration_json(i: &Integration) -> Value {
     if let Some(r) = &i.role_arn {
         v["RoleArn"] = Value::from(r.clone());
     }
+    if let Some(w) = &i.workflow_id {
+        v["WorkflowId"] = Value::from(w.clone());
+    }
     v
 }
 
@@ -307,7 +310,11 @@ fn put_integration_checks(
 
 /// The CreateFlow request Customer Profiles makes for a FlowDefinition: camelCase members and
 /// a CustomerProfiles destination in this domain.
-fn flow_request(def: &Value, domain: &str, object_type_name: Option<&str>) -> Map<String, Value> {
+pub(crate) fn flow_request(
+    def: &Value,
+    domain: &str,
+    object_type_name: Option<&str>,
+) -> Map<String, Value> {
     let mut flow: Map<String, Value> = camel_case(def).as_object().cloned().unwrap_or_default();
     let mut dest = json!({ "domainName": domain });
     if let Some(t) = object_type_name {
@@ -403,6 +410,7 @@ pub async fn put_integration(
         object_type_names,
         tags: m.get("Tags").filter(|v| !v.is_null()).cloned(),
         role_arn: opt_str(&m, "RoleArn").map(str::to_owned),
+        workflow_id: d.integrations.get(&uri).and_then(|i| i.workflow_id.clone()),
         created_at,
         updated_at: now,
     };

@@ -9,6 +9,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
+use crate::workflows::api as workflows;
+
 use crate::error::{ApiError, ErrorKind, Service};
 use crate::state::Sim;
 use crate::{admin, appflow, appflow_profiles, iam, profiles};
@@ -65,6 +67,22 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route(
             "/domains/{domain}/integrations/delete",
             post(profiles::delete_integration),
+        )
+        .route(
+            "/domains/{domain}/workflows/integrations",
+            post(workflows::create_integration_workflow),
+        )
+        .route(
+            "/domains/{domain}/workflows",
+            post(workflows::list_workflows),
+        )
+        .route(
+            "/domains/{domain}/workflows/{workflow_id}",
+            get(workflows::get_workflow).delete(workflows::delete_workflow),
+        )
+        .route(
+            "/domains/{domain}/workflows/{workflow_id}/steps",
+            get(workflows::get_workflow_steps),
         )
         .fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(sim.clone(), api_faults))

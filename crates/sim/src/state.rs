@@ -136,6 +136,8 @@ pub struct State {
     /// what a shared run budget must keep at or under its limit.
     pub max_concurrent_per_profile: BTreeMap<String, u32>,
     pub emitted_events: Vec<Value>,
+    /// Customer Profiles managed workflows (CreateIntegrationWorkflow), by workflow id.
+    pub workflows: BTreeMap<String, crate::workflows::Workflow>,
 }
 
 pub struct ConnectorProfile {
@@ -285,6 +287,8 @@ pub struct Integration {
     pub object_type_names: Option<Value>,
     pub tags: Option<Value>,
     pub role_arn: Option<String>,
+    /// The managed workflow that created this (continuous) integration.
+    pub workflow_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

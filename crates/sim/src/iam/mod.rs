@@ -236,6 +236,49 @@ impl Iam {
         })
     }
 
+    /// A session of `role_arn` as AWS service `service` would hold it after `sts:AssumeRole`:
+    /// the role's trust policy must allow the service principal (with `aws:SourceAccount` =
+    /// this account). Used by the managed workflow, which acts as its execution role. Call it
+    /// again before each piece of work so a reloaded identity document takes effect.
+    pub fn assume_as_service(
+        &self,
+        service: &str,
+        role_arn: &str,
+        session_name: &str,
+    ) -> Result<Caller, String> {
+        if !self.enforce {
+            return Ok(Caller::Local {
+                access_key_id: format!("{service}/{session_name}"),
+            });
+        }
+        let ids = self
+            .identities()
+            .ok_or_else(|| "no identity document is loaded".to_owned())?;
+        let role = ids
+            .roles
+            .get(role_arn)
+            .ok_or_else(|| format!("role {role_arn} does not exist"))?;
+        let service_caller = Caller::Service {
+            service: service.to_owned(),
+        };
+        if sts::trust_decision(self, &service_caller, role_arn, session_name, &role.trust)
+            != Decision::Allow
+        {
+            return Err(format!(
+                "the trust policy of role {role_arn} does not allow {service} to assume it"
+            ));
+        }
+        Ok(Caller::Session {
+            arn: format!(
+                "arn:aws:sts::{}:assumed-role/{}/{session_name}",
+                self.account_id, role.name
+            ),
+            role_arn: role_arn.to_owned(),
+            user_id: format!("{}:{session_name}", role.role_id),
+            policies: Arc::clone(&role.policies),
+        })
+    }
+
     /// Evaluate every check against the caller's identity-based policies; the first one not
     /// allowed is the denial.
     pub fn authorize(&self, caller: &Caller, checks: &[Check]) -> Result<(), Denial> {

@@ -231,7 +231,7 @@ fn assume_role(
 /// Evaluate the trust policy for every principal the caller can be named as: its own ARN, its
 /// role (for a session) and its account root (a trust policy naming the account trusts every
 /// principal of it), or the service principal. Any explicit deny wins, then any allow.
-fn trust_decision(
+pub(super) fn trust_decision(
     iam: &Iam,
     caller: &Caller,
     role_arn: &str,
