@@ -155,6 +155,13 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         Some(id) => parse_id(id)?,
         None => generated_id()?,
     };
+    if flowpilot_core::ids::is_reserved(&id) {
+        return Err(UsageError(format!(
+            "workflow id `{id}` ends in -m<digits>, which names the managed engine's flows; \
+             pick another --id"
+        ))
+        .into());
+    }
     let ops = Ops::connect(&args.resources).await?;
     let wf = Workflow::new(id.clone(), spec, now);
     match ops.store.create(&wf).await {

@@ -312,6 +312,23 @@ impl AwsShell {
                     view,
                 })
             }
+            EffectKind::FindManagedIntegration {
+                domain,
+                workflow_id,
+                generation,
+            } => {
+                let r = self
+                    .profiles
+                    .find_workflow_integration(domain, workflow_id)
+                    .await;
+                self.step("find_managed_integration", key, r, |uri| {
+                    Outcome::ManagedIntegration {
+                        key: key.clone(),
+                        generation: *generation,
+                        uri,
+                    }
+                })
+            }
             EffectKind::DeleteManaged {
                 domain,
                 workflow_id,

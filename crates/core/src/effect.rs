@@ -91,6 +91,14 @@ pub enum EffectKind {
         workflow_id: String,
         generation: u32,
     },
+    /// Customer Profiles ListIntegrations (every page): the integration whose `WorkflowId` is
+    /// `workflow_id`, which the completed managed workflow created. Answered as
+    /// [`Outcome::ManagedIntegration`].
+    FindManagedIntegration {
+        domain: String,
+        workflow_id: String,
+        generation: u32,
+    },
     /// Customer Profiles DeleteWorkflow. Not found means already gone: fine.
     DeleteManaged { domain: String, workflow_id: String },
     /// EventBridge PutEvents on the health bus.

@@ -159,6 +159,27 @@ pub fn parse_managed_step_flow_name(name: &str) -> Option<(WorkflowId, u32, u32)
         .map(|wf| (wf, gen_n, step_n))
 }
 
+/// The continuous integration's flow a completed managed workflow created,
+/// `fp-{workflow_id}-m{generation}-live`: the workflow and the generation.
+pub fn parse_managed_live_flow_name(name: &str) -> Option<(WorkflowId, u32)> {
+    let head = name.strip_prefix(FLOW_PREFIX)?.strip_suffix("-live")?;
+    let (wf, generation) = head.rsplit_once("-m")?;
+    let gen_n: u32 = generation.parse().ok()?;
+    (gen_n.to_string() == generation && gen_n >= 1)
+        .then_some(())
+        .and(WorkflowId::new(wf).ok())
+        .map(|wf| (wf, gen_n))
+}
+
+/// Ids ending in `-m{digits}` are not given to new workflows: `fp-{id}-live` of such an id
+/// would read as the managed engine's live flow of another workflow
+/// ([`parse_managed_live_flow_name`]).
+pub fn is_reserved(id: &WorkflowId) -> bool {
+    id.as_str().rsplit_once("-m").is_some_and(|(head, n)| {
+        !head.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Client token for StartFlow/CreateFlow of a batch attempt: `{workflow}:{batch}:{attempt}`.
 /// AppFlow remembers tokens for 8 hours, so a repeated start never launches a second run.
 pub fn batch_token(workflow: &WorkflowId, batch: u32, attempt: u32) -> String {
@@ -199,6 +220,19 @@ mod tests {
         for role in [FlowRole::Batch(3), FlowRole::Live] {
             assert_eq!(parse_managed_step_flow_name(&flow_name(&wf, role)), None);
         }
+    }
+
+    #[test]
+    fn managed_live_flow_names_parse_and_their_ids_are_reserved() {
+        let wf = WorkflowId::new("acme").unwrap();
+        let name = format!("{}-live", managed_flow_name(&wf, 3));
+        assert_eq!(parse_managed_live_flow_name(&name), Some((wf.clone(), 3)));
+        assert_eq!(parse_managed_live_flow_name("fp-acme-live"), None);
+        assert_eq!(parse_managed_live_flow_name("fp-acme-m01-live"), None);
+        assert!(is_reserved(&WorkflowId::new("acme-m1").unwrap()));
+        assert!(!is_reserved(&WorkflowId::new("acme-m").unwrap()));
+        assert!(!is_reserved(&WorkflowId::new("acme-mx1").unwrap()));
+        assert!(!is_reserved(&wf));
     }
 
     #[test]

@@ -136,6 +136,14 @@ fn a_managed_step_flows_end_report_names_its_workflow_generation_and_step() {
 }
 
 #[test]
+fn a_managed_live_flows_end_report_is_its_workflows_live_run() {
+    let body = fixture!("end_scheduled.json").replace("fp-acme-live", "fp-acme-m2-live");
+    let r = run_report(&body);
+    assert_eq!(r.role, FlowRole::Live);
+    assert_eq!(r.flow_name, "fp-acme-m2-live");
+}
+
+#[test]
 fn foreign_flows_are_ignored() {
     assert!(matches!(
         parse_message(fixture!("end_foreign_flow.json")),

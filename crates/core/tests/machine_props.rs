@@ -892,7 +892,9 @@ impl World {
             }
             // The machine is flowpilot's own engine; the managed engine has its own tests
             // (`decide::managed`).
-            EffectKind::CreateIntegrationWorkflow { .. } | EffectKind::WatchManaged { .. } => {
+            EffectKind::CreateIntegrationWorkflow { .. }
+            | EffectKind::WatchManaged { .. }
+            | EffectKind::FindManagedIntegration { .. } => {
                 panic!("a flowpilot-engine workflow asked for {key}")
             }
         }

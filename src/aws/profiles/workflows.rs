@@ -5,7 +5,7 @@
 
 use aws_sdk_customerprofiles::types as t;
 use chrono::{DateTime, Utc};
-use flowpilot_core::effect::{EffectError, FlowDefinition, ManagedStepView, ManagedView};
+use flowpilot_core::effect::{EffectError, FlowDefinition, ManagedStepView, ManagedView, Trigger};
 use flowpilot_core::plan::Window;
 use flowpilot_core::spec::{Connector, SourceObject};
 
@@ -63,12 +63,7 @@ impl Profiles {
                     .map(|spec| task(s.flow.connector, spec))
                     .collect::<Result<Vec<_>, _>>()?,
             ))
-            .trigger_config(
-                t::TriggerConfig::builder()
-                    .trigger_type(t::TriggerType::Ondemand)
-                    .build()
-                    .map_err(build_error)?,
-            )
+            .trigger_config(trigger(&s.flow.trigger)?)
             .build()
             .map_err(build_error)?;
         let config = t::IntegrationConfig::builder()
@@ -166,6 +161,38 @@ impl Profiles {
         Ok(view)
     }
 
+    /// ListIntegrations (every page, hidden ones included): the URI of the integration whose
+    /// `WorkflowId` is `workflow_id`, if any yet.
+    pub async fn find_workflow_integration(
+        &self,
+        domain: &str,
+        workflow_id: &str,
+    ) -> Result<Option<String>, EffectError> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_integrations()
+                .domain_name(domain)
+                .include_hidden(true)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| effect_error(&e))?;
+            if let Some(found) = page
+                .items()
+                .iter()
+                .find(|i| i.workflow_id() == Some(workflow_id))
+            {
+                return Ok(Some(found.uri().to_owned()));
+            }
+            match page.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// DeleteWorkflow. Not found means already gone.
     pub async fn delete_workflow(
         &self,
@@ -183,6 +210,34 @@ impl Profiles {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
             Err(e) => Err(effect_error(&e)),
+        }
+    }
+}
+
+/// The continuous integration's trigger (the steps run on demand whatever it says).
+fn trigger(trigger: &Trigger) -> Result<t::TriggerConfig, EffectError> {
+    match trigger {
+        Trigger::OnDemand => t::TriggerConfig::builder()
+            .trigger_type(t::TriggerType::Ondemand)
+            .build()
+            .map_err(build_error),
+        // Customer Profiles' model has no deactivation threshold: AppFlow's default applies.
+        Trigger::Scheduled {
+            expression,
+            first_execution_from,
+            ..
+        } => {
+            let scheduled = t::ScheduledTriggerProperties::builder()
+                .schedule_expression(expression)
+                .data_pull_mode(t::DataPullMode::Incremental)
+                .first_execution_from(smithy(*first_execution_from))
+                .build()
+                .map_err(build_error)?;
+            t::TriggerConfig::builder()
+                .trigger_type(t::TriggerType::Scheduled)
+                .trigger_properties(t::TriggerProperties::builder().scheduled(scheduled).build())
+                .build()
+                .map_err(build_error)
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::effect::{
 };
 use crate::health::HealthKind;
 use crate::ids::managed_flow_name;
-use crate::model::{BatchStatus, ErrorInfo, ManagedRun, WorkflowStatus};
+use crate::model::{BatchStatus, ErrorInfo, LiveIntegration, ManagedRun, WorkflowStatus};
 use crate::spec::Engine;
 
 pub(super) fn is_managed(cx: &Ctx) -> bool {
@@ -80,7 +80,17 @@ pub(super) fn submit(cx: &mut Ctx) {
             windows.len()
         ),
         name,
-        trigger: Trigger::OnDemand,
+        // The steps run on demand (Customer Profiles starts them); this trigger is the
+        // continuous integration's, which starts where the last batch ends.
+        trigger: Trigger::Scheduled {
+            expression: spec.continuous.schedule.clone(),
+            first_execution_from: super::live::link_from(cx),
+            deactivation_threshold: spec
+                .continuous
+                .degraded_threshold
+                .saturating_mul(2)
+                .min(100),
+        },
         connector: spec.connector,
         connector_profile: spec.connector_profile.clone(),
         source: spec.source.clone(),
@@ -198,8 +208,10 @@ pub(super) fn step_ended(cx: &mut Ctx, generation: u32, step: u32) {
 /// The reconcile tick: a Pending managed workflow is started by the generic path; a running
 /// one is asked about (lost End reports, and the states no flow reports).
 pub(super) fn reconcile(cx: &mut Ctx) {
-    if cx.wf.status == WorkflowStatus::Backfilling {
-        watch(cx);
+    match cx.wf.status {
+        WorkflowStatus::Backfilling => watch(cx),
+        WorkflowStatus::Live | WorkflowStatus::Degraded => find(cx),
+        _ => {}
     }
 }
 
@@ -376,8 +388,88 @@ fn complete(cx: &mut Ctx, base: &str) {
     cx.wf.status = WorkflowStatus::Live;
     if cx.wf.completed_at.is_none() {
         cx.wf.completed_at = Some(cx.now);
-        cx.publish(Draft::new(HealthKind::WorkflowCompleted, ""));
+        let mut d = Draft::new(HealthKind::WorkflowCompleted, "");
+        d.flow_name = Some(format!("{base}-live"));
+        cx.publish(d);
     }
+    find(cx);
+}
+
+/// Asks Customer Profiles which integration the completed workflow created, until it is
+/// known (then watched like flowpilot's own live flow: `decide::live`).
+fn find(cx: &mut Ctx) {
+    if !matches!(
+        cx.wf.status,
+        WorkflowStatus::Live | WorkflowStatus::Degraded
+    ) || cx.wf.live.is_some()
+    {
+        return;
+    }
+    let Some(m) = &cx.wf.managed else {
+        return;
+    };
+    let Some(workflow_id) = m.workflow_id.clone() else {
+        return;
+    };
+    let generation = m.generation;
+    let asking = cx.has_pending(|k| {
+        matches!(
+            k,
+            EffectKey::Managed {
+                step: ManagedStep::Find { .. },
+                ..
+            }
+        )
+    });
+    if asking {
+        return;
+    }
+    cx.effect(
+        EffectKey::Managed {
+            generation,
+            step: ManagedStep::Find {
+                at_ms: cx.now.timestamp_millis(),
+            },
+        },
+        EffectKind::FindManagedIntegration {
+            domain: cx.wf.spec.domain.clone(),
+            workflow_id,
+            generation,
+        },
+    );
+}
+
+/// ListIntegrations answered. The integration's URI is its flow's ARN, whose last segment
+/// names the flow; from here on the integration is generation 1 of the continuous
+/// integration, and a rebuild replaces it with flowpilot's own flow (generation 2).
+pub(super) fn found(cx: &mut Ctx, generation: u32, uri: Option<String>) {
+    if !current(cx, generation) || cx.wf.live.is_some() {
+        return;
+    }
+    let Some(uri) = uri else {
+        return; // not there yet: the reconcile tick asks again
+    };
+    let flow_name = uri
+        .rsplit_once('/')
+        .map_or_else(|| uri.clone(), |(_, n)| n.to_owned());
+    let from = super::live::link_from(cx);
+    cx.wf.live = Some(LiveIntegration {
+        flow_name,
+        generation: 1,
+        first_execution_from: from,
+        uri: Some(uri),
+        consecutive_failures: 0,
+        last_good_pull_end: None,
+        runs_succeeded: 0,
+        runs_failed: 0,
+        records: 0,
+        last_error: None,
+        recent_execution_ids: Vec::new(),
+        retiring: None,
+        rebuild_note: None,
+        records_failed: 0,
+        not_sent: Vec::new(),
+    });
 }
 
 /// Redrive of a failed managed workflow: the batches that did not complete get a fresh

@@ -116,6 +116,9 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
             Outcome::ManagedSeen {
                 generation, view, ..
             } => managed::seen(cx, generation, view),
+            Outcome::ManagedIntegration {
+                generation, uri, ..
+            } => managed::found(cx, generation, uri),
             Outcome::Failed { error, .. } => failed(cx, &effect.key, &error),
         }
     }

@@ -28,7 +28,12 @@ pub(super) fn reconcile(cx: &mut Ctx) {
         // have been lost, and a stuck run is cancelled once past the maximum run duration).
         WorkflowStatus::Linking | WorkflowStatus::Rebuilding => super::retire::ask(cx),
         // Customer Profiles runs the batches: ask it, never start or describe flows here.
-        WorkflowStatus::Backfilling | WorkflowStatus::Failed if super::managed::is_managed(cx) => {
+        WorkflowStatus::Backfilling
+        | WorkflowStatus::Failed
+        | WorkflowStatus::Live
+        | WorkflowStatus::Degraded
+            if super::managed::is_managed(cx) =>
+        {
             super::managed::reconcile(cx)
         }
         WorkflowStatus::Backfilling | WorkflowStatus::Failed => {

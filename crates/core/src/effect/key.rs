@@ -44,6 +44,9 @@ pub enum ManagedStep {
     Watch { at_ms: i64 },
     /// `delete`: DeleteWorkflow (cancel).
     Delete,
+    /// `find/{at_ms}`: ListIntegrations for the continuous integration the completed workflow
+    /// created, asked at `at_ms` (epoch ms).
+    Find { at_ms: i64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -200,6 +203,10 @@ impl fmt::Display for EffectKey {
                 generation,
                 step: ManagedStep::Delete,
             } => write!(f, "managed/g{generation}/delete"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Find { at_ms },
+            } => write!(f, "managed/g{generation}/find/{at_ms}"),
         }
     }
 }
@@ -254,6 +261,12 @@ fn parse(s: &str) -> Option<EffectKey> {
         ["managed", g, "delete"] => EffectKey::Managed {
             generation: number(g, 'g')?,
             step: ManagedStep::Delete,
+        },
+        ["managed", g, "find", at] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Find {
+                at_ms: at.parse().ok()?,
+            },
         },
         ["managed", g, "watch", at] => EffectKey::Managed {
             generation: number(g, 'g')?,
@@ -408,6 +421,13 @@ mod tests {
                     step: ManagedStep::Delete,
                 },
                 "managed/g3/delete",
+            ),
+            (
+                EffectKey::Managed {
+                    generation: 1,
+                    step: ManagedStep::Find { at_ms: 5 },
+                },
+                "managed/g1/find/5",
             ),
         ]
     }

@@ -79,6 +79,13 @@ pub enum Outcome {
         generation: u32,
         view: ManagedView,
     },
+    /// ListIntegrations answered: the managed workflow's integration URI (its flow's ARN), if
+    /// it is there yet.
+    ManagedIntegration {
+        key: EffectKey,
+        generation: u32,
+        uri: Option<String>,
+    },
     /// Failed for good (transient failures never get here: see [`outcome_of`]).
     Failed {
         key: EffectKey,
@@ -97,6 +104,7 @@ impl Outcome {
             | Self::SlotDenied { key, .. }
             | Self::ManagedCreated { key, .. }
             | Self::ManagedSeen { key, .. }
+            | Self::ManagedIntegration { key, .. }
             | Self::Failed { key, .. } => key,
         }
     }

@@ -388,3 +388,93 @@ fn flowpilot_engine_workflows_ignore_managed_inputs() {
     );
     assert!(t.is_noop(&w));
 }
+
+fn live_report(flow: &str, exec: &str, ok: bool) -> Input {
+    Input::RunEnded(crate::input::RunReport {
+        flow_name: flow.into(),
+        role: crate::ids::FlowRole::Live,
+        execution_id: Some(exec.into()),
+        succeeded: ok,
+        error: (!ok).then(|| "Internal server error".to_owned()),
+        records_processed: Some(5),
+        record_failures: Some(0),
+        record_failure_message: None,
+        pull_start: None,
+        pull_end: None,
+        ended_at: None,
+    })
+}
+
+#[test]
+fn the_continuous_integration_is_found_watched_and_rebuilt_with_flowpilots_own_flow() {
+    let w = run(&managed(), Input::Start, t0()).workflow;
+    let n = w.batches.len() as u32;
+    let w = created(&w, 1, "wf-1");
+    let all: Vec<_> = (0..n).map(|i| step(1, i, "COMPLETE", 10, None)).collect();
+    let t = seen(&w, view("COMPLETE", all), at(30));
+    let find = t
+        .effects
+        .iter()
+        .find(|e| matches!(e.kind, EffectKind::FindManagedIntegration { .. }))
+        .expect("the integration is looked for")
+        .key
+        .clone();
+    // Not there yet: asked again on the next tick.
+    let w = run(
+        &t.workflow,
+        Input::Applied(vec![Outcome::ManagedIntegration {
+            key: find,
+            generation: 1,
+            uri: None,
+        }]),
+        at(31),
+    )
+    .workflow;
+    assert!(w.live.is_none());
+    let t = run(&w, Input::Reconcile, at(40));
+    let find = t
+        .effects
+        .iter()
+        .find(|e| matches!(e.kind, EffectKind::FindManagedIntegration { .. }))
+        .expect("asked again")
+        .key
+        .clone();
+    let uri = "arn:aws:appflow:us-east-1:123456789012:flow/fp-acme-m1-live";
+    let w = run(
+        &t.workflow,
+        Input::Applied(vec![Outcome::ManagedIntegration {
+            key: find,
+            generation: 1,
+            uri: Some(uri.into()),
+        }]),
+        at(41),
+    )
+    .workflow;
+    let live = w.live.clone().expect("watched");
+    assert_eq!(live.flow_name, "fp-acme-m1-live");
+    assert_eq!(live.uri.as_deref(), Some(uri));
+    // Its runs count like flowpilot's own live flow's: failures degrade it.
+    let mut w = run(&w, live_report("fp-acme-m1-live", "l1", true), at(50)).workflow;
+    assert_eq!(w.live.as_ref().unwrap().runs_succeeded, 1);
+    let mut degraded = false;
+    for i in 0..3 {
+        let t = run(
+            &w,
+            live_report("fp-acme-m1-live", &format!("f{i}"), false),
+            at(60 + i),
+        );
+        degraded |= events(&t)
+            .iter()
+            .any(|(k, _)| *k == HealthKind::IntegrationDegraded);
+        w = t.workflow;
+    }
+    assert!(degraded);
+    assert_eq!(w.status, WorkflowStatus::Degraded);
+    // A rebuild retires the managed flow and its integration, then links flowpilot's own.
+    let t = run(&w, Input::Rebuild { reason: None }, at(100));
+    assert_eq!(t.workflow.status, WorkflowStatus::Rebuilding);
+    let live = t.workflow.live.as_ref().unwrap();
+    assert_eq!(live.generation, 2);
+    assert!(t.effects.iter().any(|e| matches!(&e.kind,
+        EffectKind::StopFlow { flow_name } if flow_name == "fp-acme-m1-live")));
+}
