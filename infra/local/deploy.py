@@ -387,7 +387,7 @@ def write_private(path, text):
 
 REQUIRED_OUTPUTS = (
     "QueueUrl", "QueueArn", "DlqUrl", "DeliveryDlqUrl", "TableName", "HealthBusName", "HealthBusArn",
-    "AlertTopicArn", "WorkerRoleArn", "OperatorPolicyArn",
+    "AlertTopicArn", "WorkerRoleArn", "OperatorPolicyArn", "AppFlowExecutionRoleArn",
 )
 
 

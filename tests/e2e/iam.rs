@@ -28,6 +28,7 @@ use flowpilot_sim::{EventsConfig, SimConfig};
 use serde_json::Value;
 
 use crate::support::e2e::{DOMAIN, KMS_ARN, OBJECT_TYPE, PROFILE, load_identities};
+use crate::support::managed::{day_batches, flow_definition};
 use crate::support::moto::template_json;
 use crate::support::{
     ADMIN_PROFILE, DeployOptions, Moto, StackOutputs, WORKER_PROFILE, deploy_with,
@@ -47,6 +48,8 @@ enum Op {
     SendCommand,
     Receive,
     PublishHealth,
+    /// `--engine managed`: CreateIntegrationWorkflow with AppFlowExecutionRole, DeleteWorkflow.
+    ManagedWorkflow,
 }
 
 /// Each statement of the worker role, the operation that needs it, and the IAM action the
@@ -77,6 +80,12 @@ const STATEMENTS: &[(&str, Op, &str)] = &[
         "profile:PutIntegration",
     ),
     ("DomainKeyForFlows", Op::CreateBatchFlow, "kms:CreateGrant"),
+    (
+        "ManagedWorkflows",
+        Op::ManagedWorkflow,
+        "profile:CreateIntegrationWorkflow",
+    ),
+    ("PassExecutionRole", Op::ManagedWorkflow, "iam:PassRole"),
 ];
 
 fn spec(from: &str, to: &str) -> anyhow::Result<flowpilot::core::spec::WorkflowSpec> {
@@ -231,6 +240,51 @@ async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result
     for r in health.publish(&events).await {
         r.map_err(|e| fail(Op::PublishHealth)(&e.message))?;
     }
+    managed_workflow(&sdk, stack, tag)
+        .await
+        .map_err(|e| (Op::ManagedWorkflow, format!("{e:#}")))
+}
+
+/// What `--engine managed` asks of the worker role: hand AppFlowExecutionRole to Customer
+/// Profiles in CreateIntegrationWorkflow, then delete the workflow (the execution role's own
+/// permissions are tests/e2e/managed_iam.rs's subject).
+async fn managed_workflow(
+    sdk: &aws_config::SdkConfig,
+    stack: &StackOutputs,
+    tag: &str,
+) -> anyhow::Result<()> {
+    use aws_sdk_customerprofiles::error::DisplayErrorContext;
+    use aws_sdk_customerprofiles::types::{AppflowIntegration, IntegrationConfig, WorkflowType};
+    let cp = aws_sdk_customerprofiles::Client::new(sdk);
+    let created = cp
+        .create_integration_workflow()
+        .domain_name(DOMAIN)
+        .workflow_type(WorkflowType::AppflowIntegration)
+        .object_type_name(OBJECT_TYPE)
+        .role_arn(&stack.execution_role_arn)
+        .integration_config(
+            IntegrationConfig::builder()
+                .appflow_integration(
+                    AppflowIntegration::builder()
+                        .flow_definition(flow_definition(
+                            &format!("fp-iam-{tag}-managed"),
+                            PROFILE,
+                            KMS_ARN,
+                        )?)
+                        .set_batches(Some(day_batches(1)?))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| anyhow!("CreateIntegrationWorkflow: {}", DisplayErrorContext(e)))?;
+    cp.delete_workflow()
+        .domain_name(DOMAIN)
+        .workflow_id(created.workflow_id())
+        .send()
+        .await
+        .map_err(|e| anyhow!("DeleteWorkflow: {}", DisplayErrorContext(e)))?;
     Ok(())
 }
 
@@ -261,7 +315,7 @@ fn without_statement(template: &Value, sid: &str) -> anyhow::Result<Value> {
 }
 
 /// The connector profile, domain and object type the operations use, made by the admin.
-async fn admin_setup(sim_url: &str, stack: &StackOutputs) -> anyhow::Result<()> {
+pub(crate) async fn admin_setup(sim_url: &str, stack: &StackOutputs) -> anyhow::Result<()> {
     let admin = profile_sdk_config(sim_url, &stack.identities, ADMIN_PROFILE).await;
     use aws_sdk_appflow::types::{
         ConnectionMode, ConnectorProfileConfig, ConnectorProfileProperties, ConnectorType,

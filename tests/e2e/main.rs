@@ -11,6 +11,8 @@
 //! - [`contracts`]: what the template produces (schedules, rules, policies) fed through the
 //!   real parser and the policy evaluator.
 //! - [`iam`]: one deployment per statement of the worker role, that statement removed.
+//! - [`managed_iam`]: the managed workflow run as `AppFlowExecutionRole`; one deployment per
+//!   statement of its policy, that statement removed.
 //! - [`lambda`]: `flowpilot lambda` through a local Runtime API, the test playing the SQS
 //!   event source mapping.
 //! - [`modes`]: the template in both worker modes (what moto could not create, listed), the
@@ -36,6 +38,7 @@ mod contracts;
 mod iam;
 mod lambda;
 mod long;
+mod managed_iam;
 mod modes;
 mod not_sent;
 mod reliability;

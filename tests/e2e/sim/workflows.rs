@@ -5,13 +5,12 @@
 
 use anyhow::{Context as _, ensure};
 use aws_sdk_customerprofiles::error::ProvideErrorMetadata;
-use aws_sdk_customerprofiles::primitives::DateTime;
 use aws_sdk_customerprofiles::types as cp;
-use chrono::{TimeZone, Utc};
 use flowpilot_sim::{FaultPlan, RunFailure, SimConfig};
 use serde_json::json;
 
 use super::{DOMAIN, Env, PROFILE, WAIT, env_with, ledger_summary, quiet_config, source_count};
+use crate::support::managed::{day_batches, flow_definition};
 use crate::support::{ACCOUNT_ID, poll_until};
 
 const KMS: &str = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-4333-8444-555555555555";
@@ -37,78 +36,6 @@ fn config() -> SimConfig {
     c
 }
 
-fn at(y: i32, m: u32, d: u32) -> DateTime {
-    DateTime::from_secs(Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap().timestamp())
-}
-
-/// A Salesforce `Account` flow definition, scheduled hourly once live.
-pub fn flow_definition(name: &str, profile: &str, kms: &str) -> cp::FlowDefinition {
-    cp::FlowDefinition::builder()
-        .flow_name(name)
-        .kms_arn(kms)
-        .source_flow_config(
-            cp::SourceFlowConfig::builder()
-                .connector_type(cp::SourceConnectorType::Salesforce)
-                .connector_profile_name(profile)
-                .source_connector_properties(
-                    cp::SourceConnectorProperties::builder()
-                        .salesforce(
-                            cp::SalesforceSourceProperties::builder()
-                                .object("Account")
-                                .build()
-                                .unwrap(),
-                        )
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .tasks(
-            cp::Task::builder()
-                .task_type(cp::TaskType::Map)
-                .source_fields("Id")
-                .destination_field("Id")
-                .connector_operator(
-                    cp::ConnectorOperator::builder()
-                        .salesforce(cp::SalesforceConnectorOperator::NoOp)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .trigger_config(
-            cp::TriggerConfig::builder()
-                .trigger_type(cp::TriggerType::Scheduled)
-                .trigger_properties(
-                    cp::TriggerProperties::builder()
-                        .scheduled(
-                            cp::ScheduledTriggerProperties::builder()
-                                .schedule_expression("rate(1hours)")
-                                .build()
-                                .unwrap(),
-                        )
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap()
-}
-
-/// `days` one-day batches from 2024-01-01.
-pub fn day_batches(days: u32) -> Vec<cp::Batch> {
-    (0..days)
-        .map(|d| {
-            cp::Batch::builder()
-                .start_time(at(2024, 1, 1 + d))
-                .end_time(at(2024, 1, 2 + d))
-                .build()
-                .unwrap()
-        })
-        .collect()
-}
-
 async fn create(env: &Env, name: &str, role: &str, days: u32) -> anyhow::Result<String> {
     let out = env
         .profiles
@@ -121,8 +48,8 @@ async fn create(env: &Env, name: &str, role: &str, days: u32) -> anyhow::Result<
             cp::IntegrationConfig::builder()
                 .appflow_integration(
                     cp::AppflowIntegration::builder()
-                        .flow_definition(flow_definition(name, PROFILE, KMS))
-                        .set_batches(Some(day_batches(days)))
+                        .flow_definition(flow_definition(name, PROFILE, KMS)?)
+                        .set_batches(Some(day_batches(days)?))
                         .build(),
                 )
                 .build(),

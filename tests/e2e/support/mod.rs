@@ -9,6 +9,7 @@
 //!   and CLI processes, and readers for the ledger, runs, health events and metrics.
 //! - [`chaos`]: fault plans and `kill -9` / restart of worker processes at random moments.
 //! - [`fuzz`]: poison message bodies (random, truncated, nested, huge, wrongly typed).
+//! - [`managed`]: CreateIntegrationWorkflow requests (flow definition, batches).
 //! - [`lambda`]: a local Lambda Runtime API, `flowpilot lambda` processes, and the test
 //!   playing the SQS event source mapping.
 //! - this module: paths, [`poll_until`], [`aws_env`] for spawned processes, [`profile_sdk_config`]
@@ -26,6 +27,7 @@ pub mod chaos;
 pub mod e2e;
 pub mod fuzz;
 pub mod lambda;
+pub mod managed;
 pub mod moto;
 pub mod policy;
 pub mod queue;

@@ -190,6 +190,8 @@ pub struct StackOutputs {
     pub alert_topic_arn: String,
     pub worker_role_arn: String,
     pub operator_policy_arn: String,
+    /// The managed workflows' execution role (`AppFlowExecutionRole`).
+    pub execution_role_arn: String,
     pub identities: Identities,
     /// `ecs` or `lambda` (the template's WorkerMode).
     pub worker_mode: String,
@@ -303,6 +305,7 @@ pub async fn deploy_with(moto: &Moto, opts: &DeployOptions) -> anyhow::Result<St
         alert_topic_arn: get("AlertTopicArn")?,
         worker_role_arn: get("WorkerRoleArn")?,
         operator_policy_arn: get("OperatorPolicyArn")?,
+        execution_role_arn: get("AppFlowExecutionRoleArn")?,
         worker_mode: get("WorkerMode")?,
         created: outputs["Created"]
             .as_array()

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
-use chrono::{DateTime, Months, Utc};
+use chrono::Utc;
 use serde_json::{Map, Value, json};
 
+use super::request::{batches, valid_object_type, valid_role_arn};
 use super::{
-    SERVICE_PRINCIPAL, Step, WORKFLOW_TYPE, WfStatus, Window, Workflow, engine, step_flow_name,
+    SERVICE_PRINCIPAL, Step, WORKFLOW_TYPE, WfStatus, Workflow, engine, live, step_flow_name,
 };
 use crate::access::{self, tag_map};
 use crate::error::{ApiError, ErrorKind, Service};
@@ -25,10 +26,6 @@ use crate::wire::{self, invalid, parse_epoch, req, req_str};
 
 const S: Service = Service::Profiles;
 const SOURCE_TYPES: [&str; 5] = ["Salesforce", "Marketo", "Zendesk", "Servicenow", "S3"];
-/// Without `Batches`, the admin guide's batch size.
-const DEFAULT_BATCH_MONTHS: u32 = 2;
-/// The simulator's guard against a runaway request (AWS documents no limit).
-const MAX_STEPS: usize = 10_000;
 
 type Res = Result<Json<Value>, ApiError>;
 
@@ -51,83 +48,6 @@ fn object<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a Map<String, Va
     req(S, m, key)?
         .as_object()
         .ok_or_else(|| invalid(S, format!("{key} must be a structure")))
-}
-
-fn valid_object_type(t: &str) -> bool {
-    (1..=255).contains(&t.len())
-        && t.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-fn valid_role_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    arn.len() <= 512
-        && parts.len() == 6
-        && parts[0] == "arn"
-        && parts[2] == "iam"
-        && !parts[4].is_empty()
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The batches of the request, or two-month batches from `FirstExecutionFrom` to now.
-fn batches(
-    integration: &Map<String, Value>,
-    def: &Map<String, Value>,
-    now: DateTime<Utc>,
-) -> Result<Vec<Window>, ApiError> {
-    if let Some(list) = integration.get("Batches").filter(|v| !v.is_null()) {
-        let list = list
-            .as_array()
-            .ok_or_else(|| invalid(S, "Batches must be a list"))?;
-        let out = list
-            .iter()
-            .map(|b| {
-                let t = |k: &str| {
-                    b.get(k)
-                        .and_then(parse_epoch)
-                        .ok_or_else(|| invalid(S, format!("Batch {k} is required (epoch seconds)")))
-                };
-                let (from, to) = (t("StartTime")?, t("EndTime")?);
-                if from >= to {
-                    return Err(invalid(S, "Batch StartTime must be before EndTime"));
-                }
-                Ok((from, to))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if out.is_empty() {
-            return Err(invalid(S, "Batches must not be empty"));
-        }
-        return Ok(out);
-    }
-    let first = def
-        .get("TriggerConfig")
-        .and_then(|t| t.get("TriggerProperties"))
-        .and_then(|t| t.get("Scheduled"))
-        .and_then(|s| s.get("FirstExecutionFrom"))
-        .and_then(parse_epoch)
-        .ok_or_else(|| {
-            invalid(
-                S,
-                "without Batches, TriggerConfig.TriggerProperties.Scheduled.FirstExecutionFrom is required",
-            )
-        })?;
-    let mut out = Vec::new();
-    let mut from = first;
-    while from < now && out.len() < MAX_STEPS {
-        let to = from
-            .checked_add_months(Months::new(DEFAULT_BATCH_MONTHS))
-            .unwrap_or(now)
-            .min(now);
-        out.push((from, to));
-        from = to;
-    }
-    if out.is_empty() {
-        return Err(invalid(S, "FirstExecutionFrom is not in the past"));
-    }
-    Ok(out)
 }
 
 pub async fn create_integration_workflow(
@@ -375,48 +295,7 @@ pub async fn delete_workflow(
         return Err(not_found(&id, &domain));
     };
     w.cancel.cancel();
-    engine::delete_step_flows(&sim, &mut st, &w);
+    live::delete_step_flows(&sim, &mut st, &w);
     tracing::info!(workflow_id = %id, "integration workflow deleted");
     Ok(Json(json!({})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
-    }
-
-    #[test]
-    fn without_batches_two_month_batches_up_to_now() {
-        let def = json!({"TriggerConfig": {"TriggerType": "Scheduled", "TriggerProperties":
-            {"Scheduled": {"ScheduleExpression": "rate(1hours)", "FirstExecutionFrom": 1_704_067_200}}}});
-        let b = batches(
-            &Map::new(),
-            def.as_object().unwrap(),
-            at("2024-06-15T00:00:00Z"),
-        )
-        .unwrap();
-        assert_eq!(b.len(), 3);
-        assert_eq!(
-            b[0],
-            (at("2024-01-01T00:00:00Z"), at("2024-03-01T00:00:00Z"))
-        );
-        assert_eq!(
-            b[2],
-            (at("2024-05-01T00:00:00Z"), at("2024-06-15T00:00:00Z"))
-        );
-    }
-
-    #[test]
-    fn given_batches_are_kept_and_validated() {
-        let i = json!({"Batches": [{"StartTime": 1_704_067_200, "EndTime": 1_704_153_600.5}]});
-        let b = batches(i.as_object().unwrap(), &Map::new(), Utc::now()).unwrap();
-        assert_eq!(b.len(), 1);
-        let bad = json!({"Batches": [{"StartTime": 5, "EndTime": 5}]});
-        assert!(batches(bad.as_object().unwrap(), &Map::new(), Utc::now()).is_err());
-        assert!(valid_role_arn("arn:aws:iam::123456789012:role/x"));
-        assert!(!valid_role_arn("arn:aws:iam::acct:role/x"));
-    }
 }

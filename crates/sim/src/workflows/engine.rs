@@ -17,17 +17,14 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::{
-    OWNING_TAG_KEY, OWNING_TAG_VALUE, SERVICE_PRINCIPAL, WfStatus, Window, Workflow, live_flow_name,
-};
-use crate::access::{self, APPFLOW_GRANT_OPERATIONS, PROFILES_GRANT_OPERATIONS, kms_grant};
-use crate::appflow::{activate, create_flow_in};
+use super::{OWNING_TAG_KEY, OWNING_TAG_VALUE, SERVICE_PRINCIPAL, WfStatus, Window, Workflow};
+use crate::access::{self, PROFILES_GRANT_OPERATIONS, kms_grant};
+use crate::appflow::create_flow_in;
 use crate::iam::policy::CtxValue;
 use crate::iam::{Caller, Check};
 use crate::profiles::flow_request;
 use crate::runs;
-use crate::state::{ExecStatus, Integration, Sim, State};
-use crate::wire::epoch;
+use crate::state::{ExecStatus, Sim};
 
 /// The session name the simulator gives the execution role's sessions (AWS's is unknown).
 pub const SESSION_NAME: &str = "customer-profiles-workflow";
@@ -46,15 +43,15 @@ const PERMANENT_MARKERS: [&str; 3] = [
 ];
 
 /// What the engine needs of the workflow, copied out of the state once.
-struct Plan {
-    id: String,
-    domain: String,
-    object_type: String,
-    role_arn: String,
-    definition: Map<String, Value>,
-    flow_name: String,
-    kms_arn: String,
-    windows: Vec<Window>,
+pub(super) struct Plan {
+    pub(super) id: String,
+    pub(super) domain: String,
+    pub(super) object_type: String,
+    pub(super) role_arn: String,
+    pub(super) definition: Map<String, Value>,
+    pub(super) flow_name: String,
+    pub(super) kms_arn: String,
+    pub(super) windows: Vec<Window>,
 }
 
 pub fn spawn(sim: &Arc<Sim>, id: String, cancel: CancellationToken) {
@@ -87,21 +84,32 @@ pub fn spawn(sim: &Arc<Sim>, id: String, cancel: CancellationToken) {
     );
 }
 
-fn owning_tags() -> BTreeMap<String, String> {
+pub(super) fn owning_tags() -> BTreeMap<String, String> {
     [(OWNING_TAG_KEY.to_owned(), OWNING_TAG_VALUE.to_owned())].into()
 }
 
 /// The role's session now (trust policy evaluated again).
-fn role(sim: &Sim, plan: &Plan) -> Result<Caller, String> {
+pub(super) fn role(sim: &Sim, plan: &Plan) -> Result<Caller, String> {
     sim.iam
         .assume_as_service(SERVICE_PRINCIPAL, &plan.role_arn, SESSION_NAME)
         .map_err(|why| format!("AccessDenied: cannot assume the execution role: {why}"))
 }
 
-fn authorize(sim: &Sim, caller: &Caller, checks: &[Check]) -> Result<(), String> {
-    sim.iam
-        .authorize(caller, checks)
-        .map_err(|d| format!("AccessDenied: {d}"))
+/// A denial reads "AccessDenied: User: ... is not authorized to perform: ACTION ..."; a KMS
+/// grant's denial also names the service it was made through, the one thing that tells the
+/// domain key's two grant statements apart.
+pub(super) fn authorize(sim: &Sim, caller: &Caller, checks: &[Check]) -> Result<(), String> {
+    sim.iam.authorize(caller, checks).map_err(|d| {
+        let via = checks
+            .iter()
+            .find(|c| c.action == d.action && c.shown_resource() == d.resource)
+            .and_then(|c| match c.context.get("kms:ViaService") {
+                Some(CtxValue::Str(v)) => Some(format!(" (via {v})")),
+                _ => None,
+            })
+            .unwrap_or_default();
+        format!("AccessDenied{via}: {d}")
+    })
 }
 
 fn list_grants(sim: &Sim, key: &str) -> Check {
@@ -174,12 +182,12 @@ async fn run(sim: &Arc<Sim>, id: &str) -> Result<(), String> {
             return Err(message);
         }
     }
-    continuous_integration(sim, &plan)
+    super::live::continuous_integration(sim, &plan)
 }
 
 /// The flow definition with `name`, `trigger` and the owning tag, as AppFlow's CreateFlow
 /// request Customer Profiles makes.
-fn flow(plan: &Plan, name: &str, trigger: Value) -> Map<String, Value> {
+pub(super) fn flow(plan: &Plan, name: &str, trigger: Value) -> Map<String, Value> {
     let mut def = plan.definition.clone();
     def.insert("FlowName".into(), Value::from(name));
     def.insert("TriggerConfig".into(), trigger);
@@ -189,7 +197,7 @@ fn flow(plan: &Plan, name: &str, trigger: Value) -> Map<String, Value> {
 }
 
 /// Create (or, for a redriven workflow reusing a name, replace) a flow as the role.
-fn create(
+pub(super) fn create(
     sim: &Arc<Sim>,
     caller: &Caller,
     plan: &Plan,
@@ -290,120 +298,5 @@ async fn wait(sim: &Sim, execution: &str) -> Result<(ExecStatus, Option<String>,
             }
         }
         tokio::time::sleep(RUN_POLL).await;
-    }
-}
-
-/// The standard, continuous integration: a scheduled flow pulling from the last batch's end,
-/// registered with PutIntegration (carrying this workflow's id) and started.
-fn continuous_integration(sim: &Arc<Sim>, plan: &Plan) -> Result<(), String> {
-    let name = live_flow_name(&plan.flow_name);
-    let caller = role(sim, plan)?;
-    let mut trigger = plan
-        .definition
-        .get("TriggerConfig")
-        .cloned()
-        .unwrap_or_else(|| json!({ "TriggerType": "OnDemand" }));
-    let resume = plan.windows.iter().map(|w| w.1).max();
-    if let (Some(s), Some(resume)) = (
-        trigger
-            .pointer_mut("/TriggerProperties/Scheduled")
-            .and_then(Value::as_object_mut),
-        resume,
-    ) {
-        s.insert("FirstExecutionFrom".into(), epoch(resume));
-    }
-    let m = flow(plan, &name, trigger);
-    let arn = sim.flow_arn(&name);
-    let integration_arn = sim.integration_arn(&plan.domain, &arn);
-    let tags = owning_tags();
-    let tagged = |c: Check| access::with_request_tags(c, &tags);
-    authorize(
-        sim,
-        &caller,
-        &[
-            tagged(Check::new(
-                "profile:PutIntegration",
-                sim.domain_arn(&plan.domain),
-            )),
-            tagged(Check::new("profile:PutIntegration", &integration_arn)),
-            tagged(Check::new("profile:TagResource", &integration_arn)),
-            kms_grant(
-                &plan.kms_arn,
-                sim.kms_via("profile"),
-                &PROFILES_GRANT_OPERATIONS,
-            ),
-            kms_grant(
-                &plan.kms_arn,
-                sim.kms_via("appflow"),
-                &APPFLOW_GRANT_OPERATIONS,
-            ),
-        ],
-    )?;
-    create(sim, &caller, plan, &m, &name)?;
-    authorize(
-        sim,
-        &caller,
-        &[access::on_flow(
-            sim,
-            "appflow:StartFlow",
-            &name,
-            Some(&tags),
-        )],
-    )?;
-    let mut guard = sim.state();
-    let st: &mut State = &mut guard;
-    let now = Utc::now();
-    let d = st
-        .domains
-        .get_mut(&plan.domain)
-        .ok_or_else(|| format!("Domain {} does not exist", plan.domain))?;
-    d.integrations.insert(
-        arn.clone(),
-        Integration {
-            uri: arn.clone(),
-            domain: plan.domain.clone(),
-            object_type_name: Some(plan.object_type.clone()),
-            object_type_names: None,
-            tags: Some(json!(tags)),
-            role_arn: Some(plan.role_arn.clone()),
-            workflow_id: Some(plan.id.clone()),
-            created_at: now,
-            updated_at: now,
-        },
-    );
-    if let Some(f) = st.flows.get_mut(&name) {
-        activate(sim, f);
-    }
-    if let Some(w) = st.workflows.get_mut(&plan.id) {
-        w.live_flow = Some(name.clone());
-    }
-    tracing::info!(workflow_id = %plan.id, flow = %name, "continuous integration created");
-    Ok(())
-}
-
-/// DeleteWorkflow: cancel the steps' runs and delete their flows, as the execution role (a
-/// flow the role may not delete is left in place and logged). The continuous integration,
-/// once created, is the product of the workflow and stays.
-pub fn delete_step_flows(sim: &Sim, st: &mut State, w: &Workflow) {
-    let caller = sim
-        .iam
-        .assume_as_service(SERVICE_PRINCIPAL, &w.role_arn, SESSION_NAME);
-    for s in &w.steps {
-        let Some(f) = st.flows.get(&s.flow_name) else {
-            continue;
-        };
-        let check = access::on_flow(sim, "appflow:DeleteFlow", &s.flow_name, Some(&f.tags));
-        if let Err(e) = caller
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|c| authorize(sim, c, &[check]))
-        {
-            tracing::warn!(workflow_id = %w.id, flow = %s.flow_name, error = %e, "step flow not deleted");
-            continue;
-        }
-        let uid = f.uid.clone();
-        runs::cancel_runs(st, &uid, None);
-        st.flows.remove(&s.flow_name);
-        st.start_tokens.retain(|(u, _), _| *u != uid);
     }
 }

@@ -3,14 +3,18 @@
 //!
 //! - this module — a workflow and its steps as the simulator keeps them, and their wire shapes;
 //! - `api`        — the five operations (restJson1, PascalCase, IAM-authorized for the caller);
+//! - `request`    — CreateIntegrationWorkflow's members and batches;
 //! - `engine`     — the background task that runs a workflow *as its execution role*: one flow
-//!   per batch, one batch at a time, retries, then the continuous integration.
+//!   per batch, one batch at a time, retries;
+//! - `live`       — then the continuous integration; and what DeleteWorkflow removes.
 //!
 //! crates/sim/README.md ("Managed workflows") says which behaviours AWS documents and which
 //! are the simulator's assumptions (flow names, step listing, time formats).
 
 pub mod api;
 mod engine;
+mod live;
+mod request;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
