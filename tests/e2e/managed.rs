@@ -1,0 +1,248 @@
+//! `--engine managed` end to end (issue 13): the worker submits flowpilot's batches as one
+//! Customer Profiles CreateIntegrationWorkflow with the deployed `AppFlowExecutionRole`, the
+//! simulator runs them as that role under IAM, and the worker turns GetWorkflow /
+//! GetWorkflowSteps into the same health events its own engine publishes; a failed managed
+//! workflow is redriven with only its missing batches; the continuous integration it created
+//! is found and watched.
+
+use std::time::Duration;
+
+use crate::support::chaos::{failing_runs, short_runs};
+use crate::support::e2e::{Env, OBJECT_TYPE, SimSetup, WorkflowArgs, count, health_counts};
+use anyhow::{Context as _, anyhow, ensure};
+use chrono::Utc;
+use flowpilot::core::ids::WorkflowId;
+use flowpilot::core::model::{BatchStatus, Workflow, WorkflowStatus};
+use flowpilot::core::spec::Engine;
+use serde_json::Value;
+
+const FROM: &str = "2024-01-01T00:00:00Z";
+const TO: &str = "2026-01-01T00:00:00Z";
+const DEADLINE: Duration = Duration::from_secs(150);
+const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A two-year Salesforce import in two-month batches (twelve), run by the managed engine.
+fn managed(id: &str) -> WorkflowArgs {
+    let mut a = WorkflowArgs::new(id, FROM, TO, "P2M");
+    a.extra = vec!["--engine".into(), "managed".into()];
+    a
+}
+
+/// A worker holding the execution role's ARN, as the template's task definition gives it.
+fn spawn(env: &Env) -> anyhow::Result<crate::support::e2e::Worker> {
+    let role = env.stack.execution_role_arn.clone();
+    env.spawn_worker("a", &[("FLOWPILOT_MANAGED_ROLE_ARN", role.as_str())])
+}
+
+fn live_and_settled(wf: &Workflow) -> bool {
+    (wf.status == WorkflowStatus::Live && wf.outbox.is_empty() && wf.live.is_some())
+        || wf.status.is_terminal()
+}
+
+fn status(wf: &Workflow) -> String {
+    flowpilot::cli::workflow::status_text(wf, Utc::now())
+}
+
+/// The events of workflow `id`, by detail-type.
+fn of(events: &[Value], id: &WorkflowId) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["detail"]["workflow_id"] == id.as_str())
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_managed_two_year_salesforce_import_completes_with_flowpilots_events()
+-> anyhow::Result<()> {
+    let env = Env::start(
+        "managed",
+        SimSetup {
+            faults: short_runs(),
+            ..SimSetup::default()
+        },
+    )
+    .await?;
+    let worker = spawn(&env)?;
+    let id = env.create_workflow(&managed("mg-complete")).await?;
+    let wf = env
+        .wait_for(
+            &id,
+            "live, its integration watched",
+            DEADLINE,
+            live_and_settled,
+        )
+        .await?;
+    ensure!(
+        wf.status == WorkflowStatus::Live,
+        "ended {}:\n{}",
+        wf.status.as_str(),
+        status(&wf)
+    );
+    ensure!(wf.spec.engine == Engine::Managed);
+    ensure!(wf.batches.len() == 12, "{} batches", wf.batches.len());
+    ensure!(
+        wf.batches
+            .iter()
+            .all(|b| b.status == BatchStatus::Succeeded && b.records > 0),
+        "{}",
+        status(&wf)
+    );
+    // The managed workflow ran the batches (its step flows), flowpilot ran none of its own.
+    let runs = env.runs().await?;
+    let flows: Vec<&str> = runs["runs"]
+        .as_array()
+        .ok_or_else(|| anyhow!("runs: {runs}"))?
+        .iter()
+        .filter_map(|r| r["flow_name"].as_str())
+        .collect();
+    ensure!(
+        flows
+            .iter()
+            .filter(|f| f.starts_with("fp-mg-complete-m1-s"))
+            .count()
+            == 12,
+        "step runs: {flows:?}"
+    );
+    ensure!(
+        !flows.iter().any(|f| f.starts_with("fp-mg-complete-b")),
+        "flowpilot ran batch flows of its own: {flows:?}"
+    );
+    // The continuous integration Customer Profiles created is the one watched.
+    let live = wf.live.as_ref().ok_or_else(|| anyhow!("no live"))?;
+    ensure!(
+        live.flow_name == "fp-mg-complete-m1-live" && live.uri.is_some(),
+        "watched {live:?}"
+    );
+
+    env.ledger_check_all_writes(OBJECT_TYPE, FROM.parse()?, TO.parse()?)
+        .await?
+        .ensure_complete("managed backfill")?;
+
+    let mut events = Vec::new();
+    env.health_until(&mut events, HEALTH_DEADLINE, |all| {
+        count(&health_counts(all), "Workflow Completed") >= 1
+            && count(&health_counts(all), "Batch Succeeded") >= 12
+    })
+    .await?;
+    let mine = of(&events, &id);
+    let c = health_counts(&mine);
+    ensure!(
+        count(&c, "Workflow Started") == 1
+            && count(&c, "Batch Succeeded") == 12
+            && count(&c, "Workflow Completed") == 1,
+        "events: {c:?}"
+    );
+    let (ok, report) = crate::schemas::validate(&mine).await?;
+    ensure!(ok, "health events do not match their schemas: {report}");
+    worker.assert_no_panic()?;
+    env.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permanently_failing_step_fails_the_workflow_and_redrive_runs_only_the_missing_batches()
+-> anyhow::Result<()> {
+    let mut faults = short_runs();
+    // Step 4's flow (batch 4) fails for good: the managed workflow stops there.
+    faults.run_failures = vec![failing_runs(
+        "-m1-s4",
+        Vec::new(),
+        "INVALID_SESSION_ID: Session expired or invalid",
+    )];
+    let env = Env::start(
+        "managed-redrive",
+        SimSetup {
+            faults,
+            ..SimSetup::default()
+        },
+    )
+    .await?;
+    let worker = spawn(&env)?;
+    let id = env.create_workflow(&managed("mg-redrive")).await?;
+    let failed = env
+        .wait_for(&id, "failed", DEADLINE, |w| {
+            w.status == WorkflowStatus::Failed && w.outbox.is_empty()
+        })
+        .await?;
+    let done: Vec<u32> = failed
+        .batches
+        .iter()
+        .filter(|b| b.status == BatchStatus::Succeeded)
+        .map(|b| b.index)
+        .collect();
+    ensure!(
+        done == vec![0, 1, 2, 3],
+        "succeeded before the failure: {done:?}"
+    );
+
+    let mut events = Vec::new();
+    env.health_until(&mut events, HEALTH_DEADLINE, |all| {
+        count(&health_counts(all), "Workflow Failed") >= 1
+    })
+    .await?;
+    let wf_failed = events
+        .iter()
+        .find(|e| e["detail-type"] == "Workflow Failed")
+        .ok_or_else(|| anyhow!("no Workflow Failed"))?;
+    let command = wf_failed["detail"]["command"]
+        .as_str()
+        .ok_or_else(|| anyhow!("Workflow Failed without a command: {wf_failed}"))?;
+    ensure!(
+        command == format!("flowpilot workflow redrive {id}"),
+        "command {command}"
+    );
+    ensure!(
+        wf_failed["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("INVALID_SESSION_ID")),
+        "Workflow Failed without the step's error: {wf_failed}"
+    );
+    let (ok, report) = crate::schemas::validate(&of(&events, &id)).await?;
+    ensure!(ok, "health events do not match their schemas: {report}");
+
+    // The cause fixed, the operator runs the command the event carries.
+    env.set_faults(&short_runs()).await?;
+    let argv: Vec<&str> = command.split_whitespace().skip(1).collect();
+    env.cli(&argv)
+        .await
+        .context("the event's redrive command")?;
+    let wf = env
+        .wait_for(&id, "live after the redrive", DEADLINE, live_and_settled)
+        .await?;
+    ensure!(wf.status == WorkflowStatus::Live, "{}", status(&wf));
+    let managed = wf
+        .managed
+        .as_ref()
+        .ok_or_else(|| anyhow!("no managed run"))?;
+    ensure!(
+        managed.generation == 2 && managed.steps == (4..12).collect::<Vec<u32>>(),
+        "the redrive submitted {:?} (generation {})",
+        managed.steps,
+        managed.generation
+    );
+    // Generation 2 ran exactly the eight missing batches; the four done ones never ran again.
+    let runs = env.runs().await?;
+    let flows: Vec<&str> = runs["runs"]
+        .as_array()
+        .ok_or_else(|| anyhow!("runs: {runs}"))?
+        .iter()
+        .filter_map(|r| r["flow_name"].as_str())
+        .collect();
+    let second = flows
+        .iter()
+        .filter(|f| f.starts_with("fp-mg-redrive-m2-s"))
+        .count();
+    ensure!(second == 8, "generation 2 runs: {flows:?}");
+    let ledger = env
+        .ledger_check_all_writes(OBJECT_TYPE, FROM.parse()?, TO.parse()?)
+        .await?;
+    ensure!(
+        ledger.missing() == 0 && ledger.duplicates == 0,
+        "ledger after the redrive: {ledger:?}"
+    );
+    ledger.ensure_complete("managed redrive")?;
+    worker.assert_no_panic()?;
+    env.shutdown().await;
+    Ok(())
+}
