@@ -8,9 +8,11 @@
 use std::time::Duration;
 
 use crate::support::chaos::{failing_runs, short_runs};
-use crate::support::e2e::{Env, OBJECT_TYPE, SimSetup, WorkflowArgs, count, health_counts};
+use crate::support::e2e::{
+    Env, OBJECT_TYPE, POLL, SimSetup, WorkflowArgs, count, health_counts, poll_every, runs_of,
+};
 use anyhow::{Context as _, anyhow, ensure};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use flowpilot::core::ids::WorkflowId;
 use flowpilot::core::model::{BatchStatus, Workflow, WorkflowStatus};
 use flowpilot::core::spec::Engine;
@@ -242,6 +244,108 @@ async fn a_permanently_failing_step_fails_the_workflow_and_redrive_runs_only_the
         "ledger after the redrive: {ledger:?}"
     );
     ledger.ensure_complete("managed redrive")?;
+    worker.assert_no_panic()?;
+    env.shutdown().await;
+    Ok(())
+}
+
+/// Where the successful runs of `flow` pulled up to, the furthest (its cursor advances on
+/// success only, so its windows are contiguous).
+fn last_pull_end(runs: &Value, flow: &str) -> Option<DateTime<Utc>> {
+    runs_of(runs, flow)
+        .into_iter()
+        .filter(|r| r["status"] == "Successful")
+        .filter_map(|r| serde_json::from_value::<DateTime<Utc>>(r["incremental_to"].clone()).ok())
+        .max()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_managed_integration_degrades_and_is_rebuilt_with_flowpilots_flow_without_a_gap()
+-> anyhow::Result<()> {
+    let mut faults = short_runs();
+    // The integration's flow (`…-m1-live`): its first run succeeds, the next three fail.
+    faults.run_failures = vec![failing_runs(
+        "-m1-live",
+        vec![2, 3, 4],
+        "INVALID_SESSION_ID: Session expired or invalid",
+    )];
+    let env = Env::start(
+        "managed-rebuild",
+        SimSetup {
+            faults,
+            // Scheduled flows tick every 700 ms (one simulated day each: `rate(1days)`).
+            tick_ms: 700,
+            ..SimSetup::default()
+        },
+    )
+    .await?;
+    let worker = spawn(&env)?;
+    let mut args = WorkflowArgs::new(
+        "mg-rebuild",
+        "2025-10-01T00:00:00Z",
+        "2025-10-29T00:00:00Z",
+        "P14D",
+    );
+    args.extra = [
+        "--engine",
+        "managed",
+        "--schedule",
+        "rate(1days)",
+        "--auto-rebuild",
+        "--degraded-threshold",
+        "3",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let id = env.create_workflow(&args).await?;
+    let mut events = Vec::new();
+    env.health_until(&mut events, Duration::from_secs(120), |all| {
+        let c = health_counts(all);
+        count(&c, "Integration Degraded") >= 1 && count(&c, "Integration Rebuilt") >= 1
+    })
+    .await?;
+    env.set_faults(&short_runs()).await?;
+    let wf = env
+        .wait_for(&id, "rebuilt and live", DEADLINE, |w| {
+            w.status == WorkflowStatus::Live
+                && w.outbox.is_empty()
+                && w.live.as_ref().is_some_and(|l| l.generation == 2)
+        })
+        .await?;
+    let live = wf.live.clone().ok_or_else(|| anyhow!("no live"))?;
+    ensure!(
+        live.flow_name == "fp-mg-rebuild-live-g2",
+        "rebuilt as {}",
+        live.flow_name
+    );
+    let backfill_to = wf.spec.to;
+    let runs = env.runs().await?;
+    let t1 = last_pull_end(&runs, "fp-mg-rebuild-m1-live")
+        .ok_or_else(|| anyhow!("the managed integration never pulled"))?;
+    ensure!(
+        live.first_execution_from == t1 && t1 > backfill_to,
+        "rebuilt from {} instead of the managed flow's last good pull end {t1}",
+        live.first_execution_from
+    );
+    // The managed flow is retired (stopped, deleted) before flowpilot's runs.
+    let flows = env.flows().await?;
+    ensure!(
+        !flows.to_string().contains("\"fp-mg-rebuild-m1-live\""),
+        "the managed integration's flow is still there: {flows}"
+    );
+    let t2 = poll_every(POLL, Duration::from_secs(30), || async {
+        Ok(last_pull_end(&env.runs().await?, "fp-mg-rebuild-live-g2"))
+    })
+    .await
+    .context("the rebuilt integration never ran")?;
+    env.ledger_check(OBJECT_TYPE, backfill_to, t2)
+        .await?
+        .ensure_complete("from the backfill's end to the rebuilt integration's first run")?;
+    env.ledger_check(OBJECT_TYPE, wf.spec.from, backfill_to)
+        .await?
+        .ensure_complete("managed backfill")?;
+    let (ok, report) = crate::schemas::validate(&of(&events, &id)).await?;
+    ensure!(ok, "health events do not match their schemas: {report}");
     worker.assert_no_panic()?;
     env.shutdown().await;
     Ok(())
