@@ -356,6 +356,9 @@ pub struct ManagedRun {
     /// retry is reported once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<u32>,
+    /// The step `Workflow Stalled` was published for (once per step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_step: Option<u32>,
 }
 
 /// What the re-plan by record density saw and did.

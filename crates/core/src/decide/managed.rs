@@ -15,20 +15,23 @@
 //! | step `FAILED` while the workflow runs   | nothing yet: the workflow's own status decides |
 //! | workflow `COMPLETE`                     | remaining batches succeeded, `Workflow Completed`, status `live` |
 //! | workflow `FAILED` / `CANCELLED`         | `Workflow Failed` with the redrive command  |
+//! | no step progress for the maximum run duration | `Workflow Stalled`, once per step      |
 //! | `SPLIT`, `ACTIVE`, `IN_PROGRESS`, `NOT_STARTED`, unknown | still running: nothing   |
 
 use super::Ctx;
 use super::bulk::{fail_workflow, managed_tags};
-use super::health::Draft;
-use crate::advice;
-use crate::classify::{Verdict, classify};
-use crate::effect::{
-    EffectKey, EffectKind, FlowDefinition, ManagedStep, ManagedView, PermanentError, Trigger,
-};
-use crate::health::HealthKind;
+use crate::classify::Verdict;
+use crate::effect::{EffectKey, EffectKind, FlowDefinition, ManagedStep, PermanentError, Trigger};
 use crate::ids::managed_flow_name;
-use crate::model::{BatchStatus, ErrorInfo, LiveIntegration, ManagedRun, WorkflowStatus};
+use crate::model::{BatchStatus, ErrorInfo, ManagedRun, WorkflowStatus};
 use crate::spec::Engine;
+
+mod integration;
+mod steps;
+
+pub(super) use integration::found;
+use steps::end_running;
+pub(super) use steps::{reconcile, seen, step_ended};
 
 pub(super) fn is_managed(cx: &Ctx) -> bool {
     cx.wf.spec.engine == Engine::Managed
@@ -68,6 +71,7 @@ pub(super) fn submit(cx: &mut Ctx) {
         retries: vec![0; steps.len()],
         steps,
         status: None,
+        stalled_step: None,
     });
     let spec = &cx.wf.spec;
     let name = managed_flow_name(&cx.wf.id, generation);
@@ -158,318 +162,6 @@ pub(super) fn create_failed(cx: &mut Ctx, generation: u32, error: &PermanentErro
     let err = ErrorInfo::judged(message, Verdict::Permanent);
     end_running(cx, &err);
     fail_workflow(cx, err);
-}
-
-/// Asks Customer Profiles about the current managed workflow, unless an answer is pending.
-pub(super) fn watch(cx: &mut Ctx) {
-    if !is_managed(cx) || cx.wf.status != WorkflowStatus::Backfilling {
-        return;
-    }
-    let Some(m) = &cx.wf.managed else {
-        return;
-    };
-    let Some(workflow_id) = m.workflow_id.clone() else {
-        return; // CreateIntegrationWorkflow is still in the outbox
-    };
-    let generation = m.generation;
-    let asking = cx.has_pending(|k| {
-        matches!(k, EffectKey::Managed { generation: g, step: ManagedStep::Watch { .. } } if *g == generation)
-    });
-    if asking {
-        return;
-    }
-    cx.effect(
-        EffectKey::Managed {
-            generation,
-            step: ManagedStep::Watch {
-                at_ms: cx.now.timestamp_millis(),
-            },
-        },
-        EffectKind::WatchManaged {
-            domain: cx.wf.spec.domain.clone(),
-            workflow_id,
-            generation,
-        },
-    );
-}
-
-/// A step flow's End report: its outcome is what GetWorkflowSteps says, so ask.
-pub(super) fn step_ended(cx: &mut Ctx, generation: u32, step: u32) {
-    let known = cx
-        .wf
-        .managed
-        .as_ref()
-        .is_some_and(|m| (step as usize) < m.steps.len());
-    if current(cx, generation) && known {
-        watch(cx);
-    }
-}
-
-/// The reconcile tick: a Pending managed workflow is started by the generic path; a running
-/// one is asked about (lost End reports, and the states no flow reports).
-pub(super) fn reconcile(cx: &mut Ctx) {
-    match cx.wf.status {
-        WorkflowStatus::Backfilling => watch(cx),
-        WorkflowStatus::Live | WorkflowStatus::Degraded => find(cx),
-        _ => {}
-    }
-}
-
-/// What GetWorkflow and GetWorkflowSteps said (see the module's table).
-pub(super) fn seen(cx: &mut Ctx, generation: u32, view: ManagedView) {
-    if !current(cx, generation) || cx.wf.status != WorkflowStatus::Backfilling {
-        return;
-    }
-    let Some(m) = cx.wf.managed.clone() else {
-        return;
-    };
-    let base = managed_flow_name(&cx.wf.id, generation);
-    let ended = matches!(view.status.as_str(), "COMPLETE" | "FAILED" | "CANCELLED");
-    for s in &view.steps {
-        let Some(n) = s
-            .flow_name
-            .strip_prefix(base.as_str())
-            .and_then(|r| r.strip_prefix("-s"))
-            .and_then(|d| d.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let Some(idx) = m.steps.get(n).and_then(|&b| cx.batch_index(b)) else {
-            continue;
-        };
-        if cx.wf.batches[idx].status != BatchStatus::Running {
-            continue;
-        }
-        match s.status.as_str() {
-            "COMPLETE" => succeeded(cx, idx, s.records, &s.flow_name),
-            "FAILED" | "CANCELLED" if ended => {
-                let err = step_error(s.message.as_deref(), &s.status, &s.flow_name);
-                batch_failed(cx, idx, err, &s.flow_name);
-            }
-            "RETRY" => retrying(cx, n, idx, s.message.as_deref(), &s.flow_name),
-            _ => {}
-        }
-    }
-    if let Some(run) = cx.wf.managed.as_mut() {
-        run.status = Some(view.status.clone());
-    }
-    match view.status.as_str() {
-        "COMPLETE" => complete(cx, &base),
-        "FAILED" | "CANCELLED" => {
-            let message = view.error.clone().unwrap_or_else(|| {
-                format!(
-                    "the managed workflow ended {} without an error description",
-                    view.status
-                )
-            });
-            let err = ErrorInfo::judged(
-                format!("managed workflow {}: {message}", base),
-                Verdict::Permanent,
-            );
-            end_running(cx, &err);
-            fail_workflow(cx, err);
-        }
-        _ => {}
-    }
-}
-
-fn step_error(message: Option<&str>, status: &str, flow_name: &str) -> ErrorInfo {
-    let message = message
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("step flow {flow_name} ended {status}"));
-    let verdict = classify(&message);
-    ErrorInfo::judged(message, verdict)
-}
-
-fn succeeded(cx: &mut Ctx, idx: usize, records: u64, flow_name: &str) {
-    let now = cx.now;
-    let b = &mut cx.wf.batches[idx];
-    b.status = BatchStatus::Succeeded;
-    b.records = records;
-    b.finished_at = Some(now);
-    b.last_error = None;
-    let (i, attempt) = (b.index, b.attempt);
-    let mut d = Draft::new(HealthKind::BatchSucceeded, format!("/b{i}"));
-    d.batch = Some(idx);
-    d.attempt = Some(attempt);
-    d.flow_name = Some(flow_name.to_owned());
-    cx.publish(d);
-}
-
-/// Customer Profiles retries a step itself (up to three times): reported once per step and
-/// submission, without a due time flowpilot cannot know.
-fn retrying(cx: &mut Ctx, step: usize, idx: usize, message: Option<&str>, flow_name: &str) {
-    let Some(m) = cx.wf.managed.as_mut() else {
-        return;
-    };
-    let Some(seen) = m.retries.get_mut(step) else {
-        return;
-    };
-    if *seen > 0 {
-        return;
-    }
-    *seen = 1;
-    let err = step_error(message, "RETRY", flow_name);
-    let b = &mut cx.wf.batches[idx];
-    b.last_error = Some(err.clone());
-    let (i, attempt) = (b.index, b.attempt);
-    let mut d = Draft::new(HealthKind::BatchRetryScheduled, format!("/b{i}/a{attempt}"));
-    d.batch = Some(idx);
-    d.attempt = Some(attempt);
-    d.flow_name = Some(flow_name.to_owned());
-    d.error = Some(err);
-    cx.publish(d);
-}
-
-fn batch_failed(cx: &mut Ctx, idx: usize, err: ErrorInfo, flow_name: &str) {
-    let now = cx.now;
-    let b = &mut cx.wf.batches[idx];
-    b.status = BatchStatus::Failed;
-    b.finished_at = Some(now);
-    b.last_error = Some(err.clone());
-    let (i, attempt) = (b.index, b.attempt);
-    let mut d = Draft::new(HealthKind::BatchFailed, format!("/b{i}/a{attempt}"));
-    d.batch = Some(idx);
-    d.attempt = Some(attempt);
-    d.flow_name = Some(flow_name.to_owned());
-    d.advise(advice::after_failure(&cx.wf.id, &cx.wf.spec, &err));
-    d.error = Some(err);
-    cx.publish(d);
-}
-
-/// The managed workflow ended without completing: every batch it had not finished is failed
-/// (a redrive submits exactly those again).
-fn end_running(cx: &mut Ctx, err: &ErrorInfo) {
-    let base = cx
-        .wf
-        .managed
-        .as_ref()
-        .map(|m| managed_flow_name(&cx.wf.id, m.generation));
-    let steps = cx
-        .wf
-        .managed
-        .as_ref()
-        .map(|m| m.steps.clone())
-        .unwrap_or_default();
-    for (n, b) in steps.into_iter().enumerate() {
-        let Some(idx) = cx.batch_index(b) else {
-            continue;
-        };
-        if cx.wf.batches[idx].status == BatchStatus::Running {
-            let flow = base
-                .as_ref()
-                .map(|b| format!("{b}-s{n}"))
-                .unwrap_or_default();
-            batch_failed(cx, idx, err.clone(), &flow);
-        }
-    }
-}
-
-/// The managed workflow completed: every submitted batch is done (those whose step view was
-/// missing count as succeeded, as Customer Profiles says), and the workflow completes.
-fn complete(cx: &mut Ctx, base: &str) {
-    let steps = cx
-        .wf
-        .managed
-        .as_ref()
-        .map(|m| m.steps.clone())
-        .unwrap_or_default();
-    for (n, b) in steps.into_iter().enumerate() {
-        let Some(idx) = cx.batch_index(b) else {
-            continue;
-        };
-        if cx.wf.batches[idx].status == BatchStatus::Running {
-            succeeded(cx, idx, 0, &format!("{base}-s{n}"));
-        }
-    }
-    if !cx.wf.batches.iter().all(|b| b.status.is_done()) {
-        return;
-    }
-    cx.wf.status = WorkflowStatus::Live;
-    if cx.wf.completed_at.is_none() {
-        cx.wf.completed_at = Some(cx.now);
-        let mut d = Draft::new(HealthKind::WorkflowCompleted, "");
-        d.flow_name = Some(format!("{base}-live"));
-        cx.publish(d);
-    }
-    find(cx);
-}
-
-/// Asks Customer Profiles which integration the completed workflow created, until it is
-/// known (then watched like flowpilot's own live flow: `decide::live`).
-fn find(cx: &mut Ctx) {
-    if !matches!(
-        cx.wf.status,
-        WorkflowStatus::Live | WorkflowStatus::Degraded
-    ) || cx.wf.live.is_some()
-    {
-        return;
-    }
-    let Some(m) = &cx.wf.managed else {
-        return;
-    };
-    let Some(workflow_id) = m.workflow_id.clone() else {
-        return;
-    };
-    let generation = m.generation;
-    let asking = cx.has_pending(|k| {
-        matches!(
-            k,
-            EffectKey::Managed {
-                step: ManagedStep::Find { .. },
-                ..
-            }
-        )
-    });
-    if asking {
-        return;
-    }
-    cx.effect(
-        EffectKey::Managed {
-            generation,
-            step: ManagedStep::Find {
-                at_ms: cx.now.timestamp_millis(),
-            },
-        },
-        EffectKind::FindManagedIntegration {
-            domain: cx.wf.spec.domain.clone(),
-            workflow_id,
-            generation,
-        },
-    );
-}
-
-/// ListIntegrations answered. The integration's URI is its flow's ARN, whose last segment
-/// names the flow; from here on the integration is generation 1 of the continuous
-/// integration, and a rebuild replaces it with flowpilot's own flow (generation 2).
-pub(super) fn found(cx: &mut Ctx, generation: u32, uri: Option<String>) {
-    if !current(cx, generation) || cx.wf.live.is_some() {
-        return;
-    }
-    let Some(uri) = uri else {
-        return; // not there yet: the reconcile tick asks again
-    };
-    let flow_name = uri
-        .rsplit_once('/')
-        .map_or_else(|| uri.clone(), |(_, n)| n.to_owned());
-    let from = super::live::link_from(cx);
-    cx.wf.live = Some(LiveIntegration {
-        flow_name,
-        generation: 1,
-        first_execution_from: from,
-        uri: Some(uri),
-        consecutive_failures: 0,
-        last_good_pull_end: None,
-        runs_succeeded: 0,
-        runs_failed: 0,
-        records: 0,
-        last_error: None,
-        recent_execution_ids: Vec::new(),
-        retiring: None,
-        rebuild_note: None,
-        records_failed: 0,
-        not_sent: Vec::new(),
-    });
 }
 
 /// Redrive of a failed managed workflow: the batches that did not complete get a fresh

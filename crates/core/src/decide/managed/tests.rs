@@ -478,3 +478,40 @@ fn the_continuous_integration_is_found_watched_and_rebuilt_with_flowpilots_own_f
     assert!(t.effects.iter().any(|e| matches!(&e.kind,
         EffectKind::StopFlow { flow_name } if flow_name == "fp-acme-m1-live")));
 }
+
+#[test]
+fn a_step_without_progress_past_the_maximum_run_duration_stalls_once() {
+    let w = created(&run(&managed(), Input::Start, t0()).workflow, 1, "wf-1");
+    let max = Policy::default().max_run_duration.as_secs() as i64;
+    // Within the maximum run duration: nothing.
+    let t = run(&w, Input::Reconcile, at(max - 10));
+    assert!(events(&t).is_empty());
+    let t = run(&w, Input::Reconcile, at(max + 10));
+    assert_eq!(
+        events(&t),
+        vec![(
+            HealthKind::WorkflowStalled,
+            "acme/workflow-stalled/b0/a1".to_owned()
+        )]
+    );
+    // Once per step, and nothing is cancelled.
+    let again = run(&t.workflow, Input::Reconcile, at(max + 20));
+    assert!(events(&again).is_empty());
+    assert_eq!(t.workflow.status, WorkflowStatus::Backfilling);
+    // The next step is judged from the previous one's end.
+    let t = seen(
+        &again.workflow,
+        view("ACTIVE", vec![step(1, 0, "COMPLETE", 10, None)]),
+        at(max + 30),
+    );
+    let quiet = run(&t.workflow, Input::Reconcile, at(2 * max));
+    assert!(events(&quiet).is_empty());
+    let stalled = run(&quiet.workflow, Input::Reconcile, at(2 * max + 40));
+    assert_eq!(
+        events(&stalled),
+        vec![(
+            HealthKind::WorkflowStalled,
+            "acme/workflow-stalled/b1/a1".to_owned()
+        )]
+    );
+}
