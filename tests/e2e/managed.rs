@@ -209,8 +209,11 @@ async fn a_permanently_failing_step_fails_the_workflow_and_redrive_runs_only_the
     env.cli(&argv)
         .await
         .context("the event's redrive command")?;
+    // Failed is terminal too: wait for the redrive to have been taken first.
     let wf = env
-        .wait_for(&id, "live after the redrive", DEADLINE, live_and_settled)
+        .wait_for(&id, "live after the redrive", DEADLINE, |w| {
+            w.redrives >= 1 && live_and_settled(w)
+        })
         .await?;
     ensure!(wf.status == WorkflowStatus::Live, "{}", status(&wf));
     let managed = wf
