@@ -353,3 +353,75 @@ async fn the_managed_integration_degrades_and_is_rebuilt_with_flowpilots_flow_wi
     env.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_execution_role_setting_a_managed_workflow_fails_saying_so_and_cancel_deletes_the_managed_workflow()
+-> anyhow::Result<()> {
+    let env = Env::start(
+        "managed-cancel",
+        SimSetup {
+            // Steps slow enough that the cancel finds the managed workflow running.
+            faults: flowpilot_sim::FaultPlan {
+                run_duration_ms: flowpilot_sim::DurationRange {
+                    min: 5_000,
+                    max: 6_000,
+                },
+                ..flowpilot_sim::FaultPlan::default()
+            },
+            ..SimSetup::default()
+        },
+    )
+    .await?;
+    // A worker without FLOWPILOT_MANAGED_ROLE_ARN: the workflow fails, naming the setting.
+    let mut bare = env.spawn_worker("bare", &[])?;
+    let id = env.create_workflow(&managed("mg-norole")).await?;
+    let wf = env
+        .wait_for(&id, "failed", DEADLINE, |w| w.status.is_terminal())
+        .await?;
+    let err = wf.last_error.map(|e| e.message).unwrap_or_default();
+    ensure!(
+        wf.status == WorkflowStatus::Failed && err.contains("FLOWPILOT_MANAGED_ROLE_ARN"),
+        "without the role setting: {err}"
+    );
+    bare.kill9().await?;
+
+    // With it, a running managed workflow is deleted by `workflow cancel`.
+    let worker = spawn(&env)?;
+    let id = env.create_workflow(&managed("mg-cancel")).await?;
+    let wf = env
+        .wait_for(&id, "submitted", DEADLINE, |w| {
+            w.managed.as_ref().is_some_and(|m| m.workflow_id.is_some())
+        })
+        .await?;
+    let managed_id = wf
+        .managed
+        .and_then(|m| m.workflow_id)
+        .ok_or_else(|| anyhow!("no managed workflow id"))?;
+    let cp =
+        aws_sdk_customerprofiles::Client::new(&env.sdk_as(crate::support::ADMIN_PROFILE).await);
+    let get = || {
+        cp.get_workflow()
+            .domain_name(crate::support::e2e::DOMAIN)
+            .workflow_id(&managed_id)
+            .send()
+    };
+    ensure!(get().await.is_ok(), "the managed workflow is not there");
+    env.cli(&["workflow", "cancel", id.as_str()]).await?;
+    let wf = env
+        .wait_for(&id, "cancelled and cleaned up", DEADLINE, |w| {
+            w.status == WorkflowStatus::Cancelled && w.outbox.is_empty()
+        })
+        .await?;
+    ensure!(wf.status == WorkflowStatus::Cancelled);
+    let gone = get().await;
+    ensure!(
+        gone.as_ref().err().and_then(|e| {
+            use aws_sdk_customerprofiles::error::ProvideErrorMetadata as _;
+            e.code()
+        }) == Some("ResourceNotFoundException"),
+        "after cancel, GetWorkflow answered {gone:?}"
+    );
+    worker.assert_no_panic()?;
+    env.shutdown().await;
+    Ok(())
+}
