@@ -11,7 +11,7 @@
 //! |-----------------------------------------|---------------------------------------------|
 //! | step `COMPLETE`                         | batch succeeded, `Batch Succeeded`          |
 //! | step `RETRY`                            | `Batch Retry Scheduled` (once per step and submission) |
-//! | step `FAILED`/`CANCELLED`, workflow ended | batch failed, `Batch Failed` (redrive advice) |
+//! | step `FAILED`/`CANCELLED`, workflow `FAILED`/`CANCELLED` | batch failed, `Batch Failed` (redrive advice) |
 //! | step `FAILED` while the workflow runs   | nothing yet: the workflow's own status decides |
 //! | workflow `COMPLETE`                     | remaining batches succeeded, `Workflow Completed`, status `live` |
 //! | workflow `FAILED` / `CANCELLED`         | `Workflow Failed` with the redrive command  |

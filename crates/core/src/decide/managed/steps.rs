@@ -81,7 +81,9 @@ pub(in crate::decide) fn seen(cx: &mut Ctx, generation: u32, view: ManagedView) 
         return;
     };
     let base = managed_flow_name(&cx.wf.id, generation);
-    let ended = matches!(view.status.as_str(), "COMPLETE" | "FAILED" | "CANCELLED");
+    // Steps fail with the workflow only: a `COMPLETE` workflow listing a failed step (an
+    // earlier attempt's, or a listing racing the status) completed every batch.
+    let ended = matches!(view.status.as_str(), "FAILED" | "CANCELLED");
     for s in &view.steps {
         let Some(n) = s
             .flow_name
