@@ -292,11 +292,27 @@ async fn a_step_is_retried_three_times_then_fails_the_workflow() -> anyhow::Resu
                 partial_fraction: 0.0,
             },
         ],
-        run_duration_ms: flowpilot_sim::DurationRange { min: 20, max: 40 },
+        // Long enough that the retry run is seen in progress (status RETRY) by a 50 ms poll.
+        run_duration_ms: flowpilot_sim::DurationRange { min: 250, max: 250 },
         ..FaultPlan::default()
     })
     .await?;
     let once = create(&env, "fp-once", ROLE, 3).await?;
+    poll_until(WAIT, || async {
+        let w = env
+            .profiles
+            .get_workflow()
+            .domain_name(DOMAIN)
+            .workflow_id(&once)
+            .send()
+            .await?;
+        ensure!(
+            w.status() != Some(&cp::Status::Complete),
+            "completed without ever showing RETRY"
+        );
+        Ok((w.status() == Some(&cp::Status::Retry)).then_some(()))
+    })
+    .await?;
     ensure!(settled(&env, &once).await? == cp::Status::Complete);
     ensure!(runs_of(&env, "fp-once-s1").await? == 2, "one retry");
 
@@ -337,6 +353,18 @@ async fn a_step_is_retried_three_times_then_fails_the_workflow() -> anyhow::Resu
                 cp::Status::NotStarted
             ],
         "{statuses:?}"
+    );
+    // A redrive reusing the FlowName replaces the failed workflow's (idle, tagged) step flows.
+    env.set_faults(&FaultPlan {
+        run_duration_ms: flowpilot_sim::DurationRange { min: 20, max: 40 },
+        ..FaultPlan::default()
+    })
+    .await?;
+    let redrive = create(&env, "fp-always", ROLE, 2).await?;
+    ensure!(settled(&env, &redrive).await? == cp::Status::Complete);
+    ensure!(
+        runs_of(&env, "fp-always-s1").await? == 5,
+        "one more run of s1"
     );
     env.sim.shutdown().await;
     Ok(())
