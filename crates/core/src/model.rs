@@ -352,10 +352,10 @@ pub struct ManagedRun {
     /// The workflow status Customer Profiles last reported (`GetWorkflow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// Transient failures seen per step (the managed workflow retries them itself), so each
-    /// retry is reported once.
+    /// The steps whose retry (the managed workflow retries transient failures itself) was
+    /// reported: once per step. Only those, so a large submission's item stays small.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub retries: Vec<u32>,
+    pub retried: Vec<u32>,
     /// The step `Workflow Stalled` was published for (once per step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_step: Option<u32>,

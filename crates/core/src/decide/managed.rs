@@ -68,7 +68,7 @@ pub(super) fn submit(cx: &mut Ctx) {
     cx.wf.managed = Some(ManagedRun {
         generation,
         workflow_id: None,
-        retries: vec![0; steps.len()],
+        retried: Vec::new(),
         steps,
         status: None,
         stalled_step: None,

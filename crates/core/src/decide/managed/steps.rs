@@ -215,13 +215,11 @@ fn retrying(cx: &mut Ctx, step: usize, idx: usize, message: Option<&str>, flow_n
     let Some(m) = cx.wf.managed.as_mut() else {
         return;
     };
-    let Some(seen) = m.retries.get_mut(step) else {
-        return;
-    };
-    if *seen > 0 {
+    let step = u32::try_from(step).unwrap_or(u32::MAX);
+    if m.retried.contains(&step) {
         return;
     }
-    *seen = 1;
+    m.retried.push(step);
     let err = step_error(message, "RETRY", flow_name);
     let b = &mut cx.wf.batches[idx];
     b.last_error = Some(err.clone());
