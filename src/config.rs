@@ -113,6 +113,11 @@ pub struct RawConfig {
     /// [default: 15m].
     #[arg(long, env = "FLOWPILOT_SLOT_WAIT_ALERT")]
     pub slot_wait_alert: Option<String>,
+    /// The IAM role Customer Profiles assumes to run `--engine managed` workflows (stack
+    /// output AppFlowExecutionRoleArn) [default: unset: managed workflows fail with a clear
+    /// error].
+    #[arg(long, env = "FLOWPILOT_MANAGED_ROLE_ARN")]
+    pub managed_role_arn: Option<String>,
 }
 
 impl RawConfig {
@@ -151,6 +156,7 @@ impl RawConfig {
             account_run_limit: self.account_run_limit.or(lower.account_run_limit),
             slot_retry: self.slot_retry.or(lower.slot_retry),
             slot_wait_alert: self.slot_wait_alert.or(lower.slot_wait_alert),
+            managed_role_arn: self.managed_role_arn.or(lower.managed_role_arn),
         }
     }
 
@@ -211,6 +217,8 @@ pub struct WorkerConfig {
     pub batch_linger: Duration,
     /// The shared run budget; None: off (`FLOWPILOT_PROFILE_RUN_LIMIT=0`).
     pub budget: Option<crate::budget::Limits>,
+    /// `FLOWPILOT_MANAGED_ROLE_ARN`; None: managed workflows fail, saying so.
+    pub managed_role_arn: Option<String>,
 }
 
 impl WorkerConfig {
@@ -319,6 +327,27 @@ impl WorkerConfig {
                 Duration::from_millis(100),
             )?,
             budget,
+            managed_role_arn: managed_role_arn(&raw.managed_role_arn)?,
+        })
+    }
+}
+
+/// An IAM role ARN (`arn:{partition}:iam::{account}:role/{name}`), or unset.
+fn managed_role_arn(value: &Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let parts: Vec<&str> = v.splitn(6, ':').collect();
+    let ok = matches!(parts.as_slice(), ["arn", p, "iam", "", account, res]
+        if !p.is_empty() && !account.is_empty() && res.strip_prefix("role/").is_some_and(|n| !n.is_empty()));
+    if ok {
+        Ok(Some(v.to_owned()))
+    } else {
+        Err(ConfigError::Invalid {
+            key: "FLOWPILOT_MANAGED_ROLE_ARN",
+            value: v.to_owned(),
+            expected: "an IAM role ARN such as arn:aws:iam::123456789012:role/AppFlowExecutionRole \
+                       (stack output AppFlowExecutionRoleArn)",
         })
     }
 }
@@ -422,6 +451,34 @@ mod tests {
             table: Some("t".into()),
             health_bus: Some("b".into()),
             ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_managed_role_is_optional_and_must_be_a_role_arn() {
+        assert_eq!(
+            WorkerConfig::from_raw(&base()).unwrap().managed_role_arn,
+            None
+        );
+        let arn = "arn:aws:iam::123456789012:role/fp-AppFlowExecutionRole";
+        let c = WorkerConfig::from_raw(&RawConfig {
+            managed_role_arn: Some(arn.into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(c.managed_role_arn.as_deref(), Some(arn));
+        for bad in [
+            "role",
+            "arn:aws:iam::1:user/x",
+            "arn:aws:s3:::b",
+            "arn:aws:iam::1:role/",
+        ] {
+            let e = WorkerConfig::from_raw(&RawConfig {
+                managed_role_arn: Some(bad.into()),
+                ..base()
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("FLOWPILOT_MANAGED_ROLE_ARN"), "{e}");
         }
     }
 

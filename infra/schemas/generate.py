@@ -12,9 +12,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_MEMBERS = {
-    "flow_name": {"type": "string", "pattern": "^fp-[a-z0-9][a-z0-9-]*-(b[0-9]{4,}|live|live-g[1-9][0-9]*)$",
+    "flow_name": {"type": "string", "pattern": "^fp-[a-z0-9][a-z0-9-]*-(b[0-9]{4,}|live|live-g[1-9][0-9]*|m[1-9][0-9]*-s(0|[1-9][0-9]*))$",
                   "description": "AppFlow flow the event is about (the live flow of link generation N >= 2 is "
-                                 "`fp-{workflow}-live-gN`)"},
+                                 "`fp-{workflow}-live-gN`; with --engine managed, step S of submission M is "
+                                 "`fp-{workflow}-mM-sS` and the integration's flow `fp-{workflow}-mM-live`)"},
     "batch": {
         "type": "object",
         "description": "The batch window [start, end)",

@@ -9,6 +9,10 @@ use flowpilot_core::effect::EffectError;
 
 use super::{effect_error, error_code};
 
+mod workflows;
+
+pub use workflows::Submission;
+
 #[derive(Clone, Debug)]
 pub struct Profiles {
     client: Client,

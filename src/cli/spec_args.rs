@@ -128,6 +128,12 @@ pub struct SpecArgs {
     #[arg(long, value_name = "ARN", env = "FLOWPILOT_DOMAIN_KMS_KEY_ARN")]
     pub kms_arn: Option<String>,
 
+    /// Who runs the batches: flowpilot (default; one flow per batch, driven from the work
+    /// queue) or managed (Customer Profiles' CreateIntegrationWorkflow runs flowpilot's batches
+    /// with the AppFlowExecutionRole; salesforce, marketo and servicenow only).
+    #[arg(long, value_name = "flowpilot|managed")]
+    pub engine: Option<String>,
+
     /// Tag for every flow, KEY=VALUE (repeatable; at most 49; keys may not start with aws:).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
@@ -181,6 +187,7 @@ impl SpecArgs {
             target_records_per_run: self.target_records_per_run,
             kms_arn: self.kms_arn.clone(),
             tags: (!tags.is_empty()).then_some(tags),
+            engine: self.engine.clone(),
         };
         Ok(file.overlay(flags))
     }

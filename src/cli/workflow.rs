@@ -155,6 +155,13 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         Some(id) => parse_id(id)?,
         None => generated_id()?,
     };
+    if flowpilot_core::ids::is_reserved(&id) {
+        return Err(UsageError(format!(
+            "workflow id `{id}` ends in -m<digits>, which names the managed engine's flows; \
+             pick another --id"
+        ))
+        .into());
+    }
     let ops = Ops::connect(&args.resources).await?;
     let wf = Workflow::new(id.clone(), spec, now);
     match ops.store.create(&wf).await {
@@ -464,6 +471,18 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
         wf.spec.to.to_rfc3339(),
         (now - wf.updated_at).num_seconds().max(0)
     );
+    if wf.spec.engine == flowpilot_core::spec::Engine::Managed {
+        let m = wf.managed.as_ref();
+        let _ = writeln!(
+            out,
+            "engine   managed: Customer Profiles workflow {} (submission {}, {})",
+            m.and_then(|m| m.workflow_id.as_deref())
+                .unwrap_or("not created yet"),
+            m.map_or(0, |m| m.generation),
+            m.and_then(|m| m.status.as_deref())
+                .unwrap_or("status not read yet")
+        );
+    }
     if wf.bulk {
         let _ = writeln!(
             out,
@@ -848,6 +867,41 @@ mod tests {
         let json = status_json(&wf);
         assert_eq!(json["batches"][0]["index"], 0);
         assert_eq!(json["batches"][5]["index"], 5);
+    }
+
+    #[test]
+    fn a_managed_workflow_shows_its_engine_and_customer_profiles_workflow() {
+        use flowpilot_core::decide::{Policy, decide};
+        use flowpilot_core::input::Input;
+        let now = Utc::now();
+        let managed = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2025-01-01".into()),
+                engine: Some("managed".into()),
+                ..Default::default()
+            },
+            now,
+        );
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), managed, now);
+        let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
+        let text = status_text(&wf, now);
+        assert!(
+            text.contains(
+                "engine   managed: Customer Profiles workflow not created yet (submission 1, status not read yet)"
+            ),
+            "{text}"
+        );
+        let own = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2025-01-01".into()),
+                ..Default::default()
+            },
+            now,
+        );
+        let wf = Workflow::new(WorkflowId::new("wf-2").unwrap(), own, now);
+        assert!(!status_text(&wf, now).contains("engine"));
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn header_fields(wf: &Workflow) -> Workflow {
         completed_at: wf.completed_at,
         drain: wf.drain.clone(),
         replan: wf.replan.clone(),
+        managed: wf.managed.clone(),
     }
 }
 

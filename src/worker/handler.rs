@@ -567,6 +567,7 @@ fn input_kind(input: &Input) -> &'static str {
         Input::RetryDue { .. } => "retry_due",
         Input::RunEnded(_) => "run_ended",
         Input::FlowDeactivated { .. } => "flow_deactivated",
+        Input::ManagedStepEnded { .. } => "managed_step_ended",
         Input::Applied(_) => "applied",
         Input::Stuck { .. } => "stuck",
         Input::Drain { .. } => "drain",

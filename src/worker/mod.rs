@@ -75,6 +75,7 @@ pub fn wire(
         budget: config.budget.clone().map(|limits| {
             crate::budget::RunBudget::new(clients.dynamodb.clone(), &config.table, limits)
         }),
+        managed_role_arn: config.managed_role_arn.clone(),
     });
     let handler = Arc::new(Handler::new(
         store,

@@ -67,6 +67,8 @@ pub struct AwsShell {
     pub metrics: Arc<Metrics>,
     /// The shared run budget; None: off.
     pub budget: Option<RunBudget>,
+    /// The role Customer Profiles assumes for managed workflows (`FLOWPILOT_MANAGED_ROLE_ARN`).
+    pub managed_role_arn: Option<String>,
 }
 
 impl AwsShell {
@@ -259,6 +261,80 @@ impl AwsShell {
             EffectKind::DeleteIntegration { domain, uri } => {
                 let r = self.profiles.delete_integration(domain, uri).await;
                 self.step("delete_integration", key, r, |()| done())
+            }
+            EffectKind::CreateIntegrationWorkflow {
+                domain,
+                object_type,
+                generation,
+                flow,
+                batches,
+            } => {
+                let r = match &self.managed_role_arn {
+                    Some(role_arn) => {
+                        let submission = crate::aws::profiles::Submission {
+                            domain,
+                            object_type,
+                            role_arn,
+                            flow,
+                            batches,
+                        };
+                        self.profiles.create_integration_workflow(&submission).await
+                    }
+                    None => Err(EffectError {
+                        code: "ManagedRoleNotConfigured".to_owned(),
+                        message: "FLOWPILOT_MANAGED_ROLE_ARN is not set: give the worker the \
+                                  AppFlowExecutionRole ARN (stack output \
+                                  AppFlowExecutionRoleArn) to run --engine managed workflows"
+                            .to_owned(),
+                        permanent: true,
+                    }),
+                };
+                if let Ok(id) = &r {
+                    tracing::info!(workflow = %wf.id, generation, managed_workflow = %id, "managed workflow created");
+                }
+                self.step("create_integration_workflow", key, r, |workflow_id| {
+                    Outcome::ManagedCreated {
+                        key: key.clone(),
+                        generation: *generation,
+                        workflow_id,
+                    }
+                })
+            }
+            EffectKind::WatchManaged {
+                domain,
+                workflow_id,
+                generation,
+            } => {
+                let r = self.profiles.watch_workflow(domain, workflow_id).await;
+                self.step("watch_managed", key, r, |view| Outcome::ManagedSeen {
+                    key: key.clone(),
+                    generation: *generation,
+                    view,
+                })
+            }
+            EffectKind::FindManagedIntegration {
+                domain,
+                workflow_id,
+                generation,
+            } => {
+                let r = self
+                    .profiles
+                    .find_workflow_integration(domain, workflow_id)
+                    .await;
+                self.step("find_managed_integration", key, r, |uri| {
+                    Outcome::ManagedIntegration {
+                        key: key.clone(),
+                        generation: *generation,
+                        uri,
+                    }
+                })
+            }
+            EffectKind::DeleteManaged {
+                domain,
+                workflow_id,
+            } => {
+                let r = self.profiles.delete_workflow(domain, workflow_id).await;
+                self.step("delete_managed", key, r, |()| done())
             }
             EffectKind::Publish { .. } => {
                 let run: Vec<&Effect> = effects

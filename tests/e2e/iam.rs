@@ -50,6 +50,8 @@ enum Op {
     PublishHealth,
     /// `--engine managed`: CreateIntegrationWorkflow with AppFlowExecutionRole, DeleteWorkflow.
     ManagedWorkflow,
+    /// `--engine managed`: a rebuild retiring the live flow a managed workflow created.
+    RetireWorkflowFlow,
 }
 
 /// Each statement of the worker role, the operation that needs it, and the IAM action the
@@ -86,6 +88,11 @@ const STATEMENTS: &[(&str, Op, &str)] = &[
         "profile:CreateIntegrationWorkflow",
     ),
     ("PassExecutionRole", Op::ManagedWorkflow, "iam:PassRole"),
+    (
+        "RetireWorkflowFlows",
+        Op::RetireWorkflowFlow,
+        "appflow:StopFlow",
+    ),
 ];
 
 fn spec(from: &str, to: &str) -> anyhow::Result<flowpilot::core::spec::WorkflowSpec> {
@@ -242,7 +249,38 @@ async fn run_as_worker(sim_url: &str, stack: &StackOutputs, tag: &str) -> Result
     }
     managed_workflow(&sdk, stack, tag)
         .await
-        .map_err(|e| (Op::ManagedWorkflow, format!("{e:#}")))
+        .map_err(|e| (Op::ManagedWorkflow, format!("{e:#}")))?;
+
+    // The live flow a completed managed workflow leaves (Customer Profiles' name and tag, made
+    // here by the administrator), retired by a rebuild as the worker.
+    let admin = AppFlow::new(aws_sdk_appflow::Client::new(
+        &profile_sdk_config(sim_url, &stack.identities, ADMIN_PROFILE).await,
+    ));
+    let mut owned = scheduled_flow.clone();
+    owned.name = format!("fp-iam-{tag}-m1-live");
+    owned.client_token = format!("{}:owned", owned.client_token);
+    owned.tags = [(
+        "awsOwningService".to_owned(),
+        "customer-profiles-integration-workflow".to_owned(),
+    )]
+    .into();
+    admin
+        .create_flow(&owned)
+        .await
+        .map_err(|e| fail(Op::RetireWorkflowFlow)(&format!("admin CreateFlow: {}", e.message)))?;
+    appflow
+        .stop_flow(&owned.name)
+        .await
+        .map_err(|e| fail(Op::RetireWorkflowFlow)(&e.message))?;
+    appflow
+        .describe_runs(&owned.name)
+        .await
+        .map_err(|e| fail(Op::RetireWorkflowFlow)(&e.message))?;
+    appflow
+        .delete_flow(&owned.name)
+        .await
+        .map_err(|e| fail(Op::RetireWorkflowFlow)(&e.message))?;
+    Ok(())
 }
 
 /// What `--engine managed` asks of the worker role: hand AppFlowExecutionRole to Customer
@@ -279,6 +317,11 @@ async fn managed_workflow(
         .send()
         .await
         .map_err(|e| anyhow!("CreateIntegrationWorkflow: {}", DisplayErrorContext(e)))?;
+    // A completed workflow's integration is found by its WorkflowId (ListIntegrations).
+    Profiles::new(cp.clone())
+        .find_workflow_integration(DOMAIN, created.workflow_id())
+        .await
+        .map_err(|e| anyhow!("ListIntegrations: {}", e.message))?;
     cp.delete_workflow()
         .domain_name(DOMAIN)
         .workflow_id(created.workflow_id())

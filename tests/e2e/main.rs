@@ -26,6 +26,8 @@
 //! - [`split`]: adaptive windows (issue 14): a window over the per-run record limit splits,
 //!   recursively, and completes exactly once; at the split floor it is retried and fails.
 
+//! - [`managed`]: `--engine managed` (issue 13): Customer Profiles' managed workflow runs
+//!   flowpilot's batches; same events, redrive of the missing batches, its integration watched.
 //! - [`budget`]: the shared run budget (issue 14): thirty workflows share five run slots on
 //!   one connector profile across two workers and a `kill -9`.
 
@@ -38,6 +40,7 @@ mod contracts;
 mod iam;
 mod lambda;
 mod long;
+mod managed;
 mod managed_iam;
 mod modes;
 mod not_sent;

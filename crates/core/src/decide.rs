@@ -30,6 +30,7 @@ mod bulk;
 pub mod drain;
 mod health;
 mod live;
+mod managed;
 mod outcome;
 pub mod pause;
 mod reconcile;
@@ -162,6 +163,7 @@ impl Workflow {
             completed_at: None,
             drain: None,
             replan: None,
+            managed: None,
         }
     }
 }
@@ -203,6 +205,9 @@ pub fn decide(wf: &Workflow, input: Input, now: DateTime<Utc>, policy: &Policy) 
             flow_name,
             reason,
         } => live::deactivated(&mut cx, role, &flow_name, reason),
+        Input::ManagedStepEnded { generation, step } => {
+            managed::step_ended(&mut cx, generation, step)
+        }
         Input::Applied(outcomes) => outcome::applied(&mut cx, outcomes),
         Input::Stuck { key, error } => drain::stuck(&mut cx, key, error),
         Input::Drain { attempt } => drain::due(&mut cx, attempt),

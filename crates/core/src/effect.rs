@@ -14,8 +14,11 @@ use crate::spec::{Connector, SourceObject};
 mod key;
 mod outcome;
 
-pub use key::{AttemptStep, CancelStep, EffectKey, InvalidEffectKey, LiveStep};
-pub use outcome::{EffectError, Executed, Outcome, PermanentError, SlotDenial, Step, outcome_of};
+pub use key::{AttemptStep, CancelStep, EffectKey, InvalidEffectKey, LiveStep, ManagedStep};
+pub use outcome::{
+    EffectError, Executed, ManagedStepView, ManagedView, Outcome, PermanentError, SlotDenial, Step,
+    outcome_of,
+};
 
 /// One pending action. `key` is unique within a workflow's life and stable across re-execution,
 /// so the shell can report which effects it completed.
@@ -70,6 +73,34 @@ pub enum EffectKind {
     },
     /// Customer Profiles DeleteIntegration. Not found means already gone: fine.
     DeleteIntegration { domain: String, uri: String },
+    /// Customer Profiles CreateIntegrationWorkflow (`WorkflowType` `APPFLOW_INTEGRATION`): one
+    /// managed workflow running `batches` in order, each through a flow made from `flow` (no
+    /// filter: the batch window is the filter). The shell adds the execution role
+    /// (`FLOWPILOT_MANAGED_ROLE_ARN`) and answers [`Outcome::ManagedCreated`].
+    CreateIntegrationWorkflow {
+        domain: String,
+        object_type: String,
+        generation: u32,
+        flow: FlowDefinition,
+        batches: Vec<crate::plan::Window>,
+    },
+    /// Customer Profiles GetWorkflow plus GetWorkflowSteps (every page) of a managed workflow;
+    /// the shell answers [`Outcome::ManagedSeen`].
+    WatchManaged {
+        domain: String,
+        workflow_id: String,
+        generation: u32,
+    },
+    /// Customer Profiles ListIntegrations (every page): the integration whose `WorkflowId` is
+    /// `workflow_id`, which the completed managed workflow created. Answered as
+    /// [`Outcome::ManagedIntegration`].
+    FindManagedIntegration {
+        domain: String,
+        workflow_id: String,
+        generation: u32,
+    },
+    /// Customer Profiles DeleteWorkflow. Not found means already gone: fine.
+    DeleteManaged { domain: String, workflow_id: String },
     /// EventBridge PutEvents on the health bus.
     Publish { event: HealthEvent },
     /// A delayed `retry_due` command on the work queue (re-delayed on arrival past 15 min).

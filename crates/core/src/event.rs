@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::command::{COMMAND_DETAIL_TYPE, COMMAND_SOURCE, Command};
-use crate::ids::{FlowRole, WorkflowId, parse_flow_name};
+use crate::ids::{
+    FlowRole, WorkflowId, parse_flow_name, parse_managed_live_flow_name,
+    parse_managed_step_flow_name,
+};
 use crate::input::{Input, RunReport};
 
 pub const APPFLOW_SOURCE: &str = "aws.appflow";
@@ -84,8 +87,25 @@ fn parse_appflow(detail_type: &str, detail: &Map<String, Value>) -> Result<Messa
     }
     let name = str_field(detail, "flow-name")
         .ok_or_else(|| poison(format!("`{detail_type}` without string detail.flow-name")))?;
-    let Some((workflow_id, role)) = parse_flow_name(name) else {
-        return Ok(ignored(format!("flow `{name}` is not a flowpilot flow")));
+    // The managed engine's continuous integration flow is watched as the live flow (reserved
+    // ids keep this from shadowing a flowpilot workflow's own, `ids::is_reserved`).
+    let parsed = parse_managed_live_flow_name(name)
+        .map(|(wf, _)| (wf, FlowRole::Live))
+        .or_else(|| parse_flow_name(name));
+    let Some((workflow_id, role)) = parsed else {
+        // A managed workflow's step flow (Customer Profiles named it after flowpilot's
+        // FlowDefinition): its End report only prompts asking Customer Profiles.
+        if let Some((workflow_id, generation, step)) = parse_managed_step_flow_name(name)
+            && detail_type == END_REPORT
+        {
+            return Ok(Message::Workflow {
+                workflow_id,
+                input: Input::ManagedStepEnded { generation, step },
+            });
+        }
+        return Ok(ignored(format!(
+            "flow `{name}` is not a flowpilot flow, or not its end report"
+        )));
     };
     let input = match detail_type {
         START_REPORT => return Ok(ignored(format!("start report for `{name}`"))),

@@ -133,6 +133,53 @@ pub fn parse_live_flow_name(name: &str) -> Option<(WorkflowId, u32)> {
         .map(|wf| (wf, generation))
 }
 
+/// The FlowDefinition name of the managed engine's `generation`-th CreateIntegrationWorkflow:
+/// `fp-{workflow_id}-m{generation}`. Customer Profiles names step `n`'s flow
+/// `{name}-s{n}` (see [`parse_managed_step_flow_name`]); the `fp-` prefix lets the EventBridge
+/// rule route their run reports to the work queue.
+pub fn managed_flow_name(workflow: &WorkflowId, generation: u32) -> String {
+    format!("{FLOW_PREFIX}{workflow}-m{generation}")
+}
+
+/// A managed workflow's step flow, `fp-{workflow_id}-m{generation}-s{step}`: the workflow,
+/// the generation and the step. flowpilot's own flows end in `-b{digits}`, `-live` or
+/// `-live-g{N}`, never in `-s{digits}`, so the two kinds of name cannot be confused. The name
+/// is only a hint: `decide` checks the generation against the workflow, and an unknown
+/// workflow id is ignored by the worker.
+pub fn parse_managed_step_flow_name(name: &str) -> Option<(WorkflowId, u32, u32)> {
+    let rest = name.strip_prefix(FLOW_PREFIX)?;
+    let (head, step) = rest.rsplit_once("-s")?;
+    let (wf, generation) = head.rsplit_once("-m")?;
+    let step_n: u32 = step.parse().ok()?;
+    let gen_n: u32 = generation.parse().ok()?;
+    // One spelling per name (no leading zeros, no `+`).
+    (step_n.to_string() == step && gen_n.to_string() == generation && gen_n >= 1)
+        .then_some(())
+        .and(WorkflowId::new(wf).ok())
+        .map(|wf| (wf, gen_n, step_n))
+}
+
+/// The continuous integration's flow a completed managed workflow created,
+/// `fp-{workflow_id}-m{generation}-live`: the workflow and the generation.
+pub fn parse_managed_live_flow_name(name: &str) -> Option<(WorkflowId, u32)> {
+    let head = name.strip_prefix(FLOW_PREFIX)?.strip_suffix("-live")?;
+    let (wf, generation) = head.rsplit_once("-m")?;
+    let gen_n: u32 = generation.parse().ok()?;
+    (gen_n.to_string() == generation && gen_n >= 1)
+        .then_some(())
+        .and(WorkflowId::new(wf).ok())
+        .map(|wf| (wf, gen_n))
+}
+
+/// Ids ending in `-m{digits}` are not given to new workflows: `fp-{id}-live` of such an id
+/// would read as the managed engine's live flow of another workflow
+/// ([`parse_managed_live_flow_name`]).
+pub fn is_reserved(id: &WorkflowId) -> bool {
+    id.as_str().rsplit_once("-m").is_some_and(|(head, n)| {
+        !head.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Client token for StartFlow/CreateFlow of a batch attempt: `{workflow}:{batch}:{attempt}`.
 /// AppFlow remembers tokens for 8 hours, so a repeated start never launches a second run.
 pub fn batch_token(workflow: &WorkflowId, batch: u32, attempt: u32) -> String {
@@ -148,6 +195,45 @@ pub fn live_token(workflow: &WorkflowId, generation: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_step_names_round_trip_and_never_parse_as_flowpilot_flows() {
+        let wf = WorkflowId::new("acme-m2-s3").unwrap();
+        for (g, n) in [(1, 0), (2, 17), (12, 3)] {
+            let name = format!("{}-s{n}", managed_flow_name(&wf, g));
+            assert_eq!(
+                parse_managed_step_flow_name(&name),
+                Some((wf.clone(), g, n))
+            );
+            assert_eq!(parse_flow_name(&name), None);
+        }
+        for bad in [
+            "fp-x-m1-s01",
+            "fp-x-m0-s1",
+            "fp-x-m1-s",
+            "fp--m1-s1",
+            "x-m1-s1",
+            "fp-x-b0001",
+        ] {
+            assert_eq!(parse_managed_step_flow_name(bad), None, "{bad}");
+        }
+        for role in [FlowRole::Batch(3), FlowRole::Live] {
+            assert_eq!(parse_managed_step_flow_name(&flow_name(&wf, role)), None);
+        }
+    }
+
+    #[test]
+    fn managed_live_flow_names_parse_and_their_ids_are_reserved() {
+        let wf = WorkflowId::new("acme").unwrap();
+        let name = format!("{}-live", managed_flow_name(&wf, 3));
+        assert_eq!(parse_managed_live_flow_name(&name), Some((wf.clone(), 3)));
+        assert_eq!(parse_managed_live_flow_name("fp-acme-live"), None);
+        assert_eq!(parse_managed_live_flow_name("fp-acme-m01-live"), None);
+        assert!(is_reserved(&WorkflowId::new("acme-m1").unwrap()));
+        assert!(!is_reserved(&WorkflowId::new("acme-m").unwrap()));
+        assert!(!is_reserved(&WorkflowId::new("acme-mx1").unwrap()));
+        assert!(!is_reserved(&wf));
+    }
 
     #[test]
     fn flow_names_round_trip() {

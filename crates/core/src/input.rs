@@ -31,6 +31,12 @@ pub enum Input {
     },
     /// A run ended (AppFlow End Flow Run Report, or a reconciled execution record).
     RunEnded(RunReport),
+    /// A managed workflow's step flow ended (its AppFlow End report; the report itself is not
+    /// trusted for the step's outcome, GetWorkflowSteps is asked instead).
+    ManagedStepEnded {
+        generation: u32,
+        step: u32,
+    },
     /// AppFlow deactivated a scheduled flow (`flow_name` tells a retired live generation's flow
     /// from the current one's).
     FlowDeactivated {

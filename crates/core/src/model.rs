@@ -332,6 +332,33 @@ pub struct Workflow {
     /// (`target_records_per_run`, `decide::resize`), once it happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replan: Option<Replan>,
+    /// The managed engine's current Customer Profiles workflow (`engine = managed` only;
+    /// `decide::managed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedRun>,
+}
+
+/// One CreateIntegrationWorkflow: the first, or a redrive's with the batches still missing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedRun {
+    /// 1 for the first, +1 per redrive: names the FlowDefinition (`ids::managed_flow_name`),
+    /// so a redrive's step flows never collide with the previous ones.
+    pub generation: u32,
+    /// Customer Profiles' `WorkflowId`, once CreateIntegrationWorkflow answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// The batches submitted, in step order: step `n` is batch `steps[n]`.
+    pub steps: Vec<u32>,
+    /// The workflow status Customer Profiles last reported (`GetWorkflow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The steps whose retry (the managed workflow retries transient failures itself) was
+    /// reported: once per step. Only those, so a large submission's item stays small.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<u32>,
+    /// The step `Workflow Stalled` was published for (once per step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_step: Option<u32>,
 }
 
 /// What the re-plan by record density saw and did.

@@ -68,6 +68,18 @@ impl Connector {
             .find(|c| c.as_str().eq_ignore_ascii_case(s.trim()))
     }
 
+    /// The `SourceConnectorType` Customer Profiles' CreateIntegrationWorkflow accepts for this
+    /// connector (its model allows Salesforce, Marketo, ServiceNow); None: the managed engine
+    /// cannot import from it.
+    pub fn managed_source_type(self) -> Option<&'static str> {
+        match self {
+            Self::Salesforce => Some("Salesforce"),
+            Self::Marketo => Some("Marketo"),
+            Self::Servicenow => Some("ServiceNow"),
+            Self::Zendesk | Self::S3 => None,
+        }
+    }
+
     /// Default record-id field, projected together with the timestamp field when no `fields`
     /// are given (S3: `id`, the usual key column of an exported CSV/JSON file).
     pub fn default_id_field(self) -> &'static str {
@@ -87,6 +99,37 @@ impl Connector {
             Self::Zendesk => Some("updated_at"),
             Self::S3 => None,
         }
+    }
+}
+
+/// Who runs the batches (docs/architecture.md, "The managed engine").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// flowpilot's own: one flow per batch, started and watched from the work queue.
+    #[default]
+    Flowpilot,
+    /// Customer Profiles' CreateIntegrationWorkflow runs the batches flowpilot planned;
+    /// flowpilot watches it and adds events, redrive and rebuild.
+    Managed,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flowpilot => "flowpilot",
+            Self::Managed => "managed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Flowpilot, Self::Managed]
+            .into_iter()
+            .find(|e| e.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::Flowpilot
     }
 }
 
@@ -212,6 +255,10 @@ pub struct WorkflowSpec {
     pub target_records_per_run: Option<u64>,
     pub kms_arn: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// Who runs the batches. Specs stored before the managed engine existed read as
+    /// `flowpilot`, which is not written, so they write back unchanged.
+    #[serde(default, skip_serializing_if = "Engine::is_default")]
+    pub engine: Engine,
 }
 
 #[cfg(test)]

@@ -115,6 +115,35 @@ fn envelope_without_account_with_numbers_and_na() {
 }
 
 #[test]
+fn a_managed_step_flows_end_report_names_its_workflow_generation_and_step() {
+    let body = fixture!("end_managed_step.json");
+    assert_eq!(
+        parse_message(body),
+        Ok(Message::Workflow {
+            workflow_id: acme(),
+            input: Input::ManagedStepEnded {
+                generation: 2,
+                step: 5
+            },
+        })
+    );
+    // Its start report is not acted on.
+    let start = body.replace(
+        "AppFlow End Flow Run Report",
+        "AppFlow Start Flow Run Report",
+    );
+    assert!(matches!(parse_message(&start), Ok(Message::Ignored { .. })));
+}
+
+#[test]
+fn a_managed_live_flows_end_report_is_its_workflows_live_run() {
+    let body = fixture!("end_scheduled.json").replace("fp-acme-live", "fp-acme-m2-live");
+    let r = run_report(&body);
+    assert_eq!(r.role, FlowRole::Live);
+    assert_eq!(r.flow_name, "fp-acme-m2-live");
+}
+
+#[test]
 fn foreign_flows_are_ignored() {
     assert!(matches!(
         parse_message(fixture!("end_foreign_flow.json")),

@@ -885,9 +885,17 @@ impl World {
             EffectKind::CancelRun { .. }
             | EffectKind::DeleteFlow { .. }
             | EffectKind::DeleteIntegration { .. }
+            | EffectKind::DeleteManaged { .. }
             | EffectKind::Publish { .. } => {
                 let r = self.flaky(4);
                 outcome_of(key, r, done)
+            }
+            // The machine is flowpilot's own engine; the managed engine has its own tests
+            // (`decide::managed`).
+            EffectKind::CreateIntegrationWorkflow { .. }
+            | EffectKind::WatchManaged { .. }
+            | EffectKind::FindManagedIntegration { .. } => {
+                panic!("a flowpilot-engine workflow asked for {key}")
             }
         }
     }

@@ -26,7 +26,9 @@ pub(super) fn start(cx: &mut Ctx) {
         return;
     }
     cx.publish(Draft::new(HealthKind::WorkflowStarted, ""));
-    if cx.wf.bulk && !cx.wf.batches.is_empty() {
+    if cx.wf.bulk && !cx.wf.batches.is_empty() && super::managed::is_managed(cx) {
+        super::managed::submit(cx);
+    } else if cx.wf.bulk && !cx.wf.batches.is_empty() {
         cx.wf.status = WorkflowStatus::Backfilling;
         fill_slots(cx);
     } else {
@@ -363,7 +365,10 @@ pub(super) fn redrive(cx: &mut Ctx) {
     }
     cx.wf.redrives = cx.wf.redrives.saturating_add(1);
     cx.wf.last_error = None;
-    if cx.wf.bulk && cx.wf.batches.iter().any(|b| !b.status.is_done()) {
+    let missing = cx.wf.batches.iter().any(|b| !b.status.is_done());
+    if cx.wf.bulk && missing && super::managed::is_managed(cx) {
+        super::managed::redrive(cx);
+    } else if cx.wf.bulk && missing {
         for b in &mut cx.wf.batches {
             if matches!(b.status, BatchStatus::Failed | BatchStatus::RetryWait) {
                 b.status = BatchStatus::Pending;

@@ -6,8 +6,8 @@
 //! the outbox (`effect::outcome_of`), the next drain runs the effect again.
 
 use super::Ctx;
-use super::{bulk, live, records, retire};
-use crate::effect::{AttemptStep, EffectKey, LiveStep, Outcome, PermanentError};
+use super::{bulk, live, managed, records, retire};
+use crate::effect::{AttemptStep, EffectKey, LiveStep, ManagedStep, Outcome, PermanentError};
 use crate::ids::FlowRole;
 use crate::model::{BatchStatus, ErrorInfo, WorkflowStatus};
 
@@ -25,6 +25,16 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
             .is_some_and(|d| &d.key == outcome.key())
         {
             cx.wf.drain = None;
+        }
+        if let Outcome::ManagedCreated {
+            generation,
+            workflow_id,
+            ..
+        } = outcome
+        {
+            // Before the cancelled check: a workflow created after a cancel must be deleted.
+            managed::created(cx, generation, workflow_id);
+            continue;
         }
         if cx.wf.status == WorkflowStatus::Cancelled {
             continue;
@@ -102,6 +112,13 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
                 denial,
             } => super::slot::denied(cx, batch, attempt, denial),
             Outcome::SlotDenied { .. } => {}
+            Outcome::ManagedCreated { .. } => {}
+            Outcome::ManagedSeen {
+                generation, view, ..
+            } => managed::seen(cx, generation, view),
+            Outcome::ManagedIntegration {
+                generation, uri, ..
+            } => managed::found(cx, generation, uri),
             Outcome::Failed { error, .. } => failed(cx, &effect.key, &error),
         }
     }
@@ -175,6 +192,10 @@ fn failed(cx: &mut Ctx, key: &EffectKey, error: &PermanentError) {
             let verdict = live::effect_verdict(error);
             bulk::failed(cx, idx, ErrorInfo::judged(message, verdict));
         }
+        EffectKey::Managed {
+            generation,
+            step: ManagedStep::Create,
+        } => managed::create_failed(cx, generation, error),
         // Nothing in the workflow waits on a publish, delete, stop, cancel, describe or
         // schedule: their permanent failures are logged by the shell, and the reconciler
         // describes, restarts and cancels again on its own schedule (a retiring flow whose

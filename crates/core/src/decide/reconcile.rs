@@ -27,6 +27,15 @@ pub(super) fn reconcile(cx: &mut Ctx) {
         // A rebuild waiting for the previous flow's runs: ask AppFlow again (an End report may
         // have been lost, and a stuck run is cancelled once past the maximum run duration).
         WorkflowStatus::Linking | WorkflowStatus::Rebuilding => super::retire::ask(cx),
+        // Customer Profiles runs the batches: ask it, never start or describe flows here.
+        WorkflowStatus::Backfilling
+        | WorkflowStatus::Failed
+        | WorkflowStatus::Live
+        | WorkflowStatus::Degraded
+            if super::managed::is_managed(cx) =>
+        {
+            super::managed::reconcile(cx)
+        }
         WorkflowStatus::Backfilling | WorkflowStatus::Failed => {
             check_running(cx);
             if cx.wf.status == WorkflowStatus::Backfilling {
@@ -113,7 +122,13 @@ pub(super) fn cancel(cx: &mut Ctx, reason: Option<String>) {
     cx.wf.status = WorkflowStatus::Cancelled;
     let message = reason.unwrap_or_else(|| "cancelled by operator".to_owned());
     cx.wf.last_error = Some(ErrorInfo::judged(message, Verdict::Permanent));
-    for idx in 0..cx.wf.batches.len() {
+    // The managed engine's batch flows are Customer Profiles': deleting its workflow is the
+    // whole cleanup of the backfill.
+    let own_batches = !super::managed::is_managed(cx);
+    if !own_batches {
+        super::managed::cancel(cx);
+    }
+    for idx in (0..cx.wf.batches.len()).filter(|_| own_batches) {
         let b = &cx.wf.batches[idx];
         if (b.attempt == 0 && !b.flow_ready) || b.status.is_done() {
             continue; // never created, or already deleted (a split batch's with the split)

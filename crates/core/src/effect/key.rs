@@ -31,6 +31,22 @@ pub enum EffectKey {
     Publish { event_id: String },
     /// `cancel/…`: cleaning up after a cancel.
     Cancel(CancelStep),
+    /// `managed/g{generation}/{step}`: one CreateIntegrationWorkflow of the managed engine.
+    Managed { generation: u32, step: ManagedStep },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ManagedStep {
+    /// `create`: CreateIntegrationWorkflow.
+    Create,
+    /// `watch/{at_ms}`: GetWorkflow and GetWorkflowSteps asked at `at_ms` (epoch ms), so a
+    /// later report or tick can ask again once this answer is in.
+    Watch { at_ms: i64 },
+    /// `delete`: DeleteWorkflow (cancel).
+    Delete,
+    /// `find/{at_ms}`: ListIntegrations for the continuous integration the completed workflow
+    /// created, asked at `at_ms` (epoch ms).
+    Find { at_ms: i64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -175,6 +191,22 @@ impl fmt::Display for EffectKey {
                 f.write_str("cancel/live/delete-integration")
             }
             Self::Cancel(CancelStep::LiveFlow) => f.write_str("cancel/live/delete-flow"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Create,
+            } => write!(f, "managed/g{generation}/create"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Watch { at_ms },
+            } => write!(f, "managed/g{generation}/watch/{at_ms}"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Delete,
+            } => write!(f, "managed/g{generation}/delete"),
+            Self::Managed {
+                generation,
+                step: ManagedStep::Find { at_ms },
+            } => write!(f, "managed/g{generation}/find/{at_ms}"),
         }
     }
 }
@@ -220,6 +252,26 @@ fn parse(s: &str) -> Option<EffectKey> {
             generation: number(g, 'g')?,
             step: LiveStep::Details {
                 run: run.parse().ok()?,
+            },
+        },
+        ["managed", g, "create"] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Create,
+        },
+        ["managed", g, "delete"] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Delete,
+        },
+        ["managed", g, "find", at] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Find {
+                at_ms: at.parse().ok()?,
+            },
+        },
+        ["managed", g, "watch", at] => EffectKey::Managed {
+            generation: number(g, 'g')?,
+            step: ManagedStep::Watch {
+                at_ms: at.parse().ok()?,
             },
         },
         ["cancel", "live", "delete-integration"] => EffectKey::Cancel(CancelStep::LiveIntegration),
@@ -347,6 +399,36 @@ mod tests {
                 EffectKey::Cancel(CancelStep::LiveFlow),
                 "cancel/live/delete-flow",
             ),
+            (
+                EffectKey::Managed {
+                    generation: 1,
+                    step: ManagedStep::Create,
+                },
+                "managed/g1/create",
+            ),
+            (
+                EffectKey::Managed {
+                    generation: 2,
+                    step: ManagedStep::Watch {
+                        at_ms: 1_767_225_600_000,
+                    },
+                },
+                "managed/g2/watch/1767225600000",
+            ),
+            (
+                EffectKey::Managed {
+                    generation: 3,
+                    step: ManagedStep::Delete,
+                },
+                "managed/g3/delete",
+            ),
+            (
+                EffectKey::Managed {
+                    generation: 1,
+                    step: ManagedStep::Find { at_ms: 5 },
+                },
+                "managed/g1/find/5",
+            ),
         ]
     }
 
@@ -376,6 +458,10 @@ mod tests {
             "b1/a1/describe/soon",
             "b1/a1/start/extra",
             "live/g1/unknown",
+            "managed/g1/launch",
+            "managed/g01/create",
+            "managed/g1/watch",
+            "managed/g1/watch/soon",
             "live/g1/runs",
             "live/g1/runs/soon",
             "live/g1/cancel",

@@ -67,6 +67,25 @@ pub enum Outcome {
         attempt: u32,
         denial: SlotDenial,
     },
+    /// CreateIntegrationWorkflow answered with Customer Profiles' workflow id.
+    ManagedCreated {
+        key: EffectKey,
+        generation: u32,
+        workflow_id: String,
+    },
+    /// GetWorkflow and GetWorkflowSteps answered.
+    ManagedSeen {
+        key: EffectKey,
+        generation: u32,
+        view: ManagedView,
+    },
+    /// ListIntegrations answered: the managed workflow's integration URI (its flow's ARN), if
+    /// it is there yet.
+    ManagedIntegration {
+        key: EffectKey,
+        generation: u32,
+        uri: Option<String>,
+    },
     /// Failed for good (transient failures never get here: see [`outcome_of`]).
     Failed {
         key: EffectKey,
@@ -83,9 +102,41 @@ impl Outcome {
             | Self::Described { key, .. }
             | Self::Runs { key, .. }
             | Self::SlotDenied { key, .. }
+            | Self::ManagedCreated { key, .. }
+            | Self::ManagedSeen { key, .. }
+            | Self::ManagedIntegration { key, .. }
             | Self::Failed { key, .. } => key,
         }
     }
+}
+
+/// A managed workflow as GetWorkflow and GetWorkflowSteps describe it (SDK-neutral; statuses
+/// are Customer Profiles' `Status` strings: `ACTIVE`, `COMPLETE`, `FAILED`, `SPLIT`, `RETRY`,
+/// `CANCELLED`, `NOT_STARTED`, `IN_PROGRESS`; anything else is read as still running).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedView {
+    /// GetWorkflow `Status`.
+    pub status: String,
+    /// GetWorkflow `ErrorDescription`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Every step GetWorkflowSteps listed (any order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ManagedStepView>,
+}
+
+/// One `AppflowIntegrationWorkflowStep`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedStepView {
+    /// The step's `FlowName` (`{FlowDefinition name}-s{n}`): which batch it ran.
+    pub flow_name: String,
+    pub status: String,
+    /// `RecordsProcessed`.
+    #[serde(default)]
+    pub records: u64,
+    /// `ExecutionMessage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Which limit of the shared run budget refused a slot, and how full it was.

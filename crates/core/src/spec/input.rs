@@ -60,6 +60,8 @@ pub struct SpecInput {
     pub target_records_per_run: Option<u64>,
     pub kms_arn: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
+    /// `flowpilot | managed` (managed: Salesforce, Marketo, ServiceNow only).
+    pub engine: Option<String>,
 }
 
 impl SpecInput {
@@ -100,6 +102,7 @@ impl SpecInput {
             target_records_per_run: over.target_records_per_run.or(self.target_records_per_run),
             kms_arn: over.kms_arn.or(self.kms_arn),
             tags,
+            engine: over.engine.or(self.engine),
         }
     }
 }

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::input::{SpecError, SpecInput, parse_millis, parse_timestamp};
 use super::{
-    Connector, ContinuousSpec, DEFAULT_SPLIT_FLOOR_MS, MAX_RECORD_FAILURES, MAX_SPEC_DURATION,
-    MAX_SPLIT_FLOOR_MS, MAX_TARGET_RECORDS_PER_RUN, MIN_SPLIT_FLOOR_MS, RetryPolicy, SourceObject,
-    WorkflowSpec,
+    Connector, ContinuousSpec, DEFAULT_SPLIT_FLOOR_MS, Engine, MAX_RECORD_FAILURES,
+    MAX_SPEC_DURATION, MAX_SPLIT_FLOOR_MS, MAX_TARGET_RECORDS_PER_RUN, MIN_SPLIT_FLOOR_MS,
+    RetryPolicy, SourceObject, WorkflowSpec,
 };
 use crate::duration::IsoDuration;
 use crate::ids::MANAGED_TAG_KEY;
@@ -160,6 +160,7 @@ impl SpecInput {
         }
         let tags = self.tags.unwrap_or_default();
         p.tags(&tags);
+        let engine = p.engine(self.engine.as_deref(), connector);
 
         if !p.0.is_empty() {
             return Err(SpecError { problems: p.0 });
@@ -195,6 +196,7 @@ impl SpecInput {
             target_records_per_run,
             kms_arn: self.kms_arn,
             tags,
+            engine: engine.ok_or_else(missing)?,
         })
     }
 }
@@ -232,6 +234,31 @@ impl Problems {
             return None;
         };
         self.check(field, &v, ok(&v)).then_some(v)
+    }
+
+    /// `flowpilot` (default) or `managed`, which only the connectors CreateIntegrationWorkflow
+    /// accepts can use.
+    fn engine(&mut self, v: Option<&str>, connector: Option<Connector>) -> Option<Engine> {
+        let v = v.unwrap_or("flowpilot");
+        let engine = Engine::parse(v);
+        let ok = engine
+            .map(|_| ())
+            .ok_or("allowed: flowpilot, managed".to_owned());
+        if !self.check("engine", v, ok) {
+            return None;
+        }
+        if let (Some(Engine::Managed), Some(c)) = (engine, connector)
+            && c.managed_source_type().is_none()
+        {
+            self.push(format!(
+                "invalid engine `managed` for connector `{}`: Customer Profiles' managed \
+                 import (CreateIntegrationWorkflow) supports salesforce, marketo and servicenow \
+                 only; use --engine flowpilot",
+                c.as_str()
+            ));
+            return None;
+        }
+        engine
     }
 
     fn range(&mut self, field: &str, v: u32, lo: u32, hi: u32) -> Option<u32> {
@@ -514,6 +541,44 @@ mod tests {
             .err()
             .map(|e| e.problems)
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn engine_defaults_to_flowpilot_and_managed_is_offered_where_the_api_supports_it() {
+        let spec = base_input().validate(now()).unwrap();
+        assert_eq!(spec.engine, Engine::Flowpilot);
+        for c in ["salesforce", "marketo", "servicenow"] {
+            let mut i = base_input();
+            i.connector = Some(c.into());
+            i.engine = Some("managed".into());
+            assert_eq!(i.validate(now()).unwrap().engine, Engine::Managed, "{c}");
+        }
+        let p = problems(|i| {
+            i.connector = Some("zendesk".into());
+            i.engine = Some("managed".into());
+        });
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("invalid engine `managed` for connector `zendesk`"),
+            "{p:?}"
+        );
+        assert!(p[0].contains("--engine flowpilot"), "{p:?}");
+        let p = problems(|i| i.engine = Some("aws".into()));
+        assert_eq!(
+            p,
+            vec!["invalid engine `aws`: allowed: flowpilot, managed".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_default_engine_is_not_written_and_specs_without_it_read_as_flowpilot() {
+        let spec = base_input().validate(now()).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert!(json.get("engine").is_none());
+        let mut managed = base_input();
+        managed.engine = Some("managed".into());
+        let json = serde_json::to_value(managed.validate(now()).unwrap()).unwrap();
+        assert_eq!(json["engine"], "managed");
     }
 
     #[test]
