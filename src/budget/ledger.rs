@@ -12,6 +12,12 @@
 //! batch asking for the first time is the newest waiter, so it never jumps the queue; a
 //! waiter that stopped asking (its workflow was cancelled or failed) is dropped after
 //! `waiter_ttl` and blocks no one. No workflow starves: each waiter only moves forward.
+//!
+//! A lowered limit: when AppFlow itself refuses (`ServiceQuotaExceededException` on StartFlow
+//! or CreateFlow), the real limit is below what flowpilot was configured with (other tenants of
+//! the account, a lower quota). [`Ledger::shrink`] stores a cap at the slots the others hold
+//! then, with an expiry after which the configured limit applies again; it lives in the item,
+//! so every worker replica obeys it.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +31,16 @@ pub struct Ledger {
     pub holders: BTreeMap<String, Lease>,
     #[serde(default)]
     pub waiters: BTreeMap<String, Waiter>,
+    /// The effective limit AppFlow's refusal set, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<Cap>,
+}
+
+/// A limit lowered below the configured one until `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cap {
+    pub limit: u32,
+    pub until: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +73,9 @@ pub enum Answer {
     /// `holder` holds a slot (granted now, or it held one already: asking again is
     /// idempotent, so a StartFlow repeated after a crash reuses its lease).
     Granted,
-    /// Every slot is held, or the free ones belong to longer waiters.
-    Denied { in_use: u32 },
+    /// Every slot is held, or the free ones belong to longer waiters; `limit` is the effective
+    /// one (lowered by a [`Cap`]).
+    Denied { in_use: u32, limit: u32 },
 }
 
 impl Ledger {
@@ -67,6 +84,38 @@ impl Ledger {
         self.holders.retain(|_, lease| lease.expires > now);
         self.waiters
             .retain(|_, w| w.seen.saturating_add(ttls.waiter) > now);
+        if self.cap.is_some_and(|c| c.until <= now) {
+            self.cap = None;
+        }
+    }
+
+    /// `limit` as lowered by a cap in force at `now`.
+    pub fn effective(&self, limit: u32, now: i64) -> u32 {
+        match self.cap {
+            Some(c) if c.until > now => c.limit.min(limit),
+            _ => limit,
+        }
+    }
+
+    /// AppFlow refused `holder` for a quota: its slot is given back and the limit is lowered to
+    /// the slots the others hold (at least 1, so work goes on one at a time; never above a
+    /// lower cap still in force) until `now + recover`. Returns the lowered limit.
+    pub fn shrink(&mut self, holder: &str, limit: u32, now: i64, recover: i64) -> u32 {
+        self.holders.remove(holder);
+        let lowered = self.in_use().max(1).min(self.effective(limit, now));
+        self.cap = Some(Cap {
+            limit: lowered,
+            until: now.saturating_add(recover),
+        });
+        lowered
+    }
+
+    /// Counts `holder` without asking (a flow that must exist, such as a live flow): it takes
+    /// a slot even over the limit, so the others wait for it.
+    pub fn take(&mut self, holder: &str, attempt: u32, expires: i64) -> bool {
+        let lease = Lease { expires, attempt };
+        self.waiters.remove(holder);
+        self.holders.insert(holder.to_owned(), lease) != Some(lease)
     }
 
     pub fn in_use(&self) -> u32 {
@@ -77,11 +126,12 @@ impl Ledger {
     /// way (a grant takes or renews a slot, a refusal records or refreshes the waiter).
     pub fn ask(&mut self, holder: &str, attempt: u32, limit: u32, now: i64, ttls: Ttls) -> Answer {
         self.prune(now, ttls);
+        let limit = self.effective(limit, now);
         let expires = now.saturating_add(ttls.lease);
         let in_use = self.in_use();
         if let Some(lease) = self.holders.get_mut(holder) {
             if attempt < lease.attempt {
-                return Answer::Denied { in_use };
+                return Answer::Denied { in_use, limit };
             }
             *lease = Lease { expires, attempt };
             self.waiters.remove(holder);
@@ -91,7 +141,7 @@ impl Ledger {
         if let Some(w) = waiting.filter(|w| attempt <= w.refused) {
             self.waiters
                 .insert(holder.to_owned(), Waiter { seen: now, ..w });
-            return Answer::Denied { in_use };
+            return Answer::Denied { in_use, limit };
         }
         let mine = waiting.map_or(now, |w| w.since);
         let ahead = self
@@ -114,7 +164,7 @@ impl Ledger {
                 refused: attempt,
             },
         );
-        Answer::Denied { in_use }
+        Answer::Denied { in_use, limit }
     }
 
     /// Gives `holder`'s slot back; `false` if it held none (nothing to write).
@@ -138,7 +188,13 @@ mod tests {
         assert_eq!(l.ask("a", 1, 2, 0, TTLS), Answer::Granted);
         assert_eq!(l.ask("a", 1, 2, 1, TTLS), Answer::Granted);
         assert_eq!(l.ask("b", 1, 2, 2, TTLS), Answer::Granted);
-        assert_eq!(l.ask("c", 1, 2, 3, TTLS), Answer::Denied { in_use: 2 });
+        assert_eq!(
+            l.ask("c", 1, 2, 3, TTLS),
+            Answer::Denied {
+                in_use: 2,
+                limit: 2
+            }
+        );
         assert!(l.release("a"));
         assert!(!l.release("a"));
         assert_eq!(l.ask("c", 2, 2, 4, TTLS), Answer::Granted);
@@ -190,5 +246,58 @@ mod tests {
         assert!(matches!(l.ask("b", 2, 1, 999, TTLS), Answer::Denied { .. }));
         assert_eq!(l.ask("b", 3, 1, 1_000, TTLS), Answer::Granted);
         assert!(l.waiters.is_empty());
+    }
+
+    #[test]
+    fn a_quota_refusal_lowers_the_limit_until_it_recovers() {
+        let mut l = Ledger::default();
+        for (h, t) in [("a", 0), ("b", 1), ("c", 2)] {
+            assert_eq!(l.ask(h, 1, 5, t, TTLS), Answer::Granted);
+        }
+        // AppFlow refused `c`'s run: the others hold 2, so the limit is 2 for 500 ms.
+        assert_eq!(l.shrink("c", 5, 10, 500), 2);
+        assert!(!l.holders.contains_key("c"));
+        assert_eq!(
+            l.ask("c", 2, 5, 20, TTLS),
+            Answer::Denied {
+                in_use: 2,
+                limit: 2
+            }
+        );
+        l.release("a");
+        assert_eq!(l.ask("c", 3, 5, 30, TTLS), Answer::Granted);
+        assert_eq!(
+            l.ask("d", 1, 5, 40, TTLS),
+            Answer::Denied {
+                in_use: 2,
+                limit: 2
+            }
+        );
+        // A second refusal never raises a lower cap, and never goes below 1.
+        l.release("b");
+        l.release("c");
+        assert_eq!(l.shrink("d", 5, 50, 500), 1);
+        // Past the expiry the configured limit applies again.
+        assert_eq!(l.effective(5, 549), 1);
+        assert_eq!(l.ask("d", 2, 5, 550, TTLS), Answer::Granted);
+        assert_eq!(l.cap, None);
+        assert_eq!(l.effective(5, 550), 5);
+    }
+
+    #[test]
+    fn a_taken_slot_counts_over_the_limit_and_is_idempotent() {
+        let mut l = Ledger::default();
+        assert_eq!(l.ask("batch", 1, 1, 0, TTLS), Answer::Granted);
+        assert!(l.take("live", 1, i64::MAX));
+        assert!(!l.take("live", 1, i64::MAX));
+        assert_eq!(l.in_use(), 2);
+        l.release("batch");
+        assert!(matches!(
+            l.ask("next", 1, 1, 1, TTLS),
+            Answer::Denied { .. }
+        ));
+        // A slot taken for good never expires.
+        l.prune(i64::MAX - 1, TTLS);
+        assert!(l.holders.contains_key("live"));
     }
 }

@@ -362,6 +362,7 @@ pub fn status_json(wf: &Workflow) -> Value {
                 "limit": w.limit,
                 "since": w.since,
                 "denials": w.denials,
+                "quota": w.quota,
             })),
             "error": b.last_error.as_ref().map(|e| e.message.clone()),
         })).collect::<Vec<_>>(),
@@ -393,6 +394,7 @@ pub fn status_json(wf: &Workflow) -> Value {
             "limit": w.limit,
             "since": w.since,
             "batches": batches,
+            "quota": w.quota,
         })),
         "live": wf.live.as_ref().map(|l| json!({
             "flow_name": l.flow_name,
@@ -563,13 +565,19 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
             );
         }
         if let Some((batches, w)) = waiting_for_slot(wf) {
+            let usage = if w.quota {
+                format!(
+                    "AppFlow refused: quota; effective limit lowered to {} ({} in use)",
+                    w.limit, w.in_use
+                )
+            } else {
+                format!("{}/{} in use", w.in_use, w.limit)
+            };
             let _ = writeln!(
                 out,
-                "waiting for a run slot on {}: {}/{} in use ({batches} batch(es), since {}); \
+                "waiting for a run slot on {}: {usage} ({batches} batch(es), since {}); \
                  the shared run budget serves the longest waiting batch first",
                 w.scope,
-                w.in_use,
-                w.limit,
                 w.since.to_rfc3339()
             );
         }
@@ -873,6 +881,7 @@ mod tests {
                 scope: "profile sf".into(),
                 in_use: 5,
                 limit: 5,
+                quota: false,
             },
         };
         let wf = decide(&wf, Input::Applied(vec![denied]), now, &Policy::default()).workflow;

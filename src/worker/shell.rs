@@ -23,8 +23,10 @@ use crate::aws::error_chain;
 use crate::aws::health::HealthSender;
 use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
-use crate::budget::{RunBudget, Slot, holder};
+use crate::budget::{FLOWS_SCOPE, RunBudget, Slot, holder};
 use crate::metrics::{self, Metrics};
+use flowpilot_core::effect::{AttemptStep, SlotDenial};
+use flowpilot_core::ids::FlowRole;
 
 /// What [`Shell::execute`] returns; the core defines it because the state machine's property
 /// test executes outboxes by the same contract.
@@ -69,7 +71,121 @@ pub struct AwsShell {
     pub budget: Option<RunBudget>,
 }
 
+/// AppFlow's answer when a quota (flows, concurrent runs) would be exceeded.
+const QUOTA_EXCEEDED: &str = "ServiceQuotaExceededException";
+
+/// What one execution of an outbox remembers between its effects.
+#[derive(Default)]
+struct Scratch {
+    /// Flow ARNs that CreateFlow answered earlier in this execution, so linking the live flow
+    /// right after creating it needs no DescribeFlow.
+    arns: HashMap<String, String>,
+    /// Batches whose CreateFlow was refused in this execution: their StartFlow is refused the
+    /// same way instead of starting a flow that does not exist.
+    refused: HashMap<u32, SlotDenial>,
+}
+
+fn slot_metric_limit(scope: &str) -> &'static str {
+    if scope == "account" {
+        "account"
+    } else if scope == FLOWS_SCOPE {
+        "flows"
+    } else {
+        "profile"
+    }
+}
+
+fn budget_unavailable(e: &crate::budget::BudgetError) -> EffectError {
+    // A budget that cannot be read is a transient failure: the effect stays in the outbox
+    // and is asked about again, never executed without a slot.
+    EffectError {
+        code: "RunBudgetUnavailable".into(),
+        message: e.to_string(),
+        permanent: false,
+    }
+}
+
 impl AwsShell {
+    /// Asks the flow limit for batch `index`'s flow before its CreateFlow (granted when off).
+    async fn flow_slot(&self, flow: &str, index: u32, attempt: u32) -> Result<Slot, EffectError> {
+        let Some(budget) = &self.budget else {
+            return Ok(Slot::Granted);
+        };
+        let asked = budget.acquire_flow(flow, attempt).await;
+        match &asked {
+            Ok(Slot::Granted) => {}
+            Ok(Slot::Denied(d)) => {
+                self.metrics.inc_with(
+                    metrics::RUN_SLOTS,
+                    &[("result", "denied"), ("limit", "flows")],
+                );
+                tracing::info!(
+                    batch = index,
+                    in_use = d.in_use,
+                    limit = d.limit,
+                    "waiting for a flow slot"
+                );
+            }
+            Err(_) => self.metrics.inc_with(
+                metrics::RUN_SLOTS,
+                &[("result", "error"), ("limit", "flows")],
+            ),
+        }
+        asked.map_err(|e| budget_unavailable(&e))
+    }
+
+    /// AppFlow refused a CreateFlow (`step` Create) or StartFlow for a quota: lowers the
+    /// budget's limit and says so. The denial a batch waits on; None if the budget could not be
+    /// written (the effect then stays in the outbox).
+    async fn quota_refused(
+        &self,
+        wf: &Workflow,
+        operation: &'static str,
+        flow: &str,
+        batch: Option<u32>,
+        error: &EffectError,
+    ) -> Result<SlotDenial, EffectError> {
+        let lowered = match &self.budget {
+            None => Ok(None),
+            Some(b) if operation == "create_flow" => b.shrink_flows(flow).await,
+            Some(b) => match batch {
+                Some(i) => {
+                    b.shrink_runs(&wf.spec.connector_profile, &holder(wf.id.as_str(), i))
+                        .await
+                }
+                None => Ok(None),
+            },
+        };
+        let denial = lowered
+            .map_err(|e| budget_unavailable(&e))?
+            .unwrap_or_else(|| SlotDenial {
+                scope: if operation == "create_flow" {
+                    FLOWS_SCOPE.into()
+                } else {
+                    "account".into()
+                },
+                in_use: 0,
+                limit: 0,
+                quota: true,
+            });
+        let limit = if denial.limit == 0 {
+            "none"
+        } else {
+            slot_metric_limit(&denial.scope)
+        };
+        self.metrics.inc_with(
+            metrics::QUOTA_REFUSALS,
+            &[("operation", operation), ("limit", limit)],
+        );
+        tracing::warn!(
+            workflow = %wf.id, batch, flow, scope = %denial.scope, in_use = denial.in_use,
+            lowered_to = denial.limit, error = %error.message,
+            "AppFlow refused: quota; effective limit lowered to {} (0: no flowpilot limit to lower)",
+            denial.limit
+        );
+        Ok(denial)
+    }
+
     /// Asks the shared run budget for batch `index`'s slot (granted when the budget is off).
     async fn slot(&self, wf: &Workflow, index: u32, attempt: u32) -> Result<Slot, EffectError> {
         let Some(budget) = &self.budget else {
@@ -87,11 +203,7 @@ impl AwsShell {
                 .metrics
                 .inc_with(metrics::RUN_SLOTS, &[("result", "granted"), ("limit", "")]),
             Ok(Slot::Denied(d)) => {
-                let limit = if d.scope == "account" {
-                    "account"
-                } else {
-                    "profile"
-                };
+                let limit = slot_metric_limit(&d.scope);
                 self.metrics.inc_with(
                     metrics::RUN_SLOTS,
                     &[("result", "denied"), ("limit", limit)],
@@ -102,13 +214,7 @@ impl AwsShell {
                 .metrics
                 .inc_with(metrics::RUN_SLOTS, &[("result", "error"), ("limit", "")]),
         }
-        // A budget that cannot be read is a transient failure: the StartFlow stays in the
-        // outbox and is asked about again, never started without a slot.
-        asked.map_err(|e| EffectError {
-            code: "RunBudgetUnavailable".into(),
-            message: e.to_string(),
-            permanent: false,
-        })
+        asked.map_err(|e| budget_unavailable(&e))
     }
 
     fn record(&self, kind: &'static str, ok: bool) {
@@ -136,13 +242,11 @@ impl AwsShell {
 
     /// Executes the first of `effects`, or all the Publish effects it starts a run of (one
     /// PutEvents per 10 events); one step per effect executed.
-    /// `arns`: flow ARNs that CreateFlow answered earlier in this execution, so linking the
-    /// live flow right after creating it needs no DescribeFlow.
     async fn run_next(
         &self,
         wf: &Workflow,
         effects: &[Effect],
-        arns: &mut HashMap<String, String>,
+        scratch: &mut Scratch,
     ) -> Vec<Step> {
         let Some(effect) = effects.first() else {
             return Vec::new();
@@ -151,11 +255,7 @@ impl AwsShell {
         let done = || Outcome::Done { key: key.clone() };
         let step = match &effect.kind {
             EffectKind::CreateFlow { flow } => {
-                let r = self.appflow.create_flow(flow).await;
-                if let Ok(Some(arn)) = &r {
-                    arns.insert(flow.name.clone(), arn.clone());
-                }
-                self.step("create_flow", key, r, |_| done())
+                return self.create_flow(wf, key, flow, scratch).await;
             }
             EffectKind::StartFlow {
                 flow_name,
@@ -163,7 +263,14 @@ impl AwsShell {
                 role,
                 attempt,
             } => {
-                if let flowpilot_core::ids::FlowRole::Batch(i) = role {
+                if let FlowRole::Batch(i) = role {
+                    if let Some(denial) = scratch.refused.get(i) {
+                        return vec![Step::Record(Outcome::SlotDenied {
+                            key: key.clone(),
+                            attempt: *attempt,
+                            denial: denial.clone(),
+                        })];
+                    }
                     match self.slot(wf, *i, *attempt).await {
                         Ok(Slot::Granted) => {}
                         Ok(Slot::Denied(denial)) => {
@@ -177,7 +284,24 @@ impl AwsShell {
                     }
                 }
                 let r = self.appflow.start_flow(flow_name, client_token).await;
-                if let flowpilot_core::ids::FlowRole::Batch(i) = role {
+                if let (FlowRole::Batch(i), Err(e)) = (role, &r)
+                    && e.code == QUOTA_EXCEEDED
+                {
+                    self.record("start_flow", false);
+                    let step = match self
+                        .quota_refused(wf, "start_flow", flow_name, Some(*i), e)
+                        .await
+                    {
+                        Ok(denial) => Step::Record(Outcome::SlotDenied {
+                            key: key.clone(),
+                            attempt: *attempt,
+                            denial,
+                        }),
+                        Err(e) => Step::Stop(e),
+                    };
+                    return vec![step];
+                }
+                if let FlowRole::Batch(i) = role {
                     if r.is_ok() {
                         metrics::critical_path_reached(&self.metrics);
                     } else if r.as_ref().is_err_and(|e| e.permanent) {
@@ -201,6 +325,9 @@ impl AwsShell {
             }
             EffectKind::DeleteFlow { flow_name } => {
                 let r = self.appflow.delete_flow(flow_name).await;
+                if r.is_ok() {
+                    self.release_flow(flow_name).await;
+                }
                 self.step("delete_flow", key, r, |()| done())
             }
             EffectKind::StopFlow { flow_name } => {
@@ -237,7 +364,7 @@ impl AwsShell {
                 flow_name,
                 generation,
             } => {
-                let r = match arns.get(flow_name) {
+                let r = match scratch.arns.get(flow_name) {
                     Some(arn) => Ok(arn.clone()),
                     // Created by an earlier attempt (or the answer was a conflict): ask AppFlow.
                     None => self.appflow.flow_arn(flow_name).await,
@@ -282,6 +409,93 @@ impl AwsShell {
             }
         };
         vec![step]
+    }
+
+    /// CreateFlow, with the flow limit asked first: a batch flow asks for a slot (refused: the
+    /// batch waits), a live flow takes one. AppFlow's quota refusal lowers the limit; for a
+    /// batch the refusal is a slot refusal, for the live flow a transient failure (linking
+    /// tries again on the next drain, once batch flows are deleted).
+    async fn create_flow(
+        &self,
+        wf: &Workflow,
+        key: &EffectKey,
+        flow: &flowpilot_core::effect::FlowDefinition,
+        scratch: &mut Scratch,
+    ) -> Vec<Step> {
+        let batch = match key {
+            EffectKey::Attempt {
+                batch,
+                attempt,
+                step: AttemptStep::Create,
+            } => Some((*batch, *attempt)),
+            _ => None,
+        };
+        match (batch, &self.budget) {
+            (Some((i, attempt)), _) => match self.flow_slot(&flow.name, i, attempt).await {
+                Ok(Slot::Granted) => {}
+                Ok(Slot::Denied(denial)) => {
+                    scratch.refused.insert(i, denial.clone());
+                    return vec![Step::Record(Outcome::SlotDenied {
+                        key: key.clone(),
+                        attempt,
+                        denial,
+                    })];
+                }
+                Err(e) => return vec![Step::Stop(e)],
+            },
+            (None, Some(budget)) => {
+                if let Err(e) = budget.take_flow(&flow.name).await {
+                    return vec![Step::Stop(budget_unavailable(&e))];
+                }
+            }
+            (None, None) => {}
+        }
+        let r = self.appflow.create_flow(flow).await;
+        if let Ok(Some(arn)) = &r {
+            scratch.arns.insert(flow.name.clone(), arn.clone());
+        }
+        if let Err(e) = &r
+            && e.code == QUOTA_EXCEEDED
+        {
+            self.record("create_flow", false);
+            let refused = self
+                .quota_refused(wf, "create_flow", &flow.name, batch.map(|b| b.0), e)
+                .await;
+            let step = match (refused, batch) {
+                (Ok(denial), Some((i, attempt))) => {
+                    scratch.refused.insert(i, denial.clone());
+                    Step::Record(Outcome::SlotDenied {
+                        key: key.clone(),
+                        attempt,
+                        denial,
+                    })
+                }
+                (Ok(_), None) => Step::Stop(EffectError {
+                    permanent: false,
+                    ..e.clone()
+                }),
+                (Err(e), _) => Step::Stop(e),
+            };
+            return vec![step];
+        }
+        vec![self.step("create_flow", key, r, |_| Outcome::Done {
+            key: key.clone(),
+        })]
+    }
+
+    /// Gives a deleted flow's slot back. Best effort: a batch flow's lease expires, a live
+    /// flow's is released when it is deleted again.
+    async fn release_flow(&self, flow: &str) {
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        let r = budget.release_flow(flow).await;
+        let result = if r.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .inc_with(metrics::RUN_SLOT_RELEASES, &[("result", result)]);
+        if let Err(e) = r {
+            tracing::warn!(flow, error = %e, "flow slot not released");
+        }
     }
 
     /// Sends a `retry_due` command delayed until its `due_at` (SQS allows at most 15 minutes;
@@ -361,10 +575,10 @@ impl Shell for AwsShell {
 
     async fn execute(&self, wf: &Workflow, effects: &[Effect]) -> Executed {
         let mut executed = Executed::default();
-        let mut arns = HashMap::new();
+        let mut scratch = Scratch::default();
         let mut i = 0;
         while i < effects.len() {
-            let steps = self.run_next(wf, &effects[i..], &mut arns).await;
+            let steps = self.run_next(wf, &effects[i..], &mut scratch).await;
             for step in steps {
                 if !executed.push(&effects[i].key, step) {
                     if let Some((key, error)) = &executed.stopped {
