@@ -110,14 +110,6 @@ impl Ledger {
         lowered
     }
 
-    /// Counts `holder` without asking (a flow that must exist, such as a live flow): it takes
-    /// a slot even over the limit, so the others wait for it.
-    pub fn take(&mut self, holder: &str, attempt: u32, expires: i64) -> bool {
-        let lease = Lease { expires, attempt };
-        self.waiters.remove(holder);
-        self.holders.insert(holder.to_owned(), lease) != Some(lease)
-    }
-
     pub fn in_use(&self) -> u32 {
         u32::try_from(self.holders.len()).unwrap_or(u32::MAX)
     }
@@ -165,6 +157,25 @@ impl Ledger {
             },
         );
         Answer::Denied { in_use, limit }
+    }
+
+    /// Like [`Ledger::ask`], but a refusal does not queue `holder` (unless it waits already):
+    /// for an opportunistic question (a flow created ahead of its batch's turn), which is not
+    /// asked again until the turn comes and so must not hold a place in the queue meanwhile.
+    pub fn ask_unqueued(
+        &mut self,
+        holder: &str,
+        attempt: u32,
+        limit: u32,
+        now: i64,
+        ttls: Ttls,
+    ) -> Answer {
+        let queued = self.waiters.contains_key(holder);
+        let answer = self.ask(holder, attempt, limit, now, ttls);
+        if !queued && answer != Answer::Granted {
+            self.waiters.remove(holder);
+        }
+        answer
     }
 
     /// Gives `holder`'s slot back; `false` if it held none (nothing to write).
@@ -285,19 +296,23 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_slot_counts_over_the_limit_and_is_idempotent() {
+    fn an_unqueued_question_takes_a_free_slot_but_never_a_place_in_line() {
         let mut l = Ledger::default();
-        assert_eq!(l.ask("batch", 1, 1, 0, TTLS), Answer::Granted);
-        assert!(l.take("live", 1, i64::MAX));
-        assert!(!l.take("live", 1, i64::MAX));
-        assert_eq!(l.in_use(), 2);
-        l.release("batch");
+        assert_eq!(l.ask("a", 1, 1, 0, TTLS), Answer::Granted);
         assert!(matches!(
-            l.ask("next", 1, 1, 1, TTLS),
+            l.ask_unqueued("ahead", 1, 1, 1, TTLS),
             Answer::Denied { .. }
         ));
-        // A slot taken for good never expires.
-        l.prune(i64::MAX - 1, TTLS);
-        assert!(l.holders.contains_key("live"));
+        assert!(l.waiters.is_empty());
+        assert!(matches!(l.ask("b", 1, 1, 2, TTLS), Answer::Denied { .. }));
+        l.release("a");
+        // `b` waits: the free slot is its, not the opportunist's.
+        assert!(matches!(
+            l.ask_unqueued("ahead", 2, 1, 3, TTLS),
+            Answer::Denied { .. }
+        ));
+        assert_eq!(l.ask("b", 2, 1, 4, TTLS), Answer::Granted);
+        l.release("b");
+        assert_eq!(l.ask_unqueued("ahead", 3, 1, 5, TTLS), Answer::Granted);
     }
 }

@@ -22,9 +22,10 @@
 //! Flows: a batch flow's holder is its flow name; its lease is taken before CreateFlow (a
 //! refusal is a slot refusal: the batch waits) and released once DeleteFlow succeeds. It
 //! expires after [`FLOW_LEASE_EXTRA`] beyond the run lease, in case that release is lost. A
-//! live flow (scheduled, flowpilot's continuous integration) is counted without asking (it
-//! must exist for the workflow to go live; batches wait for it instead) and its lease never
-//! expires: it is released when the live flow is deleted.
+//! live flow (scheduled, flowpilot's continuous integration) asks like a batch flow, in the same
+//! queue, and its lease never expires: it is released when the live flow is deleted. Its
+//! question has no batch attempt, so each ask is a new one (numbered by the clock's seconds);
+//! a refusal leaves its CreateFlow in the outbox for the next drain.
 //!
 //! AppFlow's own refusal (`ServiceQuotaExceededException` on StartFlow or CreateFlow) lowers the
 //! limit in the item ([`Ledger::shrink`]) for [`QUOTA_RECOVERY`]: a StartFlow refusal lowers the
@@ -146,6 +147,18 @@ pub enum Slot {
     Denied(SlotDenial),
 }
 
+fn slot(answer: Answer, scope: &str) -> Slot {
+    match answer {
+        Answer::Granted => Slot::Granted,
+        Answer::Denied { in_use, limit } => Slot::Denied(SlotDenial {
+            scope: scope.into(),
+            in_use,
+            limit,
+            quota: false,
+        }),
+    }
+}
+
 /// The run budget over DynamoDB.
 #[derive(Clone, Debug)]
 pub struct RunBudget {
@@ -185,7 +198,13 @@ impl RunBudget {
 
     /// Takes a flow slot for batch flow `flow` before its CreateFlow (granted when the flow
     /// limit is off).
-    pub async fn acquire_flow(&self, flow: &str, attempt: u32) -> Result<Slot, BudgetError> {
+    /// `ahead`: the flow is created ahead of its batch's turn; refused, it does not queue.
+    pub async fn acquire_flow(
+        &self,
+        flow: &str,
+        attempt: u32,
+        ahead: bool,
+    ) -> Result<Slot, BudgetError> {
         let Some(limit) = self.limits.flows else {
             return Ok(Slot::Granted);
         };
@@ -194,27 +213,33 @@ impl RunBudget {
         let answer = self
             .update(FLOWS_KEY, |l| {
                 let now = Utc::now().timestamp_millis();
+                let answer = if ahead {
+                    l.ask_unqueued(flow, attempt, limit, now, ttls)
+                } else {
+                    l.ask(flow, attempt, limit, now, ttls)
+                };
+                (answer, true)
+            })
+            .await?;
+        Ok(slot(answer, FLOWS_SCOPE))
+    }
+
+    /// Asks a flow slot for live flow `flow`, held until it is deleted (granted when the
+    /// flow limit is off).
+    pub async fn acquire_live_flow(&self, flow: &str) -> Result<Slot, BudgetError> {
+        let Some(limit) = self.limits.flows else {
+            return Ok(Slot::Granted);
+        };
+        let mut ttls = self.limits.ttls();
+        ttls.lease = i64::MAX;
+        let answer = self
+            .update(FLOWS_KEY, |l| {
+                let now = Utc::now().timestamp_millis();
+                let attempt = u32::try_from(now / 1000).unwrap_or(u32::MAX);
                 (l.ask(flow, attempt, limit, now, ttls), true)
             })
             .await?;
-        Ok(match answer {
-            Answer::Granted => Slot::Granted,
-            Answer::Denied { in_use, limit } => Slot::Denied(SlotDenial {
-                scope: FLOWS_SCOPE.into(),
-                in_use,
-                limit,
-                quota: false,
-            }),
-        })
-    }
-
-    /// Counts live flow `flow` without asking: it holds its slot until it is deleted.
-    pub async fn take_flow(&self, flow: &str) -> Result<(), BudgetError> {
-        if self.limits.flows.is_none() {
-            return Ok(());
-        }
-        self.update(FLOWS_KEY, |l| ((), l.take(flow, 0, i64::MAX)))
-            .await
+        Ok(slot(answer, FLOWS_SCOPE))
     }
 
     /// Gives `flow`'s slot back once it is deleted (idempotent).

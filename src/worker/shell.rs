@@ -107,11 +107,22 @@ fn budget_unavailable(e: &crate::budget::BudgetError) -> EffectError {
 
 impl AwsShell {
     /// Asks the flow limit for batch `index`'s flow before its CreateFlow (granted when off).
-    async fn flow_slot(&self, flow: &str, index: u32, attempt: u32) -> Result<Slot, EffectError> {
+    async fn flow_slot(
+        &self,
+        wf: &Workflow,
+        flow: &str,
+        index: u32,
+        attempt: u32,
+    ) -> Result<Slot, EffectError> {
         let Some(budget) = &self.budget else {
             return Ok(Slot::Granted);
         };
-        let asked = budget.acquire_flow(flow, attempt).await;
+        // A flow created ahead is for a batch still pending; its own turn asks again.
+        let ahead = wf
+            .batches
+            .iter()
+            .any(|b| b.index == index && b.status == flowpilot_core::model::BatchStatus::Pending);
+        let asked = budget.acquire_flow(flow, attempt, ahead).await;
         match &asked {
             Ok(Slot::Granted) => {}
             Ok(Slot::Denied(d)) => {
@@ -411,8 +422,8 @@ impl AwsShell {
         vec![step]
     }
 
-    /// CreateFlow, with the flow limit asked first: a batch flow asks for a slot (refused: the
-    /// batch waits), a live flow takes one. AppFlow's quota refusal lowers the limit; for a
+    /// CreateFlow, with the flow limit asked first: a batch flow refused a slot waits like a
+    /// batch refused a run slot, a live flow's CreateFlow stays in the outbox. AppFlow's quota refusal lowers the limit; for a
     /// batch the refusal is a slot refusal, for the live flow a transient failure (linking
     /// tries again on the next drain, once batch flows are deleted).
     async fn create_flow(
@@ -431,7 +442,7 @@ impl AwsShell {
             _ => None,
         };
         match (batch, &self.budget) {
-            (Some((i, attempt)), _) => match self.flow_slot(&flow.name, i, attempt).await {
+            (Some((i, attempt)), _) => match self.flow_slot(wf, &flow.name, i, attempt).await {
                 Ok(Slot::Granted) => {}
                 Ok(Slot::Denied(denial)) => {
                     scratch.refused.insert(i, denial.clone());
@@ -443,11 +454,25 @@ impl AwsShell {
                 }
                 Err(e) => return vec![Step::Stop(e)],
             },
-            (None, Some(budget)) => {
-                if let Err(e) = budget.take_flow(&flow.name).await {
-                    return vec![Step::Stop(budget_unavailable(&e))];
+            (None, Some(budget)) => match budget.acquire_live_flow(&flow.name).await {
+                Ok(Slot::Granted) => {}
+                Ok(Slot::Denied(d)) => {
+                    self.metrics.inc_with(
+                        metrics::RUN_SLOTS,
+                        &[("result", "denied"), ("limit", "flows")],
+                    );
+                    // The link waits in the outbox; the next drain asks again.
+                    return vec![Step::Stop(EffectError {
+                        code: "FlowLimitReached".into(),
+                        message: format!(
+                            "waiting for a flow slot for live flow {}: {}/{} in use",
+                            flow.name, d.in_use, d.limit
+                        ),
+                        permanent: false,
+                    })];
                 }
-            }
+                Err(e) => return vec![Step::Stop(budget_unavailable(&e))],
+            },
             (None, None) => {}
         }
         let r = self.appflow.create_flow(flow).await;
@@ -483,8 +508,8 @@ impl AwsShell {
         })]
     }
 
-    /// Gives a deleted flow's slot back. Best effort: a batch flow's lease expires, a live
-    /// flow's is released when it is deleted again.
+    /// Gives a deleted flow's slot back. Best effort: a batch flow's lease expires; a live
+    /// flow's never does (see `crate::budget`).
     async fn release_flow(&self, flow: &str) {
         let Some(budget) = &self.budget else {
             return;
