@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `pk` | S | `budget#profile#{connector profile}`, `budget#account` or `budget#flows` |
 //! | `version` | N | every write is conditional on it (created with `attribute_not_exists`) |
-//! | `doc` | S | the [`Ledger`] as JSON: leases (holder → expiry) and waiters |
+//! | `doc` | S | the [`Ledger`] as JSON: leases (holder → expiry), waiters and a lowered limit (`cap`) |
 //! | `updated_at` | S | RFC 3339 time of the write |
 //!
 //! A holder is a batch (`{workflow}/b{index}`): one batch runs at most one run at a time, so a
@@ -147,14 +147,16 @@ pub enum Slot {
     Denied(SlotDenial),
 }
 
-fn slot(answer: Answer, scope: &str) -> Slot {
+/// A refusal under a limit AppFlow's quota lowered says so (`quota`), so the wait shows why
+/// the limit is below the configured `configured`.
+fn slot(answer: Answer, scope: &str, configured: u32) -> Slot {
     match answer {
         Answer::Granted => Slot::Granted,
         Answer::Denied { in_use, limit } => Slot::Denied(SlotDenial {
             scope: scope.into(),
             in_use,
             limit,
-            quota: false,
+            quota: limit < configured,
         }),
     }
 }
@@ -221,7 +223,7 @@ impl RunBudget {
                 (answer, true)
             })
             .await?;
-        Ok(slot(answer, FLOWS_SCOPE))
+        Ok(slot(answer, FLOWS_SCOPE, limit))
     }
 
     /// Asks a flow slot for live flow `flow`, held until it is deleted (granted when the
@@ -239,7 +241,7 @@ impl RunBudget {
                 (l.ask(flow, attempt, limit, now, ttls), true)
             })
             .await?;
-        Ok(slot(answer, FLOWS_SCOPE))
+        Ok(slot(answer, FLOWS_SCOPE, limit))
     }
 
     /// Gives `flow`'s slot back once it is deleted (idempotent).
@@ -319,16 +321,11 @@ impl RunBudget {
                     (a, true)
                 })
                 .await?;
-            if let Answer::Denied { in_use, limit } = answer {
+            if let Slot::Denied(denial) = slot(answer, scope, limit) {
                 for (taken, _, _) in scopes.iter().take(n) {
                     self.update(taken, |l| ((), l.release(holder))).await?;
                 }
-                return Ok(Slot::Denied(SlotDenial {
-                    scope: scope.clone(),
-                    in_use,
-                    limit,
-                    quota: false,
-                }));
+                return Ok(Slot::Denied(denial));
             }
         }
         Ok(Slot::Granted)

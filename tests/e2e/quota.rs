@@ -119,6 +119,8 @@ async fn an_account_run_quota_below_the_budget_lowers_it_and_nothing_fails() -> 
         &[
             ("FLOWPILOT_PROFILE_RUN_LIMIT", "5"),
             ("FLOWPILOT_SLOT_RETRY", "1s"),
+            // A batch still refused a second after the first refusal is reported.
+            ("FLOWPILOT_SLOT_WAIT_ALERT", "1s"),
         ],
     )?;
     env.create_workflows(&all, N).await?;
@@ -148,7 +150,19 @@ async fn an_account_run_quota_below_the_budget_lowers_it_and_nothing_fails() -> 
         log.contains("AppFlow refused: quota; effective limit lowered to"),
         "no shrink in the log"
     );
-    // After the first refusal the lowered limit holds: far fewer refusals than starts.
+    // Status for operators: a wait under the lowered limit says why it is lower.
+    let mut events = Vec::new();
+    let lowered_wait = |e: &Value| {
+        e["detail-type"] == "Batch Waiting For Run Slot"
+            && e["detail"]["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("AppFlow refused: quota; effective limit lowered to"))
+    };
+    env.health_until(&mut events, Duration::from_secs(30), |all| {
+        all.iter().any(lowered_wait)
+    })
+    .await
+    .context("a `Batch Waiting For Run Slot` naming the lowered limit")?;
     let started = runs["runs"].as_array().map_or(0, Vec::len) as u64;
     ensure!(started >= (N * 4) as u64, "{started} runs");
     println!(

@@ -110,7 +110,9 @@ pub(super) fn denied(cx: &mut Ctx, index: u32, attempt: u32, denial: SlotDenial)
 
 /// How full the refusing limit was, as status and events say it.
 fn usage(d: &SlotDenial) -> String {
-    if d.quota {
+    if d.quota && d.limit == 0 {
+        "AppFlow refused: quota (that limit of flowpilot's is off: nothing to lower)".to_owned()
+    } else if d.quota {
         format!(
             "AppFlow refused: quota; effective limit lowered to {} ({} in use)",
             d.limit, d.in_use

@@ -97,8 +97,8 @@ pub struct SlotDenial {
     pub in_use: u32,
     /// The effective limit (lower than configured while AppFlow's quota refusal holds).
     pub limit: u32,
-    /// AppFlow itself refused (`ServiceQuotaExceededException`) and the budget lowered `limit`
-    /// to it.
+    /// AppFlow itself refused (`ServiceQuotaExceededException`) and the budget lowered `limit`,
+    /// now or earlier (a refusal under a limit still lowered).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quota: bool,
 }
