@@ -6,6 +6,7 @@
 
 /// IAM: restricted roles through STS, the SQS / DynamoDB / EventBridge front, trust policies.
 mod iam;
+mod quota;
 
 use std::future::Future;
 use std::time::Duration;
