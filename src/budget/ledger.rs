@@ -100,14 +100,45 @@ impl Ledger {
     /// AppFlow refused `holder` for a quota: its slot is given back and the limit is lowered to
     /// the slots the others hold (at least 1, so work goes on one at a time; never above a
     /// lower cap still in force) until `now + recover`. Returns the lowered limit.
-    pub fn shrink(&mut self, holder: &str, limit: u32, now: i64, recover: i64) -> u32 {
-        self.holders.remove(holder);
+    pub fn shrink(
+        &mut self,
+        holder: &str,
+        attempt: u32,
+        limit: u32,
+        now: i64,
+        recover: i64,
+    ) -> u32 {
+        self.refuse(holder, attempt, now);
         let lowered = self.in_use().max(1).min(self.effective(limit, now));
         self.cap = Some(Cap {
             limit: lowered,
             until: now.saturating_add(recover),
         });
         lowered
+    }
+
+    /// Takes back the slot granted to `holder`'s `attempt` (not a newer attempt's) and
+    /// remembers the refusal, as [`Ledger::ask`] would have refused: a StartFlow of that attempt
+    /// executed again (a second worker, a redrain) is refused too, instead of taking a slot for
+    /// a batch that has moved on and would never give it back.
+    pub fn refuse(&mut self, holder: &str, attempt: u32, now: i64) {
+        if self
+            .holders
+            .get(holder)
+            .is_some_and(|lease| lease.attempt > attempt)
+        {
+            return;
+        }
+        self.holders.remove(holder);
+        let w = self.waiters.get(holder).copied();
+        self.waiters.insert(
+            holder.to_owned(),
+            Waiter {
+                since: w.map_or(now, |w| w.since),
+                seen: now,
+                refused: w.map_or(attempt, |w| w.refused.max(attempt)),
+            },
+        );
     }
 
     pub fn in_use(&self) -> u32 {
@@ -266,7 +297,7 @@ mod tests {
             assert_eq!(l.ask(h, 1, 5, t, TTLS), Answer::Granted);
         }
         // AppFlow refused `c`'s run: the others hold 2, so the limit is 2 for 500 ms.
-        assert_eq!(l.shrink("c", 5, 10, 500), 2);
+        assert_eq!(l.shrink("c", 1, 5, 10, 500), 2);
         assert!(!l.holders.contains_key("c"));
         assert_eq!(
             l.ask("c", 2, 5, 20, TTLS),
@@ -287,7 +318,7 @@ mod tests {
         // A second refusal never raises a lower cap, and never goes below 1.
         l.release("b");
         l.release("c");
-        assert_eq!(l.shrink("d", 5, 50, 500), 1);
+        assert_eq!(l.shrink("d", 1, 5, 50, 500), 1);
         // Past the expiry the configured limit applies again.
         assert_eq!(l.effective(5, 549), 1);
         assert_eq!(l.ask("d", 2, 5, 550, TTLS), Answer::Granted);
@@ -314,5 +345,20 @@ mod tests {
         assert_eq!(l.ask("b", 2, 1, 4, TTLS), Answer::Granted);
         l.release("b");
         assert_eq!(l.ask_unqueued("ahead", 3, 1, 5, TTLS), Answer::Granted);
+    }
+
+    #[test]
+    fn a_quota_refused_attempt_asking_again_is_refused_even_with_a_free_slot() {
+        let mut l = Ledger::default();
+        assert_eq!(l.ask("a", 1, 5, 0, TTLS), Answer::Granted);
+        // AppFlow refused a's run: nobody else holds a slot, so the limit goes down to 1.
+        assert_eq!(l.shrink("a", 1, 5, 1, 500), 1);
+        // The same StartFlow executed again (a second worker, a redrain) must not take a slot
+        // its batch, moved on, would never give back.
+        assert!(matches!(l.ask("a", 1, 5, 2, TTLS), Answer::Denied { .. }));
+        assert_eq!(l.ask("a", 2, 5, 3, TTLS), Answer::Granted);
+        // A refusal of an older attempt never takes a newer attempt's slot.
+        l.refuse("a", 1, 4);
+        assert!(l.holders.contains_key("a"));
     }
 }

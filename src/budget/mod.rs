@@ -259,15 +259,20 @@ impl RunBudget {
         &self,
         profile: &str,
         holder: &str,
+        attempt: u32,
     ) -> Result<Option<SlotDenial>, BudgetError> {
         let scopes = self.scopes(profile);
         let Some((key, scope, limit)) = scopes.last().cloned() else {
             return Ok(None);
         };
         for (taken, _, _) in scopes.iter().take(scopes.len().saturating_sub(1)) {
-            self.update(taken, |l| ((), l.release(holder))).await?;
+            self.update(taken, |l| {
+                l.refuse(holder, attempt, Utc::now().timestamp_millis());
+                ((), true)
+            })
+            .await?;
         }
-        let (in_use, lowered) = self.shrink(&key, holder, limit).await?;
+        let (in_use, lowered) = self.shrink(&key, holder, attempt, limit).await?;
         Ok(Some(SlotDenial {
             scope,
             in_use,
@@ -276,13 +281,17 @@ impl RunBudget {
         }))
     }
 
-    /// AppFlow refused CreateFlow of `flow` for a quota: the flow limit is lowered. None when
-    /// the flow limit is off.
-    pub async fn shrink_flows(&self, flow: &str) -> Result<Option<SlotDenial>, BudgetError> {
+    /// AppFlow refused CreateFlow of `flow` (for a batch's `attempt`; 0 for a live flow) for a
+    /// quota: the flow limit is lowered. None when the flow limit is off.
+    pub async fn shrink_flows(
+        &self,
+        flow: &str,
+        attempt: u32,
+    ) -> Result<Option<SlotDenial>, BudgetError> {
         let Some(limit) = self.limits.flows else {
             return Ok(None);
         };
-        let (in_use, lowered) = self.shrink(FLOWS_KEY, flow, limit).await?;
+        let (in_use, lowered) = self.shrink(FLOWS_KEY, flow, attempt, limit).await?;
         Ok(Some(SlotDenial {
             scope: FLOWS_SCOPE.into(),
             in_use,
@@ -291,12 +300,18 @@ impl RunBudget {
         }))
     }
 
-    async fn shrink(&self, key: &str, holder: &str, limit: u32) -> Result<(u32, u32), BudgetError> {
+    async fn shrink(
+        &self,
+        key: &str,
+        holder: &str,
+        attempt: u32,
+        limit: u32,
+    ) -> Result<(u32, u32), BudgetError> {
         let ttls = self.limits.ttls();
         self.update(key, |l| {
             let now = Utc::now().timestamp_millis();
             l.prune(now, ttls);
-            let lowered = l.shrink(holder, limit, now, ms(QUOTA_RECOVERY));
+            let lowered = l.shrink(holder, attempt, limit, now, ms(QUOTA_RECOVERY));
             ((l.in_use(), lowered), true)
         })
         .await

@@ -145,7 +145,7 @@ impl AwsShell {
                 {
                     self.record("start_flow", false);
                     let step = match self
-                        .quota_refused(wf, "start_flow", flow_name, Some(*i), e)
+                        .quota_refused(wf, "start_flow", flow_name, Some((*i, *attempt)), e)
                         .await
                     {
                         Ok(denial) => Step::Record(Outcome::SlotDenied {

@@ -95,16 +95,23 @@ impl AwsShell {
         wf: &Workflow,
         operation: &'static str,
         flow: &str,
-        batch: Option<u32>,
+        batch: Option<(u32, u32)>,
         error: &EffectError,
     ) -> Result<SlotDenial, EffectError> {
         let lowered = match &self.budget {
             None => Ok(None),
-            Some(b) if operation == "create_flow" => b.shrink_flows(flow).await,
+            Some(b) if operation == "create_flow" => {
+                b.shrink_flows(flow, batch.map_or(0, |(_, attempt)| attempt))
+                    .await
+            }
             Some(b) => match batch {
-                Some(i) => {
-                    b.shrink_runs(&wf.spec.connector_profile, &holder(wf.id.as_str(), i))
-                        .await
+                Some((i, attempt)) => {
+                    b.shrink_runs(
+                        &wf.spec.connector_profile,
+                        &holder(wf.id.as_str(), i),
+                        attempt,
+                    )
+                    .await
                 }
                 None => Ok(None),
             },
@@ -131,7 +138,7 @@ impl AwsShell {
             &[("operation", operation), ("limit", limit)],
         );
         tracing::warn!(
-            workflow = %wf.id, batch, flow, scope = %denial.scope, in_use = denial.in_use,
+            workflow = %wf.id, batch = batch.map(|(i, _)| i), flow, scope = %denial.scope, in_use = denial.in_use,
             lowered_to = denial.limit, error = %error.message,
             "AppFlow refused: quota; effective limit lowered to {} (0: that limit is off, nothing to lower)",
             denial.limit
@@ -237,7 +244,7 @@ impl AwsShell {
         {
             self.record("create_flow", false);
             let refused = self
-                .quota_refused(wf, "create_flow", &flow.name, batch.map(|b| b.0), e)
+                .quota_refused(wf, "create_flow", &flow.name, batch, e)
                 .await;
             let step = match (refused, batch) {
                 (Ok(denial), Some((i, attempt))) => {
