@@ -48,12 +48,23 @@ fn workflows(prefix: &str, n: usize) -> (Vec<String>, Vec<WorkflowArgs>) {
 
 /// Waits for every workflow to settle; all must be live with every record written once.
 async fn all_live_exactly_once(env: &Env, n: usize) -> anyhow::Result<Vec<Workflow>> {
-    let wfs = poll_every(Duration::from_millis(300), DEADLINE, || async {
+    let done = poll_every(Duration::from_millis(300), DEADLINE, || async {
         let wfs = env.store.list_all().await?.workflows;
         Ok((wfs.len() == n && wfs.iter().all(settled)).then_some(wfs))
     })
-    .await
-    .context("every workflow settled")?;
+    .await;
+    let wfs = match done {
+        Ok(wfs) => wfs,
+        Err(e) => {
+            let wfs = env.store.list_all().await?.workflows;
+            let stuck: Vec<String> = wfs
+                .iter()
+                .filter(|w| !settled(w))
+                .map(|w| flowpilot::cli::workflow::status_text(w, chrono::Utc::now()))
+                .collect();
+            return Err(e.context(format!("not settled:\n{}", stuck.join("\n"))));
+        }
+    };
     for wf in &wfs {
         ensure!(
             wf.status == WorkflowStatus::Live,
