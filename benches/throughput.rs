@@ -117,6 +117,7 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
             // runs at once; these figures are the per-batch path without it. With it on, each
             // start also reads and writes the profile's budget item (README, run budget).
             ("FLOWPILOT_PROFILE_RUN_LIMIT", "0"),
+            ("FLOWPILOT_FLOW_LIMIT", "0"),
             ("RUST_LOG", "warn,flowpilot::worker=info"),
         ],
     )?;

@@ -105,6 +105,11 @@ pub struct RawConfig {
     /// no account limit [default: unset].
     #[arg(long, env = "FLOWPILOT_ACCOUNT_RUN_LIMIT")]
     pub account_run_limit: Option<u32>,
+    /// Live flows flowpilot holds in the account at once (batch flows and live integration
+    /// flows; AppFlow's quota is 1,000 flows per account), across every workflow and worker;
+    /// `0` turns the flow limit off [default: 900].
+    #[arg(long, env = "FLOWPILOT_FLOW_LIMIT")]
+    pub flow_limit: Option<u32>,
     /// How long a batch refused a run slot waits before asking again, 1s to 15m
     /// [default: 10s].
     #[arg(long, env = "FLOWPILOT_SLOT_RETRY")]
@@ -154,6 +159,7 @@ impl RawConfig {
             source_budget_wait: self.source_budget_wait.or(lower.source_budget_wait),
             profile_run_limit: self.profile_run_limit.or(lower.profile_run_limit),
             account_run_limit: self.account_run_limit.or(lower.account_run_limit),
+            flow_limit: self.flow_limit.or(lower.flow_limit),
             slot_retry: self.slot_retry.or(lower.slot_retry),
             slot_wait_alert: self.slot_wait_alert.or(lower.slot_wait_alert),
             managed_role_arn: self.managed_role_arn.or(lower.managed_role_arn),
@@ -215,7 +221,7 @@ pub struct WorkerConfig {
     pub reconcile_every: Option<Duration>,
     pub flush_after: Duration,
     pub batch_linger: Duration,
-    /// The shared run budget; None: off (`FLOWPILOT_PROFILE_RUN_LIMIT=0`).
+    /// The shared budget; None: off (`FLOWPILOT_PROFILE_RUN_LIMIT=0` and `FLOWPILOT_FLOW_LIMIT=0`).
     pub budget: Option<crate::budget::Limits>,
     /// `FLOWPILOT_MANAGED_ROLE_ARN`; None: managed workflows fail, saying so.
     pub managed_role_arn: Option<String>,
@@ -251,18 +257,17 @@ impl WorkerConfig {
         };
         let slot_retry = slot_retry(&raw.slot_retry, defaults.slot_retry)?;
         let max_run = duration("FLOWPILOT_MAX_RUN", &raw.max_run, defaults.max_run_duration)?;
-        let budget = match raw
-            .profile_run_limit
-            .unwrap_or(crate::budget::DEFAULT_PROFILE_RUN_LIMIT)
-        {
-            0 => None,
-            profile => Some(crate::budget::Limits::new(
-                profile,
-                raw.account_run_limit.filter(|n| *n > 0),
-                max_run,
-                slot_retry,
-            )),
-        };
+        let budget = crate::budget::Limits::new(
+            Some(
+                raw.profile_run_limit
+                    .unwrap_or(crate::budget::DEFAULT_PROFILE_RUN_LIMIT),
+            )
+            .filter(|n| *n > 0),
+            raw.account_run_limit.filter(|n| *n > 0),
+            Some(raw.flow_limit.unwrap_or(crate::budget::DEFAULT_FLOW_LIMIT)).filter(|n| *n > 0),
+            max_run,
+            slot_retry,
+        );
         Ok(Self {
             queue_url: raw.queue_url()?,
             table: raw.table()?,
@@ -497,19 +502,26 @@ mod tests {
     fn the_run_budget_is_on_at_five_per_profile_unless_turned_off() {
         let c = WorkerConfig::from_raw(&base()).unwrap();
         let b = c.budget.unwrap();
-        assert_eq!((b.profile, b.account), (5, None));
+        assert_eq!((b.profile, b.account, b.flows), (Some(5), None, Some(900)));
         // Leases outlast the longest run reconcile lets go on.
         assert_eq!(b.lease, Duration::from_secs(6 * 3600 + 600));
         let mut raw = base();
         raw.profile_run_limit = Some(0);
+        let b = WorkerConfig::from_raw(&raw).unwrap().budget.unwrap();
+        assert_eq!((b.profile, b.flows), (None, Some(900)));
+        raw.flow_limit = Some(0);
         assert!(WorkerConfig::from_raw(&raw).unwrap().budget.is_none());
+        raw.flow_limit = Some(40);
         raw.profile_run_limit = Some(3);
         raw.account_run_limit = Some(20);
         raw.slot_retry = Some("2s".into());
         let c = WorkerConfig::from_raw(&raw).unwrap();
         assert_eq!(c.policy.slot_retry, Duration::from_secs(2));
         let b = c.budget.unwrap();
-        assert_eq!((b.profile, b.account), (3, Some(20)));
+        assert_eq!(
+            (b.profile, b.account, b.flows),
+            (Some(3), Some(20), Some(40))
+        );
         raw.account_run_limit = Some(0);
         assert_eq!(
             WorkerConfig::from_raw(&raw)

@@ -51,6 +51,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "Run slots given back to the shared run budget, by result.",
     ),
     (
+        QUOTA_REFUSALS,
+        "AppFlow ServiceQuotaExceededException answers, by operation (start_flow, create_flow) and the budget limit lowered for them (profile, account, flows, none).",
+    ),
+    (
         RETRIES_SCHEDULED,
         "Delayed retry_due commands sent for batch retries.",
     ),
@@ -110,6 +114,7 @@ pub const CONFLICTS: &str = "flowpilot_conditional_write_conflicts_total";
 pub const EFFECTS: &str = "flowpilot_effects_total";
 pub const RUN_SLOTS: &str = "flowpilot_run_slots_total";
 pub const RUN_SLOT_RELEASES: &str = "flowpilot_run_slot_releases_total";
+pub const QUOTA_REFUSALS: &str = "flowpilot_quota_refusals_total";
 pub const RETRIES_SCHEDULED: &str = "flowpilot_retries_scheduled_total";
 pub const DEFERRED: &str = "flowpilot_deferred_commands_total";
 pub const DRAINS_SCHEDULED: &str = "flowpilot_drains_scheduled_total";

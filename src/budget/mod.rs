@@ -1,14 +1,15 @@
 //! The shared run budget (issue 14): concurrent runs per connector profile
-//! (`FLOWPILOT_PROFILE_RUN_LIMIT`) and per account (`FLOWPILOT_ACCOUNT_RUN_LIMIT`), held across
-//! every workflow and worker replica with leases in the state table.
+//! (`FLOWPILOT_PROFILE_RUN_LIMIT`) and per account (`FLOWPILOT_ACCOUNT_RUN_LIMIT`), and live
+//! flows in the account (`FLOWPILOT_FLOW_LIMIT`), held across every workflow and worker replica
+//! with leases in the state table.
 //!
 //! Layout: one item per limit, beside the workflows' items and never touching them:
 //!
 //! | attribute | type | content |
 //! |---|---|---|
-//! | `pk` | S | `budget#profile#{connector profile}` or `budget#account` |
+//! | `pk` | S | `budget#profile#{connector profile}`, `budget#account` or `budget#flows` |
 //! | `version` | N | every write is conditional on it (created with `attribute_not_exists`) |
-//! | `doc` | S | the [`Ledger`] as JSON: leases (holder → expiry) and waiters |
+//! | `doc` | S | the [`Ledger`] as JSON: leases (holder → expiry), waiters and a lowered limit (`cap`) |
 //! | `updated_at` | S | RFC 3339 time of the write |
 //!
 //! A holder is a batch (`{workflow}/b{index}`): one batch runs at most one run at a time, so a
@@ -17,6 +18,19 @@
 //! report, a reconciled run, a cancel); one that is never released (a worker killed between
 //! that commit and the release) expires after `FLOWPILOT_MAX_RUN` plus 10 minutes, past
 //! which reconcile has cancelled any run still going.
+//!
+//! Flows: a batch flow's holder is its flow name; its lease is taken before CreateFlow (a
+//! refusal is a slot refusal: the batch waits) and released once DeleteFlow succeeds. It
+//! expires after [`FLOW_LEASE_EXTRA`] beyond the run lease, in case that release is lost. A
+//! live flow (scheduled, flowpilot's continuous integration) asks like a batch flow, in the same
+//! queue, and its lease never expires: it is released when the live flow is deleted. Its
+//! question has no batch attempt, so each ask is a new one (numbered by the clock's seconds);
+//! a refusal leaves its CreateFlow in the outbox for the next drain.
+//!
+//! AppFlow's own refusal (`ServiceQuotaExceededException` on StartFlow or CreateFlow) lowers the
+//! limit in the item ([`Ledger::shrink`]) for [`QUOTA_RECOVERY`]: a StartFlow refusal lowers the
+//! account limit (the profile's when no account limit is set), a CreateFlow refusal the flow
+//! limit.
 //!
 //! Whether a refused batch waits, and how, is `decide`'s (`decide::slot`); the order in which
 //! waiters are served is the ledger's ([`ledger`]).
@@ -34,6 +48,8 @@ use flowpilot_core::effect::SlotDenial;
 
 use crate::aws::error_chain;
 pub use ledger::{Answer, Ledger, Ttls};
+
+const FLOWS_KEY: &str = "budget#flows";
 
 /// Conditional writes lost in a row before asking is given up for now (the StartFlow stays
 /// in the outbox and the next drain asks again); with the jittered pauses between them, about
@@ -54,13 +70,23 @@ pub enum BudgetError {
     Contended { key: String },
 }
 
+/// How long a limit lowered by AppFlow's quota refusal stays lowered.
+pub const QUOTA_RECOVERY: Duration = Duration::from_secs(600);
+
+/// A batch flow's lease outlasts a run's by this much: a flow is created ahead of its run and
+/// may wait for a run slot that long before its lease lapses.
+pub const FLOW_LEASE_EXTRA: Duration = Duration::from_secs(24 * 3600);
+
 /// The limits, as the worker was configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Concurrent runs per connector profile (`FLOWPILOT_PROFILE_RUN_LIMIT`, default 5).
-    pub profile: u32,
+    /// Concurrent runs per connector profile (`FLOWPILOT_PROFILE_RUN_LIMIT`, default 5); None:
+    /// no run limits (the account's is not applied either).
+    pub profile: Option<u32>,
     /// Concurrent runs over the whole account, if limited (`FLOWPILOT_ACCOUNT_RUN_LIMIT`).
     pub account: Option<u32>,
+    /// Live flows flowpilot holds in the account (`FLOWPILOT_FLOW_LIMIT`, default 900).
+    pub flows: Option<u32>,
     /// How long a lease lasts unless released.
     pub lease: Duration,
     /// How long a waiter keeps its place without asking again.
@@ -68,26 +94,33 @@ pub struct Limits {
 }
 
 pub const DEFAULT_PROFILE_RUN_LIMIT: u32 = 5;
+/// AppFlow's default quota is 1,000 flows per account: this leaves room for flows others own.
+pub const DEFAULT_FLOW_LIMIT: u32 = 900;
 
 impl Limits {
     /// Leases outlast the longest run reconcile lets go on; waiters ask every `slot_retry`
-    /// (plus SQS and handling delays), so three missed questions drop them.
+    /// (plus SQS and handling delays), so three missed questions drop them. `None` if every
+    /// limit is off.
     pub fn new(
-        profile: u32,
+        profile: Option<u32>,
         account: Option<u32>,
+        flows: Option<u32>,
         max_run: Duration,
         slot_retry: Duration,
-    ) -> Self {
-        Self {
+    ) -> Option<Self> {
+        if profile.is_none() && flows.is_none() {
+            return None;
+        }
+        Some(Self {
             profile,
-            account,
+            account: account.filter(|_| profile.is_some()),
+            flows,
             lease: max_run.saturating_add(Duration::from_secs(600)),
             waiter: slot_retry.saturating_mul(3).max(Duration::from_secs(60)),
-        }
+        })
     }
 
     fn ttls(&self) -> Ttls {
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Ttls {
             lease: ms(self.lease),
             waiter: ms(self.waiter),
@@ -100,11 +133,32 @@ pub fn holder(workflow: &str, index: u32) -> String {
     format!("{workflow}/b{index}")
 }
 
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The scope of the flow limit, as status and metrics name it.
+pub const FLOWS_SCOPE: &str = "flows";
+
 /// What asking for a slot came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Slot {
     Granted,
     Denied(SlotDenial),
+}
+
+/// A refusal under a limit AppFlow's quota lowered says so (`quota`), so the wait shows why
+/// the limit is below the configured `configured`.
+fn slot(answer: Answer, scope: &str, configured: u32) -> Slot {
+    match answer {
+        Answer::Granted => Slot::Granted,
+        Answer::Denied { in_use, limit } => Slot::Denied(SlotDenial {
+            scope: scope.into(),
+            in_use,
+            limit,
+            quota: limit < configured,
+        }),
+    }
 }
 
 /// The run budget over DynamoDB.
@@ -124,17 +178,143 @@ impl RunBudget {
         }
     }
 
-    /// The limits in the order a slot is taken: the profile's, then the account's.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The run limits in the order a slot is taken: the profile's, then the account's.
     fn scopes(&self, profile: &str) -> Vec<(String, String, u32)> {
+        let Some(per_profile) = self.limits.profile else {
+            return Vec::new();
+        };
         let mut v = vec![(
             format!("budget#profile#{profile}"),
             format!("profile {profile}"),
-            self.limits.profile,
+            per_profile,
         )];
         if let Some(limit) = self.limits.account {
             v.push(("budget#account".into(), "account".into(), limit));
         }
         v
+    }
+
+    /// Takes a flow slot for batch flow `flow` before its CreateFlow (granted when the flow
+    /// limit is off).
+    /// `ahead`: the flow is created ahead of its batch's turn; refused, it does not queue.
+    pub async fn acquire_flow(
+        &self,
+        flow: &str,
+        attempt: u32,
+        ahead: bool,
+    ) -> Result<Slot, BudgetError> {
+        let Some(limit) = self.limits.flows else {
+            return Ok(Slot::Granted);
+        };
+        let mut ttls = self.limits.ttls();
+        ttls.lease = ttls.lease.saturating_add(ms(FLOW_LEASE_EXTRA));
+        let answer = self
+            .update(FLOWS_KEY, |l| {
+                let now = Utc::now().timestamp_millis();
+                let answer = if ahead {
+                    l.ask_unqueued(flow, attempt, limit, now, ttls)
+                } else {
+                    l.ask(flow, attempt, limit, now, ttls)
+                };
+                (answer, true)
+            })
+            .await?;
+        Ok(slot(answer, FLOWS_SCOPE, limit))
+    }
+
+    /// Asks a flow slot for live flow `flow`, held until it is deleted (granted when the
+    /// flow limit is off).
+    pub async fn acquire_live_flow(&self, flow: &str) -> Result<Slot, BudgetError> {
+        let Some(limit) = self.limits.flows else {
+            return Ok(Slot::Granted);
+        };
+        let mut ttls = self.limits.ttls();
+        ttls.lease = i64::MAX;
+        let answer = self
+            .update(FLOWS_KEY, |l| {
+                let now = Utc::now().timestamp_millis();
+                let attempt = u32::try_from(now / 1000).unwrap_or(u32::MAX);
+                (l.ask(flow, attempt, limit, now, ttls), true)
+            })
+            .await?;
+        Ok(slot(answer, FLOWS_SCOPE, limit))
+    }
+
+    /// Gives `flow`'s slot back once it is deleted (idempotent).
+    pub async fn release_flow(&self, flow: &str) -> Result<(), BudgetError> {
+        if self.limits.flows.is_none() {
+            return Ok(());
+        }
+        self.update(FLOWS_KEY, |l| ((), l.release(flow))).await
+    }
+
+    /// AppFlow refused `holder`'s StartFlow for a quota: its run slots go back and the
+    /// account's limit (the profile's when no account limit is set) is lowered. None when the
+    /// run limits are off (nothing to lower; the batch still waits).
+    pub async fn shrink_runs(
+        &self,
+        profile: &str,
+        holder: &str,
+        attempt: u32,
+    ) -> Result<Option<SlotDenial>, BudgetError> {
+        let scopes = self.scopes(profile);
+        let Some((key, scope, limit)) = scopes.last().cloned() else {
+            return Ok(None);
+        };
+        for (taken, _, _) in scopes.iter().take(scopes.len().saturating_sub(1)) {
+            self.update(taken, |l| {
+                l.refuse(holder, attempt, Utc::now().timestamp_millis());
+                ((), true)
+            })
+            .await?;
+        }
+        let (in_use, lowered) = self.shrink(&key, holder, attempt, limit).await?;
+        Ok(Some(SlotDenial {
+            scope,
+            in_use,
+            limit: lowered,
+            quota: true,
+        }))
+    }
+
+    /// AppFlow refused CreateFlow of `flow` (for a batch's `attempt`; 0 for a live flow) for a
+    /// quota: the flow limit is lowered. None when the flow limit is off.
+    pub async fn shrink_flows(
+        &self,
+        flow: &str,
+        attempt: u32,
+    ) -> Result<Option<SlotDenial>, BudgetError> {
+        let Some(limit) = self.limits.flows else {
+            return Ok(None);
+        };
+        let (in_use, lowered) = self.shrink(FLOWS_KEY, flow, attempt, limit).await?;
+        Ok(Some(SlotDenial {
+            scope: FLOWS_SCOPE.into(),
+            in_use,
+            limit: lowered,
+            quota: true,
+        }))
+    }
+
+    async fn shrink(
+        &self,
+        key: &str,
+        holder: &str,
+        attempt: u32,
+        limit: u32,
+    ) -> Result<(u32, u32), BudgetError> {
+        let ttls = self.limits.ttls();
+        self.update(key, |l| {
+            let now = Utc::now().timestamp_millis();
+            l.prune(now, ttls);
+            let lowered = l.shrink(holder, attempt, limit, now, ms(QUOTA_RECOVERY));
+            ((l.in_use(), lowered), true)
+        })
+        .await
     }
 
     /// Takes a slot on every limit for `holder`, or none: a refusal by the account limit
@@ -156,15 +336,11 @@ impl RunBudget {
                     (a, true)
                 })
                 .await?;
-            if let Answer::Denied { in_use } = answer {
+            if let Slot::Denied(denial) = slot(answer, scope, limit) {
                 for (taken, _, _) in scopes.iter().take(n) {
                     self.update(taken, |l| ((), l.release(holder))).await?;
                 }
-                return Ok(Slot::Denied(SlotDenial {
-                    scope: scope.clone(),
-                    in_use,
-                    limit,
-                }));
+                return Ok(Slot::Denied(denial));
             }
         }
         Ok(Slot::Granted)

@@ -369,6 +369,7 @@ pub fn status_json(wf: &Workflow) -> Value {
                 "limit": w.limit,
                 "since": w.since,
                 "denials": w.denials,
+                "quota": w.quota,
             })),
             "error": b.last_error.as_ref().map(|e| e.message.clone()),
         })).collect::<Vec<_>>(),
@@ -400,6 +401,7 @@ pub fn status_json(wf: &Workflow) -> Value {
             "limit": w.limit,
             "since": w.since,
             "batches": batches,
+            "quota": w.quota,
         })),
         "live": wf.live.as_ref().map(|l| json!({
             "flow_name": l.flow_name,
@@ -582,13 +584,22 @@ pub fn status_text(wf: &Workflow, now: DateTime<Utc>) -> String {
             );
         }
         if let Some((batches, w)) = waiting_for_slot(wf) {
+            let usage = if w.quota && w.limit == 0 {
+                "AppFlow refused: quota (that limit of flowpilot's is off: nothing to lower)"
+                    .to_owned()
+            } else if w.quota {
+                format!(
+                    "AppFlow refused: quota; effective limit lowered to {} ({} in use)",
+                    w.limit, w.in_use
+                )
+            } else {
+                format!("{}/{} in use", w.in_use, w.limit)
+            };
             let _ = writeln!(
                 out,
-                "waiting for a run slot on {}: {}/{} in use ({batches} batch(es), since {}); \
+                "waiting for a run slot on {}: {usage} ({batches} batch(es), since {}); \
                  the shared run budget serves the longest waiting batch first",
                 w.scope,
-                w.in_use,
-                w.limit,
                 w.since.to_rfc3339()
             );
         }
@@ -927,6 +938,7 @@ mod tests {
                 scope: "profile sf".into(),
                 in_use: 5,
                 limit: 5,
+                quota: false,
             },
         };
         let wf = decide(&wf, Input::Applied(vec![denied]), now, &Policy::default()).workflow;
@@ -942,6 +954,46 @@ mod tests {
         assert_eq!(json["waiting_for_slot"]["scope"], "profile sf");
         assert_eq!(json["batches"][0]["slot_wait"]["denials"], 1);
         assert_eq!(json["batches"][0]["status"], "retry_wait");
+    }
+
+    #[test]
+    fn a_batch_appflow_refused_for_a_quota_says_the_limit_was_lowered() {
+        use flowpilot_core::decide::{Policy, decide};
+        use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome, SlotDenial};
+        use flowpilot_core::input::Input;
+        let now = Utc::now();
+        let spec = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2025-01-01".into()),
+                ..Default::default()
+            },
+            now,
+        );
+        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
+        let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
+        let denied = Outcome::SlotDenied {
+            key: EffectKey::attempt(0, 1, AttemptStep::Start),
+            attempt: 1,
+            denial: SlotDenial {
+                scope: "account".into(),
+                in_use: 2,
+                limit: 2,
+                quota: true,
+            },
+        };
+        let wf = decide(&wf, Input::Applied(vec![denied]), now, &Policy::default()).workflow;
+        assert_ne!(wf.status, WorkflowStatus::Failed);
+        let text = status_text(&wf, now);
+        assert!(
+            text.contains(
+                "waiting for a run slot on account: AppFlow refused: quota; effective limit lowered to 2 (2 in use)"
+            ),
+            "{text}"
+        );
+        let json = status_json(&wf);
+        assert_eq!(json["waiting_for_slot"]["quota"], true);
+        assert_eq!(json["batches"][0]["slot_wait"]["quota"], true);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! client tokens, "already exists"/"already gone" treated as success), so executing an outbox
 //! twice after a crash is harmless.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +24,10 @@ use crate::aws::profiles::Profiles;
 use crate::aws::queue::{MAX_DELAY, Queue, QueueError};
 use crate::budget::{RunBudget, Slot, holder};
 use crate::metrics::{self, Metrics};
+use flowpilot_core::ids::FlowRole;
+
+mod budget;
+use budget::{QUOTA_EXCEEDED, Scratch};
 
 /// What [`Shell::execute`] returns; the core defines it because the state machine's property
 /// test executes outboxes by the same contract.
@@ -72,47 +75,6 @@ pub struct AwsShell {
 }
 
 impl AwsShell {
-    /// Asks the shared run budget for batch `index`'s slot (granted when the budget is off).
-    async fn slot(&self, wf: &Workflow, index: u32, attempt: u32) -> Result<Slot, EffectError> {
-        let Some(budget) = &self.budget else {
-            return Ok(Slot::Granted);
-        };
-        let asked = budget
-            .acquire(
-                &wf.spec.connector_profile,
-                &holder(wf.id.as_str(), index),
-                attempt,
-            )
-            .await;
-        match &asked {
-            Ok(Slot::Granted) => self
-                .metrics
-                .inc_with(metrics::RUN_SLOTS, &[("result", "granted"), ("limit", "")]),
-            Ok(Slot::Denied(d)) => {
-                let limit = if d.scope == "account" {
-                    "account"
-                } else {
-                    "profile"
-                };
-                self.metrics.inc_with(
-                    metrics::RUN_SLOTS,
-                    &[("result", "denied"), ("limit", limit)],
-                );
-                tracing::info!(batch = index, scope = %d.scope, in_use = d.in_use, limit = d.limit, "waiting for a run slot");
-            }
-            Err(_) => self
-                .metrics
-                .inc_with(metrics::RUN_SLOTS, &[("result", "error"), ("limit", "")]),
-        }
-        // A budget that cannot be read is a transient failure: the StartFlow stays in the
-        // outbox and is asked about again, never started without a slot.
-        asked.map_err(|e| EffectError {
-            code: "RunBudgetUnavailable".into(),
-            message: e.to_string(),
-            permanent: false,
-        })
-    }
-
     fn record(&self, kind: &'static str, ok: bool) {
         self.metrics.inc_with(
             metrics::EFFECTS,
@@ -138,13 +100,11 @@ impl AwsShell {
 
     /// Executes the first of `effects`, or all the Publish effects it starts a run of (one
     /// PutEvents per 10 events); one step per effect executed.
-    /// `arns`: flow ARNs that CreateFlow answered earlier in this execution, so linking the
-    /// live flow right after creating it needs no DescribeFlow.
     async fn run_next(
         &self,
         wf: &Workflow,
         effects: &[Effect],
-        arns: &mut HashMap<String, String>,
+        scratch: &mut Scratch,
     ) -> Vec<Step> {
         let Some(effect) = effects.first() else {
             return Vec::new();
@@ -153,11 +113,7 @@ impl AwsShell {
         let done = || Outcome::Done { key: key.clone() };
         let step = match &effect.kind {
             EffectKind::CreateFlow { flow } => {
-                let r = self.appflow.create_flow(flow).await;
-                if let Ok(Some(arn)) = &r {
-                    arns.insert(flow.name.clone(), arn.clone());
-                }
-                self.step("create_flow", key, r, |_| done())
+                return self.create_flow(wf, key, flow, scratch).await;
             }
             EffectKind::StartFlow {
                 flow_name,
@@ -165,7 +121,14 @@ impl AwsShell {
                 role,
                 attempt,
             } => {
-                if let flowpilot_core::ids::FlowRole::Batch(i) = role {
+                if let FlowRole::Batch(i) = role {
+                    if let Some(denial) = scratch.refused.get(i) {
+                        return vec![Step::Record(Outcome::SlotDenied {
+                            key: key.clone(),
+                            attempt: *attempt,
+                            denial: denial.clone(),
+                        })];
+                    }
                     match self.slot(wf, *i, *attempt).await {
                         Ok(Slot::Granted) => {}
                         Ok(Slot::Denied(denial)) => {
@@ -179,7 +142,24 @@ impl AwsShell {
                     }
                 }
                 let r = self.appflow.start_flow(flow_name, client_token).await;
-                if let flowpilot_core::ids::FlowRole::Batch(i) = role {
+                if let (FlowRole::Batch(i), Err(e)) = (role, &r)
+                    && e.code == QUOTA_EXCEEDED
+                {
+                    self.record("start_flow", false);
+                    let step = match self
+                        .quota_refused(wf, "start_flow", flow_name, Some((*i, *attempt)), e)
+                        .await
+                    {
+                        Ok(denial) => Step::Record(Outcome::SlotDenied {
+                            key: key.clone(),
+                            attempt: *attempt,
+                            denial,
+                        }),
+                        Err(e) => Step::Stop(e),
+                    };
+                    return vec![step];
+                }
+                if let FlowRole::Batch(i) = role {
                     if r.is_ok() {
                         metrics::critical_path_reached(&self.metrics);
                     } else if r.as_ref().is_err_and(|e| e.permanent) {
@@ -203,6 +183,9 @@ impl AwsShell {
             }
             EffectKind::DeleteFlow { flow_name } => {
                 let r = self.appflow.delete_flow(flow_name).await;
+                if r.is_ok() {
+                    self.release_flow(flow_name).await;
+                }
                 self.step("delete_flow", key, r, |()| done())
             }
             EffectKind::StopFlow { flow_name } => {
@@ -239,7 +222,7 @@ impl AwsShell {
                 flow_name,
                 generation,
             } => {
-                let r = match arns.get(flow_name) {
+                let r = match scratch.arns.get(flow_name) {
                     Some(arn) => Ok(arn.clone()),
                     // Created by an earlier attempt (or the answer was a conflict): ask AppFlow.
                     None => self.appflow.flow_arn(flow_name).await,
@@ -437,10 +420,10 @@ impl Shell for AwsShell {
 
     async fn execute(&self, wf: &Workflow, effects: &[Effect]) -> Executed {
         let mut executed = Executed::default();
-        let mut arns = HashMap::new();
+        let mut scratch = Scratch::default();
         let mut i = 0;
         while i < effects.len() {
-            let steps = self.run_next(wf, &effects[i..], &mut arns).await;
+            let steps = self.run_next(wf, &effects[i..], &mut scratch).await;
             for step in steps {
                 if !executed.push(&effects[i].key, step) {
                     if let Some((key, error)) = &executed.stopped {

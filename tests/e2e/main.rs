@@ -30,6 +30,9 @@
 //!   flowpilot's batches; same events, redrive of the missing batches, its integration watched.
 //! - [`budget`]: the shared run budget (issue 14): thirty workflows share five run slots on
 //!   one connector profile across two workers and a `kill -9`.
+//! - [`quota`]: AppFlow's account quotas (issue 14): a concurrent-run or flow quota below
+//!   flowpilot's budget lowers it and nothing fails; `FLOWPILOT_FLOW_LIMIT` holds; a run over
+//!   the per-run time limit splits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate: failing loudly is its job
 mod support;
@@ -44,6 +47,7 @@ mod managed;
 mod managed_iam;
 mod modes;
 mod not_sent;
+mod quota;
 mod reliability;
 mod schemas;
 mod sim;

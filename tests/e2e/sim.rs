@@ -6,6 +6,8 @@
 
 /// IAM: restricted roles through STS, the SQS / DynamoDB / EventBridge front, trust policies.
 mod iam;
+/// AppFlow quotas: account concurrent runs, flow count.
+mod quota;
 /// Customer Profiles' managed workflow API.
 mod workflows;
 

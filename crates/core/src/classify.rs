@@ -36,7 +36,7 @@
 //! | permanent | codes `ValidationException`, `BadRequestException`, `UnsupportedOperationException` | the request or flow definition is wrong | botocore models; aws-wire-facts §2.2, §4.1 |
 //! | permanent | codes `AccessDeniedException`, `AccessDenied` | IAM / KMS permissions missing | botocore models; docs/research/iam-facts.md §7 |
 //! | permanent | code `ResourceNotFoundException` | flow, connector profile or domain missing | botocore models; aws-wire-facts §2.2, §4.1 |
-//! | permanent | code `ServiceQuotaExceededException` | an account quota needs raising (402) | botocore AppFlow model; aws-wire-facts §2.2 |
+//! | permanent | code `ServiceQuotaExceededException` | an account quota needs raising (402); a batch's StartFlow or CreateFlow is not judged: the shell lowers the shared budget and the batch waits | botocore AppFlow model; aws-wire-facts §2.2 |
 //! | permanent | code `ConflictException` | already exists / wrong state: the same call gets the same answer | botocore AppFlow model; aws-wire-facts §2.2 |
 //! | permanent | codes `UnrecognizedClientException`, `InvalidClientTokenId`, `MissingAuthenticationTokenException`, `InvalidRequest` | flowpilot's own AWS credentials are wrong, or the SDK refused to build the request | docs/research/iam-facts.md §7; `src/aws/mod.rs` (`InvalidRequest`) |
 //! | transient | fragment `ConcurrentRequests` | Salesforce's concurrent long-running request limit: clears as requests finish | <https://developer.salesforce.com/docs/platform/salesforce-app-limits-cheatsheet/guide/salesforce-app-limits-platform-api.html> |

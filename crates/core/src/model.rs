@@ -195,11 +195,15 @@ pub struct Batch {
 /// Why and since when a batch waits for a run slot of the shared budget.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotWait {
-    /// The limit that refused, as an operator reads it: `profile demo-salesforce` or `account`.
+    /// The limit that refused, as an operator reads it: `profile demo-salesforce`, `account`
+    /// or `flows`.
     pub scope: String,
-    /// Slots held when the budget last refused, and the limit.
+    /// Slots held when the budget last refused, and the (effective) limit.
     pub in_use: u32,
     pub limit: u32,
+    /// The last refusal was AppFlow's quota, which lowered the limit to `limit`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quota: bool,
     /// The first refusal of this wait.
     pub since: DateTime<Utc>,
     /// The refusals so far.

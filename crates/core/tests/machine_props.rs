@@ -802,6 +802,7 @@ impl World {
                             scope: "profile fake".into(),
                             in_use: 5,
                             limit: 5,
+                            quota: false,
                         },
                     });
                 }

@@ -92,6 +92,8 @@ pub async fn runs(State(sim): State<Arc<Sim>>) -> Json<Value> {
         "max_concurrent_per_flow": st.max_concurrent,
         "max_concurrent_any_flow": overall,
         "max_concurrent_per_profile": st.max_concurrent_per_profile,
+        "max_concurrent_account": st.max_concurrent_account,
+        "quota_refusals": st.quota_refusals,
     }))
 }
 
@@ -115,7 +117,7 @@ pub async fn flows(State(sim): State<Arc<Sim>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "flows": flows }))
+    Json(json!({ "flows": flows, "max_flows_at_once": st.max_flows_at_once }))
 }
 
 /// Every connector profile with its SaaS-side state under the current fault plan:

@@ -138,6 +138,18 @@ pub fn create_flow_in(sim: &Sim, st: &mut St, m: &Map<String, Value>) -> Result<
             format!("Flow with name {name} already exists"),
         ));
     }
+    if let Some(max) = sim.faults().max_flows
+        && st.flows.len() >= max as usize
+    {
+        *st.quota_refusals.entry("create_flow").or_insert(0) += 1;
+        // The wording is assumed: AWS documents the error, not its text for this quota.
+        return Err(ApiError::appflow(
+            ErrorKind::ServiceQuotaExceeded,
+            format!(
+                "Unable to create flow {name}: the account has reached the maximum number of flows ({max})"
+            ),
+        ));
+    }
     let now = Utc::now();
     let status = match spec.trigger {
         Trigger::OnDemand => FlowStatus::Active,
@@ -166,6 +178,9 @@ pub fn create_flow_in(sim: &Sim, st: &mut St, m: &Map<String, Value>) -> Result<
             running: 0,
         },
     );
+    st.max_flows_at_once = st
+        .max_flows_at_once
+        .max(u32::try_from(st.flows.len()).unwrap_or(u32::MAX));
     tracing::info!(flow = name, "flow created");
     Ok(json!({ "flowArn": arn, "flowStatus": status.as_str() }))
 }
@@ -389,6 +404,7 @@ pub async fn start_flow(
     let st = &mut *guard;
     authorize_on_flow(&sim, &caller, st, "appflow:StartFlow", &name)?;
     expire_tokens(st);
+    let in_progress = runs::runs_in_progress(st);
     let f = st
         .flows
         .get_mut(&name)
@@ -402,6 +418,18 @@ pub async fn start_flow(
     let resp = match &f.spec.trigger {
         Trigger::OnDemand => {
             let arn = f.arn.clone();
+            if let Some(max) = sim.faults().max_concurrent_runs_per_account
+                && in_progress >= max
+            {
+                *st.quota_refusals.entry("start_flow").or_insert(0) += 1;
+                // The wording is assumed, as for CreateFlow's quota.
+                return Err(ApiError::appflow(
+                    ErrorKind::ServiceQuotaExceeded,
+                    format!(
+                        "Unable to start flow {name}: the account has reached the maximum number of concurrent flow runs ({max})"
+                    ),
+                ));
+            }
             let id = runs::start_run(&sim, st, &name, None).ok_or_else(|| flow_not_found(&name))?;
             json!({ "flowArn": arn, "flowStatus": "Active", "executionId": id })
         }

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     AccessDenied,
     NotFound,
     Conflict,
+    /// An account quota (flows, concurrent runs) would be exceeded.
+    ServiceQuotaExceeded,
     /// AppFlow could not authenticate with the connector (the SaaS application).
     ConnectorAuthentication,
     Throttling,
@@ -66,6 +68,7 @@ impl ErrorKind {
             | ErrorKind::MissingAuthenticationToken => StatusCode::FORBIDDEN,
             ErrorKind::NotFound | ErrorKind::UnknownOperation => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::ServiceQuotaExceeded => StatusCode::PAYMENT_REQUIRED,
             ErrorKind::ConnectorAuthentication => StatusCode::UNAUTHORIZED,
             ErrorKind::Throttling => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +83,7 @@ impl ErrorKind {
             ErrorKind::AccessDenied => "AccessDeniedException",
             ErrorKind::NotFound => "ResourceNotFoundException",
             ErrorKind::Conflict => "ConflictException",
+            ErrorKind::ServiceQuotaExceeded => "ServiceQuotaExceededException",
             ErrorKind::ConnectorAuthentication => "ConnectorAuthenticationException",
             ErrorKind::Throttling => "ThrottlingException",
             ErrorKind::Internal => "InternalServerException",

@@ -27,6 +27,22 @@ pub fn record_limit_message(records: usize, limit: u64) -> String {
         .replace("{limit}", &limit.to_string())
 }
 
+/// A run whose simulated duration (`run_time_ms_per_record` × its window's records) exceeds
+/// `max_run_time_ms` fails with this, `{ms}` and `{limit}` filled in. AWS documents neither a
+/// per-run time limit for AppFlow nor wording for one (aws-wire-facts §3.1, UNCONFIRMED): the
+/// text is assumed, shaped like AppFlow's free-text run errors, and is what
+/// flowpilot's split classifier matches (`classify::size`, "maximum flow run time").
+pub const RUN_TIME_LIMIT_MESSAGE: &str = "Flow execution timed out: the flow run would take \
+     {ms} ms, more than the maximum flow run time ({limit} ms). Reduce the flow's time window \
+     or filter.";
+
+/// [`RUN_TIME_LIMIT_MESSAGE`] for a run of `ms` over `limit`.
+pub fn run_time_limit_message(ms: u64, limit: u64) -> String {
+    RUN_TIME_LIMIT_MESSAGE
+        .replace("{ms}", &ms.to_string())
+        .replace("{limit}", &limit.to_string())
+}
+
 /// Salesforce's default allowance window: the preceding 24 hours.
 pub const DAY_MS: u64 = 86_400_000;
 
@@ -58,6 +74,30 @@ pub struct FaultPlan {
     /// ([`RECORD_LIMIT_MESSAGE`]); `None`: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_records_per_run: Option<u64>,
+    /// StartFlow while this many runs are in progress in the account answers 402
+    /// `ServiceQuotaExceededException`; `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_runs_per_account: Option<u32>,
+    /// CreateFlow (and PutIntegration's flow) while this many flows exist answers 402
+    /// `ServiceQuotaExceededException`; `None`: no limit (AppFlow's default quota is 1,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
+    /// A run whose simulated duration exceeds this fails before writing any
+    /// ([`RUN_TIME_LIMIT_MESSAGE`]); `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_run_time_ms: Option<u64>,
+    /// Simulated milliseconds one source record adds to a run's duration, for
+    /// `max_run_time_ms` only (the run's real duration is still `run_duration_ms`).
+    pub run_time_ms_per_record: u64,
+}
+
+impl FaultPlan {
+    /// The simulated duration of a run over `records` records, if it is over the limit.
+    pub fn run_time_over_limit(&self, records: u64) -> Option<(u64, u64)> {
+        let limit = self.max_run_time_ms?;
+        let ms = records.saturating_mul(self.run_time_ms_per_record);
+        (ms > limit).then_some((ms, limit))
+    }
 }
 
 impl Default for FaultPlan {
@@ -74,6 +114,10 @@ impl Default for FaultPlan {
             duplicate_event_delay_ms: 200,
             run_duration_ms: DurationRange { min: 200, max: 400 },
             max_records_per_run: None,
+            max_concurrent_runs_per_account: None,
+            max_flows: None,
+            max_run_time_ms: None,
+            run_time_ms_per_record: 1_000,
         }
     }
 }
@@ -263,6 +307,12 @@ impl FaultPlan {
         }
         if self.max_records_per_run == Some(0) {
             return Err("max_records_per_run must be at least 1 (omit it for no limit)".into());
+        }
+        if self.max_concurrent_runs_per_account == Some(0) || self.max_flows == Some(0) {
+            return Err(
+                "max_concurrent_runs_per_account and max_flows must be at least 1 (omit them for no limit)"
+                    .into(),
+            );
         }
         for f in &self.run_failures {
             check_fraction("run_failures[].partial_fraction", f.partial_fraction)?;

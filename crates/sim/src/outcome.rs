@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::connector::Refusal;
-use crate::faults::{FaultPlan, failing_records, record_limit_message};
+use crate::faults::{FaultPlan, failing_records, record_limit_message, run_time_limit_message};
 use crate::source::Record;
 use crate::state::{ExecStatus, Run, State};
 
@@ -83,6 +83,11 @@ pub fn decide(
     // for one run writes nothing, so running its halves writes each record once.
     if let Some(limit) = plan.max_records_per_run.filter(|&l| n as u64 > l) {
         return Outcome::failed(record_limit_message(n, limit), 0);
+    }
+    // Like the record limit: the time the run would need is known from its window before it
+    // writes anything (a design choice of the simulator, so the halves write each record once).
+    if let Some((ms, limit)) = plan.run_time_over_limit(n as u64) {
+        return Outcome::failed(run_time_limit_message(ms, limit), 0);
     }
     if let Some(f) = plan.scripted_failure(&run.flow_name, run.attempt) {
         let processed = ((n as f64 * f.partial_fraction).floor() as usize).min(n);
@@ -416,6 +421,40 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_run_over_the_time_limit_fails_before_writing_anything() {
+        let mut st = state();
+        let plan = FaultPlan {
+            max_run_time_ms: Some(30_000),
+            run_time_ms_per_record: 1_000,
+            ..FaultPlan::default()
+        };
+        let now = Utc::now();
+        let o = decide(
+            &mut st,
+            &plan,
+            SEED,
+            &run("fp-t-b0000", 1),
+            &records(31),
+            now,
+        );
+        assert_eq!(o.status, ExecStatus::Error);
+        assert_eq!(o.processed, 0);
+        let message = o.error.unwrap_or_default();
+        assert!(message.contains("31000 ms"), "{message}");
+        // The phrase flowpilot's split classifier matches (`classify::size`).
+        assert!(message.contains("maximum flow run time"), "{message}");
+        let o = decide(
+            &mut st,
+            &plan,
+            SEED,
+            &run("fp-t-b0000", 2),
+            &records(30),
+            now,
+        );
+        assert_eq!(o.status, ExecStatus::Successful);
     }
 
     #[test]

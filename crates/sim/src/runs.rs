@@ -92,6 +92,7 @@ pub fn start_run(
         *max = (*max).max(running);
     }
     st.runs.insert(execution_id.clone(), run);
+    st.max_concurrent_account = st.max_concurrent_account.max(runs_in_progress(st));
     st.run_order.push(execution_id.clone());
 
     let sim2 = Arc::clone(sim);
@@ -106,6 +107,16 @@ pub fn start_run(
         }
     });
     Some(execution_id)
+}
+
+/// Runs in progress (or being cancelled) in the account.
+pub fn runs_in_progress(st: &State) -> u32 {
+    let n = st
+        .runs
+        .values()
+        .filter(|r| matches!(r.status, ExecStatus::InProgress | ExecStatus::CancelStarted))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Fields shared by every run report.

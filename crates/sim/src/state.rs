@@ -135,6 +135,12 @@ pub struct State {
     /// Max concurrent runs ever seen per connector profile (every flow reading through it):
     /// what a shared run budget must keep at or under its limit.
     pub max_concurrent_per_profile: BTreeMap<String, u32>,
+    /// Max concurrent runs ever seen in the account (every flow).
+    pub max_concurrent_account: u32,
+    /// Max flows that ever existed at once.
+    pub max_flows_at_once: u32,
+    /// CreateFlow / StartFlow calls refused with `ServiceQuotaExceededException`.
+    pub quota_refusals: BTreeMap<&'static str, u32>,
     pub emitted_events: Vec<Value>,
     /// Customer Profiles managed workflows (CreateIntegrationWorkflow), by workflow id.
     pub workflows: BTreeMap<String, crate::workflows::Workflow>,

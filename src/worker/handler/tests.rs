@@ -568,6 +568,7 @@ fn run_slots_go_back_when_a_run_ends_or_the_workflow_is_cancelled_not_when_refus
             scope: "profile sf".into(),
             in_use: 5,
             limit: 5,
+            quota: false,
         },
     };
     let next = decide(&wf, Input::Applied(vec![refused]), now, &p).workflow;

@@ -172,6 +172,7 @@ pub fn fast_worker_env() -> Vec<(String, String)> {
         // The shared run budget has its own scenario (`budget`); elsewhere its refusals would
         // add attempts the exactly-once assertions count.
         ("FLOWPILOT_PROFILE_RUN_LIMIT", "0"),
+        ("FLOWPILOT_FLOW_LIMIT", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -94,7 +94,7 @@ pub const CODE_RULES: &[Rule] = &[
     Rule {
         verdict: Verdict::Permanent,
         pattern: Pattern::Codes(&["ServiceQuotaExceededException"]),
-        cause: "an account quota needs raising (402)",
+        cause: "an account quota needs raising (402); a batch's StartFlow or CreateFlow is not judged: the shell lowers the shared budget and the batch waits",
         source: "botocore AppFlow model; aws-wire-facts §2.2",
     },
     Rule {

@@ -15,7 +15,7 @@
 //! | `Retried more than` | a Bulk API query's results took too long to retrieve, 15 (later 30) times | Salesforce Bulk API developer guide, "How Bulk Queries Are Processed" ("Retried more than fifteen times") |
 //! | `OPERATION_TOO_LARGE` | the query touches too many records for one operation | Salesforce API status codes (`OPERATION_TOO_LARGE`); wording not checked here |
 //! | `too many records`, `maximum number of records`, `record limit`, `records per flow run`, `records per run` | a per-run record limit | assumed (no AWS source); the simulator's `max_records_per_run` message |
-//! | `run time limit`, `maximum run time`, `maximum execution time`, `execution time limit`, `time limit exceeded`, `execution timed out`, `run timed out` | a per-run time limit | assumed (no AWS source) |
+//! | `run time limit`, `maximum run time`, `maximum flow run time`, `maximum execution time`, `execution time limit`, `time limit exceeded`, `execution timed out`, `run timed out` | a per-run time limit | assumed (no AWS source) |
 //!
 //! Deliberately absent: a bare `timeout` / `timed out` (a connection or gateway time-out says
 //! nothing about the window's size, and every split costs runs) and `limit exceeded` (the
@@ -65,6 +65,8 @@ pub const SIZE_RULES: &[SizeRule] = &[
             "time limit exceeded",
             "execution timed out",
             "run timed out",
+            // Assumed, like the rest of this row: the simulator's `max_run_time_ms` wording.
+            "maximum flow run time",
         ],
         cause: "a per-run time limit",
         source: "assumed (no AWS source)",
@@ -108,8 +110,12 @@ mod tests {
             "Flow run failed: the source query matched 120 records, more than the maximum \
              number of records per flow run (60). Reduce the flow's time window.",
             "The flow run exceeded the maximum run time",
+            // The simulator's `max_run_time_ms` failure.
+            "Flow execution timed out: the flow run would take 31000 ms, more than the maximum \
+             flow run time (30000 ms). Reduce the flow's time window or filter.",
         ] {
             assert!(too_big_for_one_run(m).is_some(), "{m}");
+            assert_eq!(classify(m), Verdict::Transient, "{m}");
         }
     }
 

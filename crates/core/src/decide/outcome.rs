@@ -111,6 +111,16 @@ pub(super) fn applied(cx: &mut Ctx, outcomes: Vec<Outcome>) {
                 attempt,
                 denial,
             } => super::slot::denied(cx, batch, attempt, denial),
+            Outcome::SlotDenied {
+                key:
+                    EffectKey::Attempt {
+                        batch,
+                        step: AttemptStep::Create,
+                        ..
+                    },
+                attempt,
+                denial,
+            } => super::slot::flow_denied(cx, batch, attempt, denial),
             Outcome::SlotDenied { .. } => {}
             Outcome::ManagedCreated { .. } => {}
             Outcome::ManagedSeen {

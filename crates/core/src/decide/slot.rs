@@ -13,6 +13,11 @@
 //!
 //! Which waiting batch gets a freed slot is the budget's order (oldest first wait), not this
 //! module's: here a refusal only schedules the next question.
+//!
+//! The same holds for the flow limit (`FLOWPILOT_FLOW_LIMIT`: a batch's CreateFlow refused a
+//! flow slot, [`flow_denied`]) and for AppFlow's own `ServiceQuotaExceededException` on a
+//! batch's StartFlow or CreateFlow, which the shell reports as a refusal with `quota` set after
+//! lowering the budget's limit: AppFlow saying "not now" is no reason to fail a workflow.
 
 use super::Ctx;
 use super::health::Draft;
@@ -24,6 +29,18 @@ use crate::health::HealthKind;
 use crate::ids::{FlowRole, flow_name};
 use crate::model::ErrorInfo;
 use crate::model::{BatchStatus, SlotWait, WorkflowStatus};
+
+/// Batch `index`'s CreateFlow for `attempt` was refused (a flow slot, or AppFlow's quota): the
+/// flow does not exist, so the batch's next start must create it. A batch whose turn it is
+/// waits like one refused a run slot; a flow created ahead of its batch's turn is simply
+/// created again when the turn comes.
+pub(super) fn flow_denied(cx: &mut Ctx, index: u32, attempt: u32, denial: SlotDenial) {
+    let Some(idx) = cx.batch_index(index) else {
+        return;
+    };
+    cx.wf.batches[idx].flow_ready = false;
+    denied(cx, index, attempt, denial);
+}
 
 /// Batch `index`'s StartFlow for `attempt` was refused a slot.
 pub(super) fn denied(cx: &mut Ctx, index: u32, attempt: u32, denial: SlotDenial) {
@@ -52,6 +69,7 @@ pub(super) fn denied(cx: &mut Ctx, index: u32, attempt: u32, denial: SlotDenial)
         since,
         denials: denials.saturating_add(1),
         reported: reported || alert,
+        quota: denial.quota,
     });
     if alert {
         // Once per wait: the wait's first refusal names it.
@@ -64,10 +82,9 @@ pub(super) fn denied(cx: &mut Ctx, index: u32, attempt: u32, denial: SlotDenial)
         d.flow_name = Some(flow_name(&cx.wf.id, FlowRole::Batch(index)));
         d.error = Some(ErrorInfo::judged(
             format!(
-                "waiting for a run slot on {}: {}/{} in use, since {}",
+                "waiting for a run slot on {}: {}, since {}",
                 denial.scope,
-                denial.in_use,
-                denial.limit,
+                usage(&denial),
                 crate::plan::rfc3339(since)
             ),
             Verdict::Transient,
@@ -89,4 +106,18 @@ pub(super) fn denied(cx: &mut Ctx, index: u32, attempt: u32, denial: SlotDenial)
             due_at: until,
         },
     );
+}
+
+/// How full the refusing limit was, as status and events say it.
+fn usage(d: &SlotDenial) -> String {
+    if d.quota && d.limit == 0 {
+        "AppFlow refused: quota (that limit of flowpilot's is off: nothing to lower)".to_owned()
+    } else if d.quota {
+        format!(
+            "AppFlow refused: quota; effective limit lowered to {} ({} in use)",
+            d.limit, d.in_use
+        )
+    } else {
+        format!("{}/{} in use", d.in_use, d.limit)
+    }
 }

@@ -61,7 +61,8 @@ pub enum Outcome {
     },
     /// DescribeRuns answered.
     Runs { key: EffectKey, runs: FlowRuns },
-    /// The shared run budget refused a batch's StartFlow a slot; nothing was started.
+    /// The shared budget refused a batch's StartFlow a run slot or its CreateFlow a flow slot,
+    /// or AppFlow refused either for a quota; nothing was started or created.
     SlotDenied {
         key: EffectKey,
         attempt: u32,
@@ -142,10 +143,15 @@ pub struct ManagedStepView {
 /// Which limit of the shared run budget refused a slot, and how full it was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotDenial {
-    /// `profile {name}` or `account`.
+    /// `profile {name}`, `account` or `flows`.
     pub scope: String,
     pub in_use: u32,
+    /// The effective limit (lower than configured while AppFlow's quota refusal holds).
     pub limit: u32,
+    /// AppFlow itself refused (`ServiceQuotaExceededException`) and the budget lowered `limit`,
+    /// now or earlier (a refusal under a limit still lowered).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quota: bool,
 }
 
 /// What one executed effect means for the outbox.

@@ -12,6 +12,7 @@ fn denied(batch: u32, attempt: u32) -> Input {
             scope: "profile sf".into(),
             in_use: 5,
             limit: 5,
+            quota: false,
         },
     }])
 }
@@ -117,4 +118,81 @@ fn a_long_wait_is_reported_once() {
     assert_eq!(d.batch.as_ref().unwrap().index, 1);
     assert_eq!(d.attempt, Some(91));
     assert_eq!(w.batches[1].budget_base, 120);
+}
+
+fn refused(batch: u32, attempt: u32, step: AttemptStep) -> Outcome {
+    Outcome::SlotDenied {
+        key: EffectKey::attempt(batch, attempt, step),
+        attempt,
+        denial: SlotDenial {
+            scope: "flows".into(),
+            in_use: 3,
+            limit: 3,
+            quota: true,
+        },
+    }
+}
+
+#[test]
+fn a_refused_create_flow_waits_like_a_refused_run_and_creates_the_flow_again() {
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    assert!(w.batches[1].flow_ready);
+    // AppFlow refused batch 1's CreateFlow for a quota; the shell refuses its StartFlow too.
+    let t = step(
+        &w,
+        Input::Applied(vec![
+            refused(1, 1, AttemptStep::Create),
+            refused(1, 1, AttemptStep::Start),
+        ]),
+        t0(),
+    );
+    let b = &t.workflow.batches[1];
+    assert_eq!(b.status, BatchStatus::RetryWait, "waits, does not fail");
+    assert!(!b.flow_ready, "the flow was not created");
+    assert_eq!(b.budget_base, 1, "the refused attempt is free");
+    let wait = b.slot_wait.as_ref().unwrap();
+    assert!(wait.quota);
+    assert_eq!((wait.limit, wait.denials), (3, 1));
+    assert_eq!(kinds(&t), vec!["schedule_retry b1/a1/retry"]);
+    assert_ne!(t.workflow.status, WorkflowStatus::Failed);
+
+    // Its next attempt creates the flow before starting it.
+    let due = t0() + TimeDelta::seconds(10);
+    let t = step(
+        &t.workflow,
+        Input::RetryDue {
+            batch: 1,
+            attempt: 1,
+            due_at: due,
+        },
+        due,
+    );
+    let k = kinds(&t);
+    assert!(
+        k.iter().any(|k| k.starts_with("create_flow b1/a2")),
+        "{k:?}"
+    );
+    assert!(k.iter().any(|k| k.starts_with("start_flow b1/a2")), "{k:?}");
+}
+
+#[test]
+fn a_refused_create_ahead_only_forgets_the_flow() {
+    let w = step(&four(|_| {}), Input::Start, t0()).workflow;
+    // With concurrency 2 of 4 batches, batch 2's flow is created ahead under attempt 1.
+    let ahead = w
+        .batches
+        .iter()
+        .find(|b| b.status == BatchStatus::Pending && b.flow_ready)
+        .map(|b| b.index)
+        .expect("a flow created ahead of its batch's turn");
+    let i = ahead;
+    let t = step(
+        &w,
+        Input::Applied(vec![refused(i, 1, AttemptStep::Create)]),
+        t0(),
+    );
+    let b = &t.workflow.batches[i as usize];
+    assert_eq!(b.status, BatchStatus::Pending);
+    assert!(!b.flow_ready);
+    assert!(b.slot_wait.is_none());
 }
