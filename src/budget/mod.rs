@@ -23,7 +23,9 @@
 //! refusal is a slot refusal: the batch waits) and released once DeleteFlow succeeds. It
 //! expires after [`FLOW_LEASE_EXTRA`] beyond the run lease, in case that release is lost. A
 //! live flow (scheduled, flowpilot's continuous integration) asks like a batch flow, in the same
-//! queue, and its lease never expires: it is released when the live flow is deleted. Its
+//! queue, and its lease never expires: it is released when the live flow is deleted (the
+//! DeleteFlow stays in the outbox until the release is written, so a crash between the two
+//! repeats both rather than losing the slot). Its
 //! question has no batch attempt, so each ask is a new one (numbered by the clock's seconds);
 //! a refusal leaves its CreateFlow in the outbox for the next drain.
 //!

@@ -182,9 +182,11 @@ impl AwsShell {
                 self.step("cancel_run", key, r, |()| done())
             }
             EffectKind::DeleteFlow { flow_name } => {
-                let r = self.appflow.delete_flow(flow_name).await;
+                let mut r = self.appflow.delete_flow(flow_name).await;
                 if r.is_ok() {
-                    self.release_flow(flow_name).await;
+                    // An unwritten release keeps the DeleteFlow in the outbox: repeated, it
+                    // finds the flow gone and releases again, so no slot is lost for good.
+                    r = self.release_flow(flow_name).await;
                 }
                 self.step("delete_flow", key, r, |()| done())
             }

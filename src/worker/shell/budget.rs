@@ -268,18 +268,20 @@ impl AwsShell {
         })]
     }
 
-    /// Gives a deleted flow's slot back. Best effort: a batch flow's lease expires; a live
-    /// flow's never does (see `crate::budget`).
-    pub(super) async fn release_flow(&self, flow: &str) {
+    /// Gives a deleted flow's slot back. Failing, the DeleteFlow that deleted it stays in the
+    /// outbox and is repeated (AppFlow answers NotFound, which counts as deleted), so even a
+    /// live flow's lease, which never expires, comes back (see `crate::budget`).
+    pub(super) async fn release_flow(&self, flow: &str) -> Result<(), EffectError> {
         let Some(budget) = &self.budget else {
-            return;
+            return Ok(());
         };
         let r = budget.release_flow(flow).await;
         let result = if r.is_ok() { "ok" } else { "error" };
         self.metrics
             .inc_with(metrics::RUN_SLOT_RELEASES, &[("result", result)]);
-        if let Err(e) = r {
-            tracing::warn!(flow, error = %e, "flow slot not released");
-        }
+        r.map_err(|e| {
+            tracing::warn!(flow, error = %e, "flow slot not released yet; the DeleteFlow will be repeated");
+            budget_unavailable(&e)
+        })
     }
 }
