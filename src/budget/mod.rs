@@ -40,6 +40,7 @@
 pub mod ledger;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -163,12 +164,20 @@ fn slot(answer: Answer, scope: &str, configured: u32) -> Slot {
     }
 }
 
+/// A ledger item as this process last read or wrote it, and its version (`None`: absent).
+type Cached = Option<(Ledger, Option<u64>)>;
+
 /// The run budget over DynamoDB.
 #[derive(Clone, Debug)]
 pub struct RunBudget {
     client: Client,
     table: String,
     limits: Limits,
+    /// Per ledger item: a lock that queues this process's updates of it (so they never race
+    /// each other) and the item as last seen. An update writes conditionally on the cached
+    /// version without reading first: one request instead of two, on the StartFlow's critical
+    /// path. Another replica's write makes the condition fail, and the item is read again.
+    cache: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Cached>>>>>,
 }
 
 impl RunBudget {
@@ -177,7 +186,18 @@ impl RunBudget {
             client,
             table: table.into(),
             limits,
+            cache: Arc::default(),
         }
+    }
+
+    fn cached(&self, key: &str) -> Arc<tokio::sync::Mutex<Cached>> {
+        // A poisoned map only means another thread panicked while inserting; the map itself
+        // is still a valid map of locks.
+        let mut map = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(map.entry(key.to_owned()).or_default())
     }
 
     pub fn limits(&self) -> &Limits {
@@ -356,30 +376,47 @@ impl RunBudget {
         Ok(())
     }
 
-    /// Reads the ledger at `key`, applies `change` (which says whether it changed anything)
-    /// and writes it back conditionally on the version read, again on a lost race.
+    /// Applies `change` (which says whether it changed anything) to the ledger at `key` and
+    /// writes it back conditionally on the version it was read at, again on a lost race.
+    /// The ledger comes from this process's cache when it has one; only a fresh read may
+    /// conclude that nothing changes (a stale copy could lack another replica's lease).
     async fn update<T>(
         &self,
         key: &str,
         mut change: impl FnMut(&mut Ledger) -> (T, bool),
     ) -> Result<T, BudgetError> {
+        let slot = self.cached(key);
+        let mut cached = slot.lock().await;
         let mut pause_ms = 5u64;
-        for attempt in 0..MAX_CONFLICTS {
-            if attempt > 0 {
-                // Every worker's handlers of every workflow on the profile write this one
-                // item: a lost race backs off with full jitter so the next try is not the
-                // same collision again.
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=pause_ms))).await;
-                pause_ms = (pause_ms * 2).min(200);
-            }
-            let (mut ledger, version) = self.read(key).await?;
+        let mut lost = 0u32;
+        while lost < MAX_CONFLICTS {
+            let (fresh, (mut ledger, version)) = match cached.take() {
+                Some(seen) => (false, seen),
+                None => (true, self.read(key).await?),
+            };
+            let before = ledger.clone();
             let (answer, changed) = change(&mut ledger);
             if !changed {
-                return Ok(answer);
+                if fresh {
+                    *cached = Some((before, version));
+                    return Ok(answer);
+                }
+                continue;
             }
             if self.write(key, &ledger, version).await? {
+                *cached = Some((ledger, Some(version.map_or(1, |v| v.saturating_add(1)))));
                 return Ok(answer);
             }
+            lost += 1;
+            if !fresh {
+                // The copy was stale: read again at once, nobody is racing this read.
+                continue;
+            }
+            // Every worker's handlers of every workflow on the profile write this one item:
+            // a lost race backs off with full jitter so the next try is not the same
+            // collision again.
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=pause_ms))).await;
+            pause_ms = (pause_ms * 2).min(200);
         }
         Err(BudgetError::Contended {
             key: key.to_owned(),
