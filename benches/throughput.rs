@@ -20,7 +20,8 @@
 //! `FLOWPILOT_BENCH=1 cargo test --bench throughput`. Knobs: `FLOWPILOT_BENCH_SCENARIOS`
 //! (workflow counts, default `4,20,200`), `FLOWPILOT_BENCH_RUN_MS` (run length, default 400),
 //! `FLOWPILOT_BENCH_LANES` (calibration concurrency, default 16), `FLOWPILOT_BENCH_CONCURRENCY`
-//! (the worker's `FLOWPILOT_CONCURRENCY`, default: the number of lanes). An empty
+//! (the worker's `FLOWPILOT_CONCURRENCY`, default: the number of lanes), `FLOWPILOT_BENCH_BUDGET=1`
+//! (keep the worker's default run and flow limits instead of turning them off). An empty
 //! `FLOWPILOT_BENCH_SCENARIOS=` runs only the DynamoDB size table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark: failing loudly is its job
@@ -109,18 +110,20 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     // As many messages in hand at once as the calibration has lanes: more only queues at the
     // local stack (moto serves one request at a time under Python's GIL, whatever the threads).
     let worker_concurrency = env_u64("FLOWPILOT_BENCH_CONCURRENCY", lanes).to_string();
-    let mut worker = env.spawn_default_worker(
-        "a",
-        &[
-            ("FLOWPILOT_CONCURRENCY", &worker_concurrency),
-            // The shared run budget (default 5 runs per profile) would cap 200 workflows at 5
-            // runs at once; these figures are the per-batch path without it. With it on, each
-            // start also reads and writes the profile's budget item (README, run budget).
-            ("FLOWPILOT_PROFILE_RUN_LIMIT", "0"),
-            ("FLOWPILOT_FLOW_LIMIT", "0"),
-            ("RUST_LOG", "warn,flowpilot::worker=info"),
-        ],
-    )?;
+    let mut settings = vec![
+        ("FLOWPILOT_CONCURRENCY", worker_concurrency.as_str()),
+        ("RUST_LOG", "warn,flowpilot::worker=info"),
+    ];
+    // The shared run budget (default 5 runs per profile) would cap 200 workflows at 5 runs at
+    // once; by default these figures are the per-batch path without it. With
+    // FLOWPILOT_BENCH_BUDGET=1 the worker keeps its default limits, and each start and each
+    // flow's creation and deletion also writes a budget item: what that costs per batch.
+    let budget = std::env::var("FLOWPILOT_BENCH_BUDGET").is_ok_and(|v| v == "1");
+    if !budget {
+        settings.push(("FLOWPILOT_PROFILE_RUN_LIMIT", "0"));
+        settings.push(("FLOWPILOT_FLOW_LIMIT", "0"));
+    }
+    let mut worker = env.spawn_default_worker("a", &settings)?;
     let pid = worker.pid()?;
     // The worker is up once it serves metrics: only then does the clock start.
     worker.metrics_url().await?;
@@ -172,7 +175,12 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
 
     let rate = batches as f64 / wall.as_secs_f64();
     println!(
-        "\nflowpilot throughput: {n} workflow(s) x 12 batches, one batch at a time each, runs of {run_ms} ms"
+        "\nflowpilot throughput: {n} workflow(s) x 12 batches, one batch at a time each, runs of {run_ms} ms, shared budget {}",
+        if budget {
+            "on (worker defaults)"
+        } else {
+            "off"
+        }
     );
     println!("  wall time            {:>10.2} s", wall.as_secs_f64());
     println!("  batches              {batches:>10}");
