@@ -832,6 +832,41 @@ mod tests {
         .unwrap()
     }
 
+    /// A workflow `id` over 2024 (with `extra`'s fields on top), planned at `now`.
+    fn year_workflow(
+        id: &str,
+        extra: flowpilot_core::spec::SpecInput,
+        now: chrono::DateTime<Utc>,
+    ) -> Workflow {
+        let spec = spec(
+            flowpilot_core::spec::SpecInput {
+                from: Some("2024-01-01".into()),
+                to: Some("2025-01-01".into()),
+                ..extra
+            },
+            now,
+        );
+        Workflow::new(WorkflowId::new(id).unwrap(), spec, now)
+    }
+
+    /// A 2024 workflow started, its first batch's StartFlow refused with `denial`.
+    fn refused_a_slot(
+        denial: flowpilot_core::effect::SlotDenial,
+        now: chrono::DateTime<Utc>,
+    ) -> Workflow {
+        use flowpilot_core::decide::{Policy, decide};
+        use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome};
+        use flowpilot_core::input::Input;
+        let wf = year_workflow("wf-1", Default::default(), now);
+        let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
+        let denied = Outcome::SlotDenied {
+            key: EffectKey::attempt(0, 1, AttemptStep::Start),
+            attempt: 1,
+            denial,
+        };
+        decide(&wf, Input::Applied(vec![denied]), now, &Policy::default()).workflow
+    }
+
     #[test]
     fn generated_ids_are_valid_and_distinct() {
         let a = generated_id().unwrap();
@@ -858,15 +893,7 @@ mod tests {
     #[test]
     fn status_numbers_batches_from_zero_like_the_flow_names() {
         let now = Utc::now();
-        let spec = spec(
-            flowpilot_core::spec::SpecInput {
-                from: Some("2024-01-01".into()),
-                to: Some("2025-01-01".into()),
-                ..Default::default()
-            },
-            now,
-        );
-        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
+        let wf = year_workflow("wf-1", Default::default(), now);
         let text = status_text(&wf, now);
         let rows: Vec<&str> = text
             .lines()
@@ -885,16 +912,14 @@ mod tests {
         use flowpilot_core::decide::{Policy, decide};
         use flowpilot_core::input::Input;
         let now = Utc::now();
-        let managed = spec(
+        let wf = year_workflow(
+            "wf-1",
             flowpilot_core::spec::SpecInput {
-                from: Some("2024-01-01".into()),
-                to: Some("2025-01-01".into()),
                 engine: Some("managed".into()),
                 ..Default::default()
             },
             now,
         );
-        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), managed, now);
         let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
         let text = status_text(&wf, now);
         assert!(
@@ -903,45 +928,23 @@ mod tests {
             ),
             "{text}"
         );
-        let own = spec(
-            flowpilot_core::spec::SpecInput {
-                from: Some("2024-01-01".into()),
-                to: Some("2025-01-01".into()),
-                ..Default::default()
-            },
-            now,
-        );
-        let wf = Workflow::new(WorkflowId::new("wf-2").unwrap(), own, now);
+        let wf = year_workflow("wf-2", Default::default(), now);
         assert!(!status_text(&wf, now).contains("engine"));
     }
 
     #[test]
     fn a_batch_refused_a_run_slot_shows_what_it_waits_for() {
-        use flowpilot_core::decide::{Policy, decide};
-        use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome, SlotDenial};
-        use flowpilot_core::input::Input;
+        use flowpilot_core::effect::SlotDenial;
         let now = Utc::now();
-        let spec = spec(
-            flowpilot_core::spec::SpecInput {
-                from: Some("2024-01-01".into()),
-                to: Some("2025-01-01".into()),
-                ..Default::default()
-            },
-            now,
-        );
-        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
-        let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
-        let denied = Outcome::SlotDenied {
-            key: EffectKey::attempt(0, 1, AttemptStep::Start),
-            attempt: 1,
-            denial: SlotDenial {
+        let wf = refused_a_slot(
+            SlotDenial {
                 scope: "profile sf".into(),
                 in_use: 5,
                 limit: 5,
                 quota: false,
             },
-        };
-        let wf = decide(&wf, Input::Applied(vec![denied]), now, &Policy::default()).workflow;
+            now,
+        );
         let text = status_text(&wf, now);
         assert!(
             text.contains("waiting for a run slot on profile sf: 5/5 in use (1 batch(es)"),
@@ -958,31 +961,17 @@ mod tests {
 
     #[test]
     fn a_batch_appflow_refused_for_a_quota_says_the_limit_was_lowered() {
-        use flowpilot_core::decide::{Policy, decide};
-        use flowpilot_core::effect::{AttemptStep, EffectKey, Outcome, SlotDenial};
-        use flowpilot_core::input::Input;
+        use flowpilot_core::effect::SlotDenial;
         let now = Utc::now();
-        let spec = spec(
-            flowpilot_core::spec::SpecInput {
-                from: Some("2024-01-01".into()),
-                to: Some("2025-01-01".into()),
-                ..Default::default()
-            },
-            now,
-        );
-        let wf = Workflow::new(WorkflowId::new("wf-1").unwrap(), spec, now);
-        let wf = decide(&wf, Input::Start, now, &Policy::default()).workflow;
-        let denied = Outcome::SlotDenied {
-            key: EffectKey::attempt(0, 1, AttemptStep::Start),
-            attempt: 1,
-            denial: SlotDenial {
+        let wf = refused_a_slot(
+            SlotDenial {
                 scope: "account".into(),
                 in_use: 2,
                 limit: 2,
                 quota: true,
             },
-        };
-        let wf = decide(&wf, Input::Applied(vec![denied]), now, &Policy::default()).workflow;
+            now,
+        );
         assert_ne!(wf.status, WorkflowStatus::Failed);
         let text = status_text(&wf, now);
         assert!(
