@@ -147,7 +147,13 @@ impl AwsShell {
                 {
                     self.record("start_flow", false);
                     let step = match self
-                        .quota_refused(wf, "start_flow", flow_name, Some((*i, *attempt)), e)
+                        .quota_refused(
+                            wf,
+                            budget::Refused::StartFlow,
+                            flow_name,
+                            Some((*i, *attempt)),
+                            e,
+                        )
                         .await
                     {
                         Ok(denial) => Step::Record(Outcome::SlotDenied {

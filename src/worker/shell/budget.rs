@@ -27,6 +27,30 @@ pub(super) struct Scratch {
     pub(super) refused: HashMap<u32, SlotDenial>,
 }
 
+/// The AppFlow call refused for a quota: which limit it lowers, and its metric label.
+#[derive(Clone, Copy)]
+pub(super) enum Refused {
+    CreateFlow,
+    StartFlow,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Self::CreateFlow => "create_flow",
+            Self::StartFlow => "start_flow",
+        }
+    }
+
+    /// The scope named when no flowpilot limit was there to lower.
+    fn scope(self) -> &'static str {
+        match self {
+            Self::CreateFlow => FLOWS_SCOPE,
+            Self::StartFlow => "account",
+        }
+    }
+}
+
 fn slot_metric_limit(scope: &str) -> &'static str {
     if scope == "account" {
         "account"
@@ -93,14 +117,14 @@ impl AwsShell {
     pub(super) async fn quota_refused(
         &self,
         wf: &Workflow,
-        operation: &'static str,
+        operation: Refused,
         flow: &str,
         batch: Option<(u32, u32)>,
         error: &EffectError,
     ) -> Result<SlotDenial, EffectError> {
         let lowered = match &self.budget {
             None => Ok(None),
-            Some(b) if operation == "create_flow" => {
+            Some(b) if matches!(operation, Refused::CreateFlow) => {
                 b.shrink_flows(flow, batch.map_or(0, |(_, attempt)| attempt))
                     .await
             }
@@ -119,11 +143,7 @@ impl AwsShell {
         let denial = lowered
             .map_err(|e| budget_unavailable(&e))?
             .unwrap_or_else(|| SlotDenial {
-                scope: if operation == "create_flow" {
-                    FLOWS_SCOPE.into()
-                } else {
-                    "account".into()
-                },
+                scope: operation.scope().into(),
                 in_use: 0,
                 limit: 0,
                 quota: true,
@@ -135,7 +155,7 @@ impl AwsShell {
         };
         self.metrics.inc_with(
             metrics::QUOTA_REFUSALS,
-            &[("operation", operation), ("limit", limit)],
+            &[("operation", operation.label()), ("limit", limit)],
         );
         tracing::warn!(
             workflow = %wf.id, batch = batch.map(|(i, _)| i), flow, scope = %denial.scope, in_use = denial.in_use,
@@ -244,7 +264,7 @@ impl AwsShell {
         {
             self.record("create_flow", false);
             let refused = self
-                .quota_refused(wf, "create_flow", &flow.name, batch, e)
+                .quota_refused(wf, Refused::CreateFlow, &flow.name, batch, e)
                 .await;
             let step = match (refused, batch) {
                 (Ok(denial), Some((i, attempt))) => {
