@@ -10,7 +10,7 @@ use flowpilot_core::effect::{
 use flowpilot_core::model::{BatchStatus, Workflow};
 
 use super::AwsShell;
-use crate::budget::{FLOWS_SCOPE, Slot, holder};
+use crate::budget::{BudgetError, FLOWS_SCOPE, Slot, holder};
 use crate::metrics;
 
 /// AppFlow's answer when a quota (flows, concurrent runs) would be exceeded.
@@ -89,24 +89,14 @@ impl AwsShell {
             .iter()
             .any(|b| b.index == index && b.status == BatchStatus::Pending);
         let asked = budget.acquire_flow(flow, attempt, ahead).await;
-        match &asked {
-            Ok(Slot::Granted) => {}
-            Ok(Slot::Denied(d)) => {
-                self.metrics.inc_with(
-                    metrics::RUN_SLOTS,
-                    &[("result", "denied"), ("limit", "flows")],
-                );
-                tracing::info!(
-                    batch = index,
-                    in_use = d.in_use,
-                    limit = d.limit,
-                    "waiting for a flow slot"
-                );
-            }
-            Err(_) => self.metrics.inc_with(
-                metrics::RUN_SLOTS,
-                &[("result", "error"), ("limit", "flows")],
-            ),
+        self.count_slot(&asked, "flows");
+        if let Ok(Slot::Denied(d)) = &asked {
+            tracing::info!(
+                batch = index,
+                in_use = d.in_use,
+                limit = d.limit,
+                "waiting for a flow slot"
+            );
         }
         asked.map_err(|e| budget_unavailable(&e))
     }
@@ -183,23 +173,23 @@ impl AwsShell {
                 attempt,
             )
             .await;
-        match &asked {
-            Ok(Slot::Granted) => self
-                .metrics
-                .inc_with(metrics::RUN_SLOTS, &[("result", "granted"), ("limit", "")]),
-            Ok(Slot::Denied(d)) => {
-                let limit = slot_metric_limit(&d.scope);
-                self.metrics.inc_with(
-                    metrics::RUN_SLOTS,
-                    &[("result", "denied"), ("limit", limit)],
-                );
-                tracing::info!(batch = index, scope = %d.scope, in_use = d.in_use, limit = d.limit, "waiting for a run slot");
-            }
-            Err(_) => self
-                .metrics
-                .inc_with(metrics::RUN_SLOTS, &[("result", "error"), ("limit", "")]),
+        self.count_slot(&asked, "");
+        if let Ok(Slot::Denied(d)) = &asked {
+            tracing::info!(batch = index, scope = %d.scope, in_use = d.in_use, limit = d.limit, "waiting for a run slot");
         }
         asked.map_err(|e| budget_unavailable(&e))
+    }
+
+    /// Counts an answer of the budget in `flowpilot_run_slots_total`: a refusal under the
+    /// limit that refused, a grant or an error under `limit` (`""` for the run limits).
+    fn count_slot(&self, asked: &Result<Slot, BudgetError>, limit: &'static str) {
+        let (result, limit) = match asked {
+            Ok(Slot::Granted) => ("granted", limit),
+            Ok(Slot::Denied(d)) => ("denied", slot_metric_limit(&d.scope)),
+            Err(_) => ("error", limit),
+        };
+        self.metrics
+            .inc_with(metrics::RUN_SLOTS, &[("result", result), ("limit", limit)]);
     }
 
     /// CreateFlow, with the flow limit asked first: a batch flow refused a slot waits like a
@@ -234,25 +224,25 @@ impl AwsShell {
                 }
                 Err(e) => return vec![Step::Stop(e)],
             },
-            (None, Some(budget)) => match budget.acquire_live_flow(&flow.name).await {
-                Ok(Slot::Granted) => {}
-                Ok(Slot::Denied(d)) => {
-                    self.metrics.inc_with(
-                        metrics::RUN_SLOTS,
-                        &[("result", "denied"), ("limit", "flows")],
-                    );
-                    // The link waits in the outbox; the next drain asks again.
-                    return vec![Step::Stop(EffectError {
-                        code: "FlowLimitReached".into(),
-                        message: format!(
-                            "waiting for a flow slot for live flow {}: {}/{} in use",
-                            flow.name, d.in_use, d.limit
-                        ),
-                        permanent: false,
-                    })];
+            (None, Some(budget)) => {
+                let asked = budget.acquire_live_flow(&flow.name).await;
+                self.count_slot(&asked, "flows");
+                match asked {
+                    Ok(Slot::Granted) => {}
+                    Ok(Slot::Denied(d)) => {
+                        // The link waits in the outbox; the next drain asks again.
+                        return vec![Step::Stop(EffectError {
+                            code: "FlowLimitReached".into(),
+                            message: format!(
+                                "waiting for a flow slot for live flow {}: {}/{} in use",
+                                flow.name, d.in_use, d.limit
+                            ),
+                            permanent: false,
+                        })];
+                    }
+                    Err(e) => return vec![Step::Stop(budget_unavailable(&e))],
                 }
-                Err(e) => return vec![Step::Stop(budget_unavailable(&e))],
-            },
+            }
             (None, None) => {}
         }
         let r = self.appflow.create_flow(flow).await;
