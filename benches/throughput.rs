@@ -118,6 +118,10 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     // once; by default these figures are the per-batch path without it. With
     // FLOWPILOT_BENCH_BUDGET=1 the worker keeps its default limits, and each start and each
     // flow's creation and deletion also writes a budget item: what that costs per batch.
+    let threads = std::env::var("FLOWPILOT_BENCH_WORKER_THREADS").unwrap_or_default();
+    if !threads.is_empty() {
+        settings.push(("TOKIO_WORKER_THREADS", threads.as_str()));
+    }
     let budget = std::env::var("FLOWPILOT_BENCH_BUDGET").is_ok_and(|v| v == "1");
     if !budget {
         settings.push(("FLOWPILOT_PROFILE_RUN_LIMIT", "0"));
@@ -128,7 +132,8 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     // The worker is up once it serves metrics: only then does the clock start.
     worker.metrics_url().await?;
     // Start-up (SDK configuration, certificates, the first connections) is not per message.
-    let cpu_at_start = cpu_seconds(pid)?;
+    let cpu_at_start = cpu_precise(pid)?;
+    let sys_at_start = sys_seconds(pid)?;
 
     let started = Instant::now();
     let all: Vec<WorkflowArgs> = (0..n)
@@ -159,7 +164,8 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     let wall = started.elapsed();
 
     // What the worker process used, read before it stops.
-    let cpu = cpu_seconds(pid)? - cpu_at_start;
+    let cpu = cpu_precise(pid)? - cpu_at_start;
+    let sys = sys_seconds(pid)? - sys_at_start;
     let rss_kb = peak_rss_kb(pid)?;
     let metrics = worker.metrics(&env.http).await?;
     worker.kill9().await?;
@@ -198,10 +204,14 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     );
     println!("  AWS requests per batch (worker, every attempt):");
     let mut total = 0.0;
-    for (service, count) in &by_service {
-        let per = *count as f64 / batches.max(1) as f64;
+    for (service, operations) in &by_service {
+        let per = operations.values().sum::<u64>() as f64 / batches.max(1) as f64;
         total += per;
-        println!("    {service:<20} {per:>8.2}");
+        let detail: Vec<String> = operations
+            .iter()
+            .map(|(op, n)| format!("{op} {:.2}", *n as f64 / batches.max(1) as f64))
+            .collect();
+        println!("    {service:<20} {per:>8.2}  ({})", detail.join(", "));
     }
     println!("    {:<20} {total:>8.2}", "all services");
     println!(
@@ -212,7 +222,7 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     let received = e2e::counter(&metrics, "flowpilot_messages_received_total");
     println!("  messages received    {received:>10}  (handled {handled})");
     println!(
-        "  worker CPU / message {:>10.3} ms  ({cpu:.2} s while handling, {cpu_at_start:.2} s to start)",
+        "  worker CPU / message {:>10.3} ms  ({cpu:.3} s while handling, of which about {sys:.2} s in the kernel; {cpu_at_start:.3} s to start)",
         cpu * 1000.0 / handled.max(1) as f64
     );
     println!(
@@ -675,18 +685,35 @@ async fn subscribe(sqs: aws_sdk_sqs::Client, tap_url: String) {
     }
 }
 
-/// utime + stime of `pid` in seconds (`/proc/<pid>/stat`, fields 14 and 15, in clock ticks).
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+/// CPU time of `pid`'s threads alive now, in seconds, to the nanosecond (`/proc/PID/task/*/schedstat`):
+/// `/proc/PID/stat` counts in clock ticks (10 ms), too coarse for a 4-workflow run. The
+/// worker's runtime is one thread, so little can be missed by threads that ended.
+fn cpu_precise(pid: u32) -> anyhow::Result<f64> {
+    let mut ns: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between listing and reading.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        ns += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(ns as f64 / 1e9)
+}
+
+/// Kernel CPU time of `pid` in seconds (stime, in clock ticks): syscalls, wake-ups, loopback TCP.
+fn sys_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may contain spaces: split after its closing parenthesis.
     let rest = stat
         .rsplit_once(')')
         .map(|(_, r)| r)
         .ok_or_else(|| anyhow!("unexpected /proc stat: {stat}"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / clock_ticks())
+    Ok(fields[12].parse::<u64>()? as f64 / clock_ticks())
 }
 
 fn clock_ticks() -> f64 {
@@ -707,8 +734,9 @@ fn peak_rss_kb(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))
 }
 
-fn requests_by_service(metrics: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
+/// The worker's request counter by service, each with its operations.
+fn requests_by_service(metrics: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for line in metrics.lines() {
         let Some(rest) = line.strip_prefix("flowpilot_aws_requests_total{service=\"") else {
             continue;
@@ -716,11 +744,18 @@ fn requests_by_service(metrics: &str) -> BTreeMap<String, u64> {
         let Some((service, tail)) = rest.split_once('"') else {
             continue;
         };
+        let operation = tail
+            .split_once("operation=\"")
+            .and_then(|(_, t)| t.split_once('"'))
+            .map_or("?", |(op, _)| op);
         let value: u64 = tail
             .rsplit_once(' ')
             .and_then(|(_, v)| v.trim().parse().ok())
             .unwrap_or(0);
-        *out.entry(service.to_owned()).or_insert(0) += value;
+        *out.entry(service.to_owned())
+            .or_default()
+            .entry(operation.to_owned())
+            .or_insert(0) += value;
     }
     out
 }

@@ -46,7 +46,8 @@ pub struct RawConfig {
     /// EventBridge bus for health events (stack output HealthBusName).
     #[arg(long, env = "FLOWPILOT_HEALTH_BUS")]
     pub health_bus: Option<String>,
-    /// Concurrent long-polling receivers [default: 2].
+    /// Concurrent long-polling receivers [default: 1]. One keeps messages that arrive together
+    /// in one ReceiveMessage; more only help a worker whose receives are slow.
     #[arg(long, env = "FLOWPILOT_POLLERS")]
     pub pollers: Option<u32>,
     /// Messages in flight at once: received and not yet deleted or handed back [default: 8].
@@ -85,14 +86,17 @@ pub struct RawConfig {
     #[arg(long, env = "FLOWPILOT_RECONCILE_EVERY")]
     pub reconcile_every: Option<String>,
     /// Outcomes of a workflow's effects are written with its next transition, or after it has
-    /// been idle this long [default: 5s].
+    /// been idle this long [default: 60s].
     #[arg(long, env = "FLOWPILOT_FLUSH_AFTER")]
     pub flush_after: Option<String>,
-    /// Health events and message deletions of different workflows within this long of each
-    /// other share one PutEvents / DeleteMessageBatch (both come after the next run started)
-    /// [default: 100ms].
+    /// Health events of different workflows within this long of each other share one
+    /// PutEvents (they come after the next run started) [default: 100ms].
     #[arg(long, env = "FLOWPILOT_BATCH_LINGER")]
     pub batch_linger: Option<String>,
+    /// Handled messages wait up to this long to share one DeleteMessageBatch; sooner once ten
+    /// are waiting, or once half the handling permits wait on deletions [default: 1s].
+    #[arg(long, env = "FLOWPILOT_DELETE_LINGER")]
+    pub delete_linger: Option<String>,
     /// How long a workflow pauses its starts once the SaaS application's API allowance is
     /// spent (Salesforce REQUEST_LIMIT_EXCEEDED), 1s to 24h [default: 1h].
     #[arg(long, env = "FLOWPILOT_SOURCE_BUDGET_WAIT")]
@@ -156,6 +160,7 @@ impl RawConfig {
             reconcile_every: self.reconcile_every.or(lower.reconcile_every),
             flush_after: self.flush_after.or(lower.flush_after),
             batch_linger: self.batch_linger.or(lower.batch_linger),
+            delete_linger: self.delete_linger.or(lower.delete_linger),
             source_budget_wait: self.source_budget_wait.or(lower.source_budget_wait),
             profile_run_limit: self.profile_run_limit.or(lower.profile_run_limit),
             account_run_limit: self.account_run_limit.or(lower.account_run_limit),
@@ -221,6 +226,7 @@ pub struct WorkerConfig {
     pub reconcile_every: Option<Duration>,
     pub flush_after: Duration,
     pub batch_linger: Duration,
+    pub delete_linger: Duration,
     /// The shared budget; None: off (`FLOWPILOT_PROFILE_RUN_LIMIT=0` and `FLOWPILOT_FLOW_LIMIT=0`).
     pub budget: Option<crate::budget::Limits>,
     /// `FLOWPILOT_MANAGED_ROLE_ARN`; None: managed workflows fail, saying so.
@@ -230,7 +236,7 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         let defaults = Policy::default();
-        let pollers = raw.pollers.unwrap_or(2);
+        let pollers = raw.pollers.unwrap_or(1);
         if !(1..=32).contains(&pollers) {
             return Err(ConfigError::Invalid {
                 key: "FLOWPILOT_POLLERS",
@@ -324,13 +330,14 @@ impl WorkerConfig {
             flush_after: duration(
                 "FLOWPILOT_FLUSH_AFTER",
                 &raw.flush_after,
-                Duration::from_secs(5),
+                Duration::from_secs(60),
             )?,
             batch_linger: duration(
                 "FLOWPILOT_BATCH_LINGER",
                 &raw.batch_linger,
                 Duration::from_millis(100),
             )?,
+            delete_linger: delete_linger(&raw.delete_linger)?,
             budget,
             managed_role_arn: managed_role_arn(&raw.managed_role_arn)?,
         })
@@ -413,6 +420,20 @@ fn duration(
     }
 }
 
+/// Up to 10 s: a handled message not deleted yet is redelivered if the worker dies, and it
+/// holds a handling permit meanwhile.
+fn delete_linger(value: &Option<String>) -> Result<Duration, ConfigError> {
+    let d = duration("FLOWPILOT_DELETE_LINGER", value, Duration::from_secs(1))?;
+    if d > Duration::from_secs(10) {
+        return Err(ConfigError::Invalid {
+            key: "FLOWPILOT_DELETE_LINGER",
+            value: value.clone().unwrap_or_default(),
+            expected: "a duration of at most 10s",
+        });
+    }
+    Ok(d)
+}
+
 /// `off` (or unset): no ticker. A zero period would spin, so it is refused.
 fn reconcile_every(value: &Option<String>) -> Result<Option<Duration>, ConfigError> {
     const KEY: &str = "FLOWPILOT_RECONCILE_EVERY";
@@ -490,7 +511,7 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let c = WorkerConfig::from_raw(&base()).unwrap();
-        assert_eq!(c.pollers, 2);
+        assert_eq!(c.pollers, 1);
         assert_eq!(c.concurrency, 8);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.shutdown_grace, Duration::from_secs(20));
@@ -579,6 +600,26 @@ mod tests {
         assert_eq!(c.table, "ft");
         assert_eq!(c.pollers, 4);
         assert_eq!(c.metrics_addr, None);
+    }
+
+    #[test]
+    fn deletions_linger_a_second_by_default_and_at_most_ten() {
+        assert_eq!(
+            WorkerConfig::from_raw(&base()).unwrap().delete_linger,
+            Duration::from_secs(1)
+        );
+        let e = WorkerConfig::from_raw(&RawConfig {
+            delete_linger: Some("30s".into()),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("FLOWPILOT_DELETE_LINGER"), "{e}");
+        let c = WorkerConfig::from_raw(&RawConfig {
+            delete_linger: Some("250ms".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(c.delete_linger, Duration::from_millis(250));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Requests queued at most before senders wait (back-pressure on a slow AWS).
 const QUEUE: usize = 1024;
@@ -28,11 +29,62 @@ impl<T, R> Clone for Coalescer<T, R> {
     }
 }
 
+/// Someone waiting for what the items being gathered hold (a poller waiting for handling
+/// permits that messages awaiting deletion keep): a coalescer told about it sends as soon as
+/// it has gathered enough, instead of lingering on.
+#[derive(Default)]
+pub struct Pressure {
+    waiting: AtomicUsize,
+    changed: Notify,
+}
+
+impl Pressure {
+    /// Marks one waiter until the guard is dropped.
+    pub fn waiting(self: &Arc<Self>) -> PressureGuard {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_one();
+        PressureGuard(Arc::clone(self))
+    }
+
+    fn is_on(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// One waiter of a [`Pressure`]; dropping it (the wait ended or was abandoned) ends the wait.
+pub struct PressureGuard(Arc<Pressure>);
+
+impl Drop for PressureGuard {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// When a coalescer sends before its linger is over: under pressure, with `at_least` items.
+pub struct EarlySend {
+    pub pressure: Arc<Pressure>,
+    pub at_least: usize,
+}
+
 impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     /// Starts the task: it waits for a first item, gathers more for `linger` or until it has
     /// `max`, and calls `send` with them; `send` answers one result per item, in order. The
     /// task ends once every handle is dropped.
     pub fn spawn<F, Fut>(max: usize, linger: Duration, send: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send,
+    {
+        Self::spawn_with(max, linger, None, send)
+    }
+
+    /// [`spawn`](Self::spawn), also sending early as `early` says.
+    pub fn spawn_with<F, Fut>(
+        max: usize,
+        linger: Duration,
+        early: Option<EarlySend>,
+        send: F,
+    ) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send,
@@ -44,9 +96,25 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
                 let mut batch = vec![first];
                 let deadline = tokio::time::Instant::now() + linger;
                 while batch.len() < max.max(1) {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(item)) => batch.push(item),
-                        Ok(None) | Err(_) => break,
+                    if let Some(e) = &early
+                        && batch.len() >= e.at_least
+                        && e.pressure.is_on()
+                    {
+                        break;
+                    }
+                    let pressure_changed = async {
+                        match &early {
+                            Some(e) => e.pressure.changed.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    // `recv` is cancel-safe: an item is either taken or left in the channel.
+                    tokio::select! {
+                        r = tokio::time::timeout_at(deadline, rx.recv()) => match r {
+                            Ok(Some(item)) => batch.push(item),
+                            Ok(None) | Err(_) => break,
+                        },
+                        () = pressure_changed => {}
                     }
                 }
                 let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) = batch.into_iter().unzip();
@@ -133,5 +201,41 @@ mod tests {
         assert_eq!(results.len(), 7);
         assert!(results.iter().all(Option::is_some));
         assert_eq!(*calls.lock().unwrap(), [3, 3, 1]);
+    }
+
+    #[tokio::test]
+    async fn under_pressure_a_batch_goes_once_it_has_enough_instead_of_lingering() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&calls);
+        let pressure = Arc::new(Pressure::default());
+        let early = EarlySend {
+            pressure: Arc::clone(&pressure),
+            at_least: 2,
+        };
+        // A linger no test waits out: whatever arrives in time was sent early.
+        let c: Coalescer<u32, ()> =
+            Coalescer::spawn_with(10, Duration::from_secs(600), Some(early), move |items| {
+                seen.lock().unwrap().push(items.len());
+                let out = vec![(); items.len()];
+                async move { out }
+            });
+        let _waiting = pressure.waiting();
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.submit(1).await }
+        });
+        // One item is below `at_least`: it keeps lingering, pressure or not.
+        let first = match tokio::time::timeout(Duration::from_millis(200), first).await {
+            Err(_) => None,
+            Ok(r) => Some(r),
+        };
+        assert!(first.is_none(), "sent with fewer items than at_least");
+        let both = tokio::time::timeout(Duration::from_secs(30), c.submit(2)).await;
+        assert_eq!(
+            both.ok(),
+            Some(Some(())),
+            "the second item completes the early batch"
+        );
+        assert_eq!(*calls.lock().unwrap(), [2]);
     }
 }

@@ -41,11 +41,23 @@ pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient 
         .build_https()
 }
 
+/// Stalled-stream protection for responses only. Every request body flowpilot sends is a
+/// few KB already in memory, so the upload throughput check has nothing to catch, yet it
+/// wraps every request body and was a measurable share of the worker's CPU per message
+/// (docs/architecture.md, "Performance"). A response that stalls is still cut off.
+fn stalled_stream_protection()
+-> aws_smithy_runtime_api::client::stalled_stream_protection::StalledStreamProtectionConfig {
+    aws_smithy_runtime_api::client::stalled_stream_protection::StalledStreamProtectionConfig::enabled()
+        .upload_enabled(false)
+        .build()
+}
+
 /// The SDK configuration of the worker and the CLI: the standard provider chain (endpoints,
 /// region, credentials) plus [`https_client`].
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client())
+        .stalled_stream_protection(stalled_stream_protection())
         .load()
         .await
 }
@@ -69,6 +81,7 @@ pub async fn local_sdk_config(
             "flowpilot-local-stack",
         ))
         .http_client(https_client())
+        .stalled_stream_protection(stalled_stream_protection())
         .load()
         .await
 }

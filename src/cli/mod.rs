@@ -108,10 +108,15 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The worker and the Lambda handler wait on AWS almost all the time: one thread serves
+    // them with fewer wake-ups and hand-offs between threads than a pool, which measurably
+    // costs less CPU per message and shortens the critical path (docs/architecture.md,
+    // "Performance"). The CLI and the local stack's commands keep the multi-threaded pool.
+    let mut builder = match cli.command {
+        Command::Worker(_) | Command::Lambda(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -114,12 +114,19 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     ));
 
     let hard_stop = CancellationToken::new();
+    let pressure = Arc::new(crate::aws::coalesce::Pressure::default());
     let dispatch = Arc::new(Dispatch {
         handler,
-        queue: poller::CoalescedQueue::new(queue.clone(), config.batch_linger),
+        queue: poller::CoalescedQueue::new(
+            queue.clone(),
+            config.delete_linger,
+            Arc::clone(&pressure),
+            config.concurrency,
+        ),
         metrics: Arc::clone(&metrics),
         inflight: Arc::clone(&inflight),
         permits: Arc::new(Semaphore::new(config.concurrency)),
+        pressure,
         shutdown: shutdown.clone(),
         hard_stop: hard_stop.clone(),
     });

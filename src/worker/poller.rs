@@ -22,6 +22,7 @@ use tracing::Instrument as _;
 use super::handler::{Handled, Handler};
 use super::inflight::{InFlight, VISIBILITY};
 use super::shell::Shell;
+use crate::aws::coalesce::Pressure;
 use crate::aws::error_chain;
 use crate::aws::queue::{Ack, DeleteFailure, Queue, QueueError, Received};
 use crate::metrics::{self, Metrics};
@@ -76,6 +77,11 @@ impl WorkQueue for Queue {
 
 /// The work queue with deletions coalesced across handlers (one DeleteMessageBatch serves
 /// the messages of several workflows handled within the linger).
+///
+/// A message keeps its handling permit until it is deleted, so a long linger could starve
+/// the pollers at load: `pressure` (a poller waiting for a permit) sends the deletions as soon
+/// as they hold half the permits. At low load they linger, and one call deletes the messages
+/// of many batches; at load they go in large batches anyway.
 #[derive(Clone)]
 pub struct CoalescedQueue {
     pub queue: Queue,
@@ -83,22 +89,31 @@ pub struct CoalescedQueue {
 }
 
 impl CoalescedQueue {
-    pub fn new(queue: Queue, linger: Duration) -> Self {
+    pub fn new(queue: Queue, linger: Duration, pressure: Arc<Pressure>, permits: usize) -> Self {
         let q = queue.clone();
-        let deletes = crate::aws::coalesce::Coalescer::spawn(10, linger, move |acks: Vec<Ack>| {
-            let q = q.clone();
-            async move {
-                let failed = q.delete(&acks).await;
-                acks.iter()
-                    .map(|a| {
-                        failed
-                            .iter()
-                            .find(|f| f.ack.receipt_handle == a.receipt_handle)
-                            .cloned()
-                    })
-                    .collect()
-            }
-        });
+        let early = crate::aws::coalesce::EarlySend {
+            pressure,
+            at_least: (permits / 2).clamp(1, RECEIVE_MAX),
+        };
+        let deletes = crate::aws::coalesce::Coalescer::spawn_with(
+            RECEIVE_MAX,
+            linger,
+            Some(early),
+            move |acks: Vec<Ack>| {
+                let q = q.clone();
+                async move {
+                    let failed = q.delete(&acks).await;
+                    acks.iter()
+                        .map(|a| {
+                            failed
+                                .iter()
+                                .find(|f| f.ack.receipt_handle == a.receipt_handle)
+                                .cloned()
+                        })
+                        .collect()
+                }
+            },
+        );
         Self { queue, deletes }
     }
 }
@@ -144,6 +159,8 @@ pub struct Dispatch<S, X, Q = Queue> {
     /// One permit per message in flight (received, not yet deleted or handed back): the
     /// worker's `concurrency`.
     pub permits: Arc<Semaphore>,
+    /// Set while a poller waits for a permit (the deletions holding them then go at once).
+    pub pressure: Arc<Pressure>,
     /// Stop receiving (SIGTERM/SIGINT).
     pub shutdown: CancellationToken,
     /// Stop starting new messages (the grace period ran out).
@@ -168,9 +185,15 @@ impl<S: Store, X: Shell, Q: WorkQueue> Dispatch<S, X, Q> {
             }
             // Back-pressure: wait for one free handling slot, then take whatever else is free
             // right now, up to a full receive; receive no more messages than that.
-            let first = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                p = Arc::clone(&self.permits).acquire_owned() => p,
+            let first = match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(p) => Ok(p),
+                Err(_) => {
+                    let _waiting = self.pressure.waiting();
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        p = Arc::clone(&self.permits).acquire_owned() => p,
+                    }
+                }
             };
             // The semaphore is never closed; if it were, nothing could be handled any more.
             let Ok(first) = first else { break };
@@ -527,6 +550,7 @@ mod tests {
             metrics,
             inflight: InFlight::new(),
             permits: Arc::new(Semaphore::new(concurrency)),
+            pressure: Arc::default(),
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
         })
