@@ -17,7 +17,11 @@
 //! lease is released when a committed transition takes the batch out of `running` (its End
 //! report, a reconciled run, a cancel); one that is never released (a worker killed between
 //! that commit and the release) expires after `FLOWPILOT_MAX_RUN` plus 10 minutes, past
-//! which reconcile has cancelled any run still going.
+//! which reconcile has cancelled any run still going. A release is queued in this process
+//! ([`RunBudget::queue_release`]) and written by the next update of its item, which is most
+//! often the same workflow asking for its next batch's slot: one PutItem both frees the slot
+//! and takes the next, instead of two on the way to the next StartFlow. What no update took
+//! is written by [`RunBudget::flush_releases`] once the message is handled.
 //!
 //! Flows: a batch flow's holder is its flow name; its lease is taken before CreateFlow (a
 //! refusal is a slot refusal: the batch waits) and released once DeleteFlow succeeds. It
@@ -178,6 +182,10 @@ pub struct RunBudget {
     /// version without reading first: one request instead of two, on the StartFlow's critical
     /// path. Another replica's write makes the condition fail, and the item is read again.
     cache: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Cached>>>>>,
+    /// Per ledger item: holders whose release is queued and not written yet.
+    releasing: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
+    /// Releases written since [`take_released`](Self::take_released) last asked.
+    released: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RunBudget {
@@ -187,9 +195,55 @@ impl RunBudget {
             table: table.into(),
             limits,
             cache: Arc::default(),
+            releasing: Arc::default(),
+            released: Arc::default(),
         }
     }
 
+    fn releasing(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        // Plain data: a panic elsewhere while holding the lock leaves a valid map.
+        self.releasing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues the release of `holder`'s run slots; the next update of each item writes it
+    /// (see the module's documentation).
+    pub fn queue_release(&self, profile: &str, holder: &str) {
+        let keys: Vec<String> = self.scopes(profile).into_iter().map(|(k, ..)| k).collect();
+        let mut releasing = self.releasing();
+        for key in keys {
+            let holders = releasing.entry(key).or_default();
+            if !holders.iter().any(|h| h == holder) {
+                holders.push(holder.to_owned());
+            }
+        }
+    }
+
+    /// Writes the queued releases no update has taken. On failure they stay queued for the
+    /// next update or flush (a lease never written free expires).
+    pub async fn flush_releases(&self) -> Result<(), BudgetError> {
+        let keys: Vec<String> = self
+            .releasing()
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.update(&key, |_| ((), false)).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases queued and not written yet.
+    pub fn queued_releases(&self) -> usize {
+        self.releasing().values().map(Vec::len).sum()
+    }
+
+    /// How many queued releases were written since the last call.
+    pub fn take_released(&self) -> u64 {
+        self.released.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
     fn cached(&self, key: &str) -> Arc<tokio::sync::Mutex<Cached>> {
         // A poisoned map only means another thread panicked while inserting; the map itself
         // is still a valid map of locks.
@@ -368,18 +422,11 @@ impl RunBudget {
         Ok(Slot::Granted)
     }
 
-    /// Gives `holder`'s slots back (idempotent).
-    pub async fn release(&self, profile: &str, holder: &str) -> Result<(), BudgetError> {
-        for (key, _, _) in self.scopes(profile) {
-            self.update(&key, |l| ((), l.release(holder))).await?;
-        }
-        Ok(())
-    }
-
-    /// Applies `change` (which says whether it changed anything) to the ledger at `key` and
-    /// writes it back conditionally on the version it was read at, again on a lost race.
-    /// The ledger comes from this process's cache when it has one; only a fresh read may
-    /// conclude that nothing changes (a stale copy could lack another replica's lease).
+    /// Applies the releases queued for `key` and `change` (which says whether it changed
+    /// anything) to the ledger at `key` and writes it back conditionally on the version it was
+    /// read at, again on a lost race. The ledger comes from this process's cache when it has
+    /// one; only a fresh read may conclude that nothing changes (a stale copy could lack
+    /// another replica's lease). Failing, the releases it took are queued again.
     async fn update<T>(
         &self,
         key: &str,
@@ -387,6 +434,37 @@ impl RunBudget {
     ) -> Result<T, BudgetError> {
         let slot = self.cached(key);
         let mut cached = slot.lock().await;
+        // Taken under the item's lock, so two updates never write the same release.
+        let releases = self.releasing().remove(key).unwrap_or_default();
+        let result = self
+            .update_locked(key, &mut cached, &releases, &mut change)
+            .await;
+        match &result {
+            Ok(_) => {
+                self.released
+                    .fetch_add(releases.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err(_) if !releases.is_empty() => {
+                let mut releasing = self.releasing();
+                let queued = releasing.entry(key.to_owned()).or_default();
+                for h in releases {
+                    if !queued.contains(&h) {
+                        queued.push(h);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn update_locked<T>(
+        &self,
+        key: &str,
+        cached: &mut Cached,
+        releases: &[String],
+        change: &mut impl FnMut(&mut Ledger) -> (T, bool),
+    ) -> Result<T, BudgetError> {
         let mut pause_ms = 5u64;
         let mut lost = 0u32;
         while lost < MAX_CONFLICTS {
@@ -395,7 +473,12 @@ impl RunBudget {
                 None => (true, self.read(key).await?),
             };
             let before = ledger.clone();
+            let mut released = false;
+            for holder in releases {
+                released |= ledger.release(holder);
+            }
             let (answer, changed) = change(&mut ledger);
+            let changed = changed || released;
             if !changed {
                 if fresh {
                     *cached = Some((before, version));

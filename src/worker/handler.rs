@@ -110,8 +110,12 @@ impl<S: Store, X: Shell> Handler<S, X> {
         let span = tracing::info_span!("workflow", workflow_id = %id, batch);
         let run_ended = matches!(input, Input::RunEnded(_));
         let handling = async {
-            let _guard = self.locks.lock(id.clone()).await;
-            self.handle_locked(id, input).await
+            let handled = {
+                let _guard = self.locks.lock(id.clone()).await;
+                self.handle_locked(id, input).await
+            };
+            self.shell.flush_releases().await;
+            handled
         }
         .instrument(span);
         if run_ended {

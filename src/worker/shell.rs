@@ -53,9 +53,16 @@ pub trait Shell: Send + Sync + 'static {
     ) -> impl Future<Output = Vec<Result<(), EffectError>>> + Send;
 
     /// Gives back the run slots of `batches` of `wf`, which a committed transition took out of
-    /// `running` (`crate::budget`). Best effort: an unreleased lease expires.
+    /// `running` (`crate::budget`): queued, and written with the next ask of the same limit
+    /// (most often this workflow's next batch) or by [`flush_releases`](Self::flush_releases).
+    /// Best effort: an unreleased lease expires.
     fn release_slots(&self, wf: &Workflow, batches: &[u32]) -> impl Future<Output = ()> + Send {
         let _ = (wf, batches);
+        async {}
+    }
+
+    /// Writes the slot releases no ask has taken; called once a message is handled.
+    fn flush_releases(&self) -> impl Future<Output = ()> + Send {
         async {}
     }
 }
@@ -414,15 +421,28 @@ impl Shell for AwsShell {
             return;
         };
         for i in batches {
-            let r = budget
-                .release(&wf.spec.connector_profile, &holder(wf.id.as_str(), *i))
-                .await;
-            let result = if r.is_ok() { "ok" } else { "error" };
-            self.metrics
-                .inc_with(metrics::RUN_SLOT_RELEASES, &[("result", result)]);
-            if let Err(e) = r {
-                tracing::warn!(batch = i, error = %e, "run slot not released: it comes back when its lease expires");
-            }
+            budget.queue_release(&wf.spec.connector_profile, &holder(wf.id.as_str(), *i));
+        }
+    }
+
+    async fn flush_releases(&self) {
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        let r = budget.flush_releases().await;
+        self.metrics.add(
+            metrics::RUN_SLOT_RELEASES,
+            &[("result", "ok")],
+            budget.take_released(),
+        );
+        if let Err(e) = r {
+            let pending = budget.queued_releases();
+            self.metrics.add(
+                metrics::RUN_SLOT_RELEASES,
+                &[("result", "error")],
+                pending as u64,
+            );
+            tracing::warn!(pending, error = %e, "run slots not released yet: the next ask of their limit or the next message writes them, or their leases expire");
         }
     }
 

@@ -177,3 +177,81 @@ async fn thirty_workflows_share_five_run_slots_across_two_workers_and_a_kill_nin
     env.shutdown().await;
     Ok(())
 }
+
+/// The run slot of a batch that ended is freed by the same ledger write that takes the next
+/// batch's slot: from an End report to the next StartFlow, the workflow's write, one budget
+/// write, StartFlow. At the end no lease is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_batchs_slot_is_freed_by_the_write_that_takes_the_next() -> anyhow::Result<()> {
+    let env = Env::start(
+        "budgetfold",
+        SimSetup {
+            faults: FaultPlan {
+                run_duration_ms: DurationRange { min: 200, max: 200 },
+                ..FaultPlan::default()
+            },
+            ..SimSetup::default()
+        },
+    )
+    .await?;
+    // The worker's defaults: the run budget and the flow limit are on.
+    let mut worker = env.spawn_default_worker("a", &[])?;
+    let ids = env
+        .create_workflows(
+            &[WorkflowArgs::new(
+                "fold",
+                "2024-01-01T00:00:00Z",
+                "2025-01-01T00:00:00Z",
+                "P2M",
+            )],
+            1,
+        )
+        .await?;
+    let id = ids.first().context("no workflow created")?;
+    poll_every(
+        Duration::from_millis(200),
+        Duration::from_secs(120),
+        || async {
+            let wf = env.load(id).await?;
+            ensure!(!wf.status.is_terminal(), "ended {}", wf.status.as_str());
+            Ok((wf.status == WorkflowStatus::Live).then_some(()))
+        },
+    )
+    .await?;
+    let metrics = worker.metrics(&env.http).await?;
+    let paths = crate::support::e2e::counter(&metrics, "flowpilot_critical_paths_total");
+    let requests = crate::support::e2e::counter(&metrics, "flowpilot_critical_path_requests_total");
+    ensure!(
+        paths == 5,
+        "expected 5 End reports followed by a start, saw {paths}"
+    );
+    ensure!(
+        requests == 3 * paths,
+        "expected 3 requests per critical path (workflow write, budget write, StartFlow), saw {requests} over {paths}"
+    );
+    // Every batch's lease was given back (the live flow holds no run slot).
+    let ledger = poll_every(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        || async {
+            let doc = env
+                .budget_ledger(&format!("budget#profile#{PROFILE}"))
+                .await?;
+            let holders = doc["holders"].as_object().map_or(0, |h| h.len());
+            Ok((holders == 0).then_some(doc))
+        },
+    )
+    .await
+    .context("run slots still held after the workflow went live")?;
+    ensure!(
+        !ledger.is_null(),
+        "the profile's budget item was never written"
+    );
+    ensure!(
+        ledger["waiters"].as_object().is_none_or(|w| w.is_empty()),
+        "waiters left: {ledger}"
+    );
+    worker.kill9().await?;
+    env.shutdown().await;
+    Ok(())
+}

@@ -505,6 +505,24 @@ impl Env {
         Ok(key)
     }
 
+    /// The document of budget item `key` (`budget#profile#…`), read straight from moto as an
+    /// observer; `null` if the item does not exist.
+    pub async fn budget_ledger(&self, key: &str) -> anyhow::Result<serde_json::Value> {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        let out = aws_sdk_dynamodb::Client::new(&self.sdk)
+            .get_item()
+            .table_name(&self.stack.table)
+            .key("pk", A::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("GetItem of a budget item (moto, as an observer)")?;
+        match out.item.as_ref().and_then(|i| i.get("doc")) {
+            Some(A::S(doc)) => Ok(serde_json::from_str(doc)?),
+            _ => Ok(serde_json::Value::Null),
+        }
+    }
+
     pub async fn load(&self, id: &WorkflowId) -> anyhow::Result<Workflow> {
         self.store
             .load(id)
