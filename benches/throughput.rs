@@ -9,9 +9,10 @@
 //!   PutEvents, DeleteMessage) replayed against the same moto and simulator, with the worker's
 //!   credentials, by many concurrent lanes, as fast as they take it;
 //! - run end → next run start, p50/p99/max, from the simulator's run records;
-//! - AWS requests per batch by service (every attempt, from the worker's own counter), and on
-//!   the critical path (requests from receiving an End report to the next StartFlow);
-//! - worker CPU per handled message and peak RSS.
+//! - AWS requests per batch by service and operation (every attempt, from the worker's own
+//!   counter), and on the critical path (requests from receiving an End report to the next
+//!   StartFlow);
+//! - worker CPU per handled message (to the nanosecond, with the kernel's share) and peak RSS.
 //!
 //! Then DynamoDB bytes written per transition for 12-, 131-, 500- and 1,826-batch workflows (the item
 //! size a write is billed by, replayed through `decide` without AWS).
