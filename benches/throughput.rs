@@ -119,10 +119,6 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
     // once; by default these figures are the per-batch path without it. With
     // FLOWPILOT_BENCH_BUDGET=1 the worker keeps its default limits, and each start and each
     // flow's creation and deletion also writes a budget item: what that costs per batch.
-    let threads = std::env::var("FLOWPILOT_BENCH_WORKER_THREADS").unwrap_or_default();
-    if !threads.is_empty() {
-        settings.push(("TOKIO_WORKER_THREADS", threads.as_str()));
-    }
     let budget = std::env::var("FLOWPILOT_BENCH_BUDGET").is_ok_and(|v| v == "1");
     if !budget {
         settings.push(("FLOWPILOT_PROFILE_RUN_LIMIT", "0"));
