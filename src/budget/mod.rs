@@ -184,8 +184,10 @@ pub struct RunBudget {
     cache: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Cached>>>>>,
     /// Per ledger item: holders whose release is queued and not written yet.
     releasing: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
-    /// Releases written since [`take_released`](Self::take_released) last asked.
+    /// Releases written, and releases given up on (their update failed), since
+    /// [`take_released`](Self::take_released) last asked.
     released: Arc<std::sync::atomic::AtomicU64>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RunBudget {
@@ -197,6 +199,7 @@ impl RunBudget {
             cache: Arc::default(),
             releasing: Arc::default(),
             released: Arc::default(),
+            dropped: Arc::default(),
         }
     }
 
@@ -220,8 +223,10 @@ impl RunBudget {
         }
     }
 
-    /// Writes the queued releases no update has taken. On failure they stay queued for the
-    /// next update or flush (a lease never written free expires).
+    /// Writes the queued releases no update has taken. Releases whose write failed are not
+    /// tried again: their leases expire, as they did when a release was its own write. (Kept,
+    /// a release could be written after the same batch was granted its next attempt on
+    /// another replica, and take that lease away.)
     pub async fn flush_releases(&self) -> Result<(), BudgetError> {
         let keys: Vec<String> = self
             .releasing()
@@ -229,20 +234,23 @@ impl RunBudget {
             .filter(|(_, h)| !h.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
+        // Every item is tried: nothing stays queued past the message that queued it.
+        let mut first_error = None;
         for key in keys {
-            self.update(&key, |_| ((), false)).await?;
+            if let Err(e) = self.update(&key, |_| ((), false)).await {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Releases queued and not written yet.
-    pub fn queued_releases(&self) -> usize {
-        self.releasing().values().map(Vec::len).sum()
-    }
-
-    /// How many queued releases were written since the last call.
-    pub fn take_released(&self) -> u64 {
-        self.released.swap(0, std::sync::atomic::Ordering::SeqCst)
+    /// How many queued releases were written, and how many were given up on, since the last
+    /// call.
+    pub fn take_released(&self) -> (u64, u64) {
+        (
+            self.released.swap(0, std::sync::atomic::Ordering::SeqCst),
+            self.dropped.swap(0, std::sync::atomic::Ordering::SeqCst),
+        )
     }
     fn cached(&self, key: &str) -> Arc<tokio::sync::Mutex<Cached>> {
         // A poisoned map only means another thread panicked while inserting; the map itself
@@ -426,7 +434,8 @@ impl RunBudget {
     /// anything) to the ledger at `key` and writes it back conditionally on the version it was
     /// read at, again on a lost race. The ledger comes from this process's cache when it has
     /// one; only a fresh read may conclude that nothing changes (a stale copy could lack
-    /// another replica's lease). Failing, the releases it took are queued again.
+    /// another replica's lease). Failing, the releases it took are given up (see
+    /// [`flush_releases`](Self::flush_releases)).
     async fn update<T>(
         &self,
         key: &str,
@@ -439,22 +448,12 @@ impl RunBudget {
         let result = self
             .update_locked(key, &mut cached, &releases, &mut change)
             .await;
-        match &result {
-            Ok(_) => {
-                self.released
-                    .fetch_add(releases.len() as u64, std::sync::atomic::Ordering::SeqCst);
-            }
-            Err(_) if !releases.is_empty() => {
-                let mut releasing = self.releasing();
-                let queued = releasing.entry(key.to_owned()).or_default();
-                for h in releases {
-                    if !queued.contains(&h) {
-                        queued.push(h);
-                    }
-                }
-            }
-            Err(_) => {}
-        }
+        let counter = if result.is_ok() {
+            &self.released
+        } else {
+            &self.dropped
+        };
+        counter.fetch_add(releases.len() as u64, std::sync::atomic::Ordering::SeqCst);
         result
     }
 

@@ -55,7 +55,7 @@ pub trait Shell: Send + Sync + 'static {
     /// Gives back the run slots of `batches` of `wf`, which a committed transition took out of
     /// `running` (`crate::budget`): queued, and written with the next ask of the same limit
     /// (most often this workflow's next batch) or by [`flush_releases`](Self::flush_releases).
-    /// Best effort: an unreleased lease expires.
+    /// Best effort: a release whose write fails is not tried again; its lease expires.
     fn release_slots(&self, wf: &Workflow, batches: &[u32]) -> impl Future<Output = ()> + Send {
         let _ = (wf, batches);
         async {}
@@ -430,19 +430,18 @@ impl Shell for AwsShell {
             return;
         };
         let r = budget.flush_releases().await;
-        self.metrics.add(
-            metrics::RUN_SLOT_RELEASES,
-            &[("result", "ok")],
-            budget.take_released(),
-        );
-        if let Err(e) = r {
-            let pending = budget.queued_releases();
-            self.metrics.add(
-                metrics::RUN_SLOT_RELEASES,
-                &[("result", "error")],
-                pending as u64,
+        let (released, dropped) = budget.take_released();
+        self.metrics
+            .add(metrics::RUN_SLOT_RELEASES, &[("result", "ok")], released);
+        self.metrics
+            .add(metrics::RUN_SLOT_RELEASES, &[("result", "error")], dropped);
+        if dropped > 0 {
+            let error = r.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(
+                dropped,
+                error,
+                "run slots not released: they come back when their leases expire"
             );
-            tracing::warn!(pending, error = %e, "run slots not released yet: the next ask of their limit or the next message writes them, or their leases expire");
         }
     }
 
