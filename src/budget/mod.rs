@@ -228,12 +228,8 @@ impl RunBudget {
     /// a release could be written after the same batch was granted its next attempt on
     /// another replica, and take that lease away.)
     pub async fn flush_releases(&self) -> Result<(), BudgetError> {
-        let keys: Vec<String> = self
-            .releasing()
-            .iter()
-            .filter(|(_, h)| !h.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
+        // An update removes its item's entry, so every entry left holds a release.
+        let keys: Vec<String> = self.releasing().keys().cloned().collect();
         // Every item is tried: nothing stays queued past the message that queued it.
         let mut first_error = None;
         for key in keys {

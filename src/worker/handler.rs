@@ -298,6 +298,9 @@ impl<S: Store, X: Shell> Handler<S, X> {
                 }
             }
         }
+        // Those writes may have freed run slots; no handled message follows to write them
+        // (Lambda freezes right after this).
+        self.shell.flush_releases().await;
     }
 
     /// The outbox stopped at a transient failure: record it (`Input::Stuck`), publish the

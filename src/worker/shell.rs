@@ -431,11 +431,14 @@ impl Shell for AwsShell {
         };
         let r = budget.flush_releases().await;
         let (released, dropped) = budget.take_released();
-        self.metrics
-            .add(metrics::RUN_SLOT_RELEASES, &[("result", "ok")], released);
-        self.metrics
-            .add(metrics::RUN_SLOT_RELEASES, &[("result", "error")], dropped);
+        // Called after every message: most find nothing to count.
+        if released > 0 {
+            self.metrics
+                .add(metrics::RUN_SLOT_RELEASES, &[("result", "ok")], released);
+        }
         if dropped > 0 {
+            self.metrics
+                .add(metrics::RUN_SLOT_RELEASES, &[("result", "error")], dropped);
             let error = r.err().map(|e| e.to_string()).unwrap_or_default();
             tracing::warn!(
                 dropped,
