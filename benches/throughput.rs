@@ -144,6 +144,34 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
         })
         .collect();
     let ids = env.create_workflows(&all, 8).await?;
+    // Watch the simulator (in this process) until every workflow's continuous flow exists, and
+    // only then read the state table: polling the table all along would put a GetItem every
+    // 50 ms into moto, which serves one request at a time, and so into the worker's critical
+    // path.
+    // Every 5 s one workflow still without it is read, so a workflow that ended otherwise
+    // stops the benchmark instead of leaving it waiting.
+    let polls = std::cell::Cell::new(0u64);
+    support::poll_until(Duration::from_secs(1800), || async {
+        let flows = env.flows().await?;
+        let names: std::collections::HashSet<&str> = flows["flows"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f["name"].as_str()).collect())
+            .unwrap_or_default();
+        let waiting = ids
+            .iter()
+            .find(|id| !names.contains(e2e::live_flow(id).as_str()));
+        polls.set(polls.get() + 1);
+        if let Some(id) = waiting.filter(|_| polls.get().is_multiple_of(100)) {
+            let wf = env.load(id).await?;
+            ensure!(
+                !wf.status.is_terminal(),
+                "{id} ended {}",
+                wf.status.as_str()
+            );
+        }
+        Ok(waiting.is_none().then_some(()))
+    })
+    .await?;
     let mut batches = 0usize;
     for id in &ids {
         let wf = support::poll_until(Duration::from_secs(1800), || async {

@@ -32,7 +32,7 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Ensures the project virtualenv (`infra/local/stack venv`), starts `moto_server` on a
+    /// Ensures the project virtualenv (`infra/local/stack venv`), starts moto (`infra/local/moto_server.py`) on a
     /// free 127.0.0.1 port and waits until it answers.
     pub async fn start() -> anyhow::Result<Moto> {
         ensure_venv().await?;
@@ -52,14 +52,16 @@ impl Moto {
         let log = scratch_dir().join(format!("moto-{port}.log"));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("creating moto log {}", log.display()))?;
-        let child = Command::new(venv_bin("moto_server"))
+        // moto_server without per-request costs that model nothing (infra/local/moto_server.py).
+        let child = Command::new(venv_bin("python"))
+            .arg(infra_local().join("moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
-            .context("spawning infra/local/.venv/bin/moto_server")?;
+            .context("spawning infra/local/moto_server.py with infra/local/.venv/bin/python")?;
         let mut moto = Moto {
             url: format!("http://127.0.0.1:{port}"),
             port,
