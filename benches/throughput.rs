@@ -12,7 +12,10 @@
 //! - AWS requests per batch by service and operation (every attempt, from the worker's own
 //!   counter), and on the critical path (requests from receiving an End report to the next
 //!   StartFlow);
-//! - worker CPU per handled message (to the nanosecond, with the kernel's share) and peak RSS.
+//! - worker CPU per handled message (to the nanosecond, with the kernel's share) and peak RSS,
+//!   with the SDK's own floor for that many requests: before the scenarios, a client configured
+//!   as the worker's calls a do-nothing server on loopback and its thread's CPU per request is
+//!   measured (`support/sdk_floor.rs`).
 //!
 //! Then DynamoDB bytes written per transition for 12-, 131-, 500- and 1,826-batch workflows (the item
 //! size a write is billed by, replayed through `decide` without AWS).
@@ -30,6 +33,9 @@
 #[allow(unused_imports)] // the benchmark uses part of the test harness
 #[path = "../tests/e2e/support/mod.rs"]
 mod support;
+
+#[path = "support/sdk_floor.rs"]
+mod sdk_floor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,17 +78,28 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let floor = if scenarios.is_empty() {
+        None
+    } else {
+        let f = sdk_floor::measure()?;
+        println!(
+            "SDK floor: client CPU per request, the worker's SDK configuration against a do-nothing server on loopback: \
+             {:.0} us (GetItem) and {:.0} us (PutItem of a 5.6 KB document) back to back; {:.0} us (GetItem) after 5 ms idle",
+            f.get_item_us, f.put_item_us, f.get_item_idle_us
+        );
+        Some(f)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     for n in scenarios {
-        rt.block_on(scenario(n))?;
+        rt.block_on(scenario(n, floor.as_ref()))?;
     }
     item_sizes()?;
     Ok(())
 }
 
-async fn scenario(n: u64) -> anyhow::Result<()> {
+async fn scenario(n: u64, floor: Option<&sdk_floor::SdkFloor>) -> anyhow::Result<()> {
     let run_ms = env_u64("FLOWPILOT_BENCH_RUN_MS", 400);
     let lanes = env_u64("FLOWPILOT_BENCH_LANES", 16);
     let env = Env::start(
@@ -250,6 +267,14 @@ async fn scenario(n: u64) -> anyhow::Result<()> {
         "  worker CPU / message {:>10.3} ms  ({cpu:.3} s while handling, of which about {sys:.2} s in the kernel; {cpu_at_start:.3} s to start)",
         cpu * 1000.0 / handled.max(1) as f64
     );
+    if let Some(f) = floor {
+        let per_message = total * batches as f64 / handled.max(1) as f64;
+        println!(
+            "    SDK floor for its {per_message:.2} requests per message: {:.3} ms back to back, {:.3} ms after idle (GetItem's)",
+            per_message * f.get_item_us / 1000.0,
+            per_message * f.get_item_idle_us / 1000.0
+        );
+    }
     println!(
         "  worker peak RSS      {:>10.1} MiB",
         rss_kb as f64 / 1024.0
