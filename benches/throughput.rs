@@ -164,9 +164,8 @@ async fn scenario(n: u64, floor: Option<&sdk_floor::SdkFloor>) -> anyhow::Result
     // Watch the simulator (in this process) until every workflow's continuous flow exists, and
     // only then read the state table: polling the table all along would put a GetItem every
     // 50 ms into moto, which serves one request at a time, and so into the worker's critical
-    // path.
-    // Every 5 s one workflow still without it is read, so a workflow that ended otherwise
-    // stops the benchmark instead of leaving it waiting.
+    // path. Every 5 s one workflow still without it is read, so a workflow that ended some
+    // other way stops the benchmark instead of leaving it waiting.
     let polls = std::cell::Cell::new(0u64);
     support::poll_until(Duration::from_secs(1800), || async {
         let flows = env.flows().await?;

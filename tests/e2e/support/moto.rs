@@ -32,8 +32,8 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Ensures the project virtualenv (`infra/local/stack venv`), starts moto (`infra/local/moto_server.py`) on a
-    /// free 127.0.0.1 port and waits until it answers.
+    /// Ensures the project virtualenv (`infra/local/stack venv`), starts moto
+    /// (`infra/local/moto_server.py`) on a free 127.0.0.1 port and waits until it answers.
     pub async fn start() -> anyhow::Result<Moto> {
         ensure_venv().await?;
         let mut last_error = None;
