@@ -740,18 +740,20 @@ async fn subscribe(sqs: aws_sdk_sqs::Client, tap_url: String) {
 fn cpu_precise(pid: u32) -> anyhow::Result<f64> {
     let mut ns: u64 = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
         // A thread may end between listing and reading.
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        ns += text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        ns += schedstat_ns(&task?.path().join("schedstat")).unwrap_or(0);
     }
     Ok(ns as f64 / 1e9)
+}
+
+/// The time on CPU in a `schedstat` file (its first field, nanoseconds); `None` if unreadable.
+fn schedstat_ns(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Kernel CPU time of `pid` in seconds (stime, in clock ticks): syscalls, wake-ups, loopback TCP.

@@ -107,12 +107,8 @@ async fn client(url: &str) -> anyhow::Result<SdkFloor> {
 
 /// This thread's CPU time in seconds (nanosecond resolution).
 fn thread_cpu() -> anyhow::Result<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
-    let ns: u64 = text
-        .split_whitespace()
-        .next()
-        .context("empty schedstat")?
-        .parse()?;
+    let ns = crate::schedstat_ns(std::path::Path::new("/proc/thread-self/schedstat"))
+        .context("reading /proc/thread-self/schedstat")?;
     Ok(ns as f64 / 1e9)
 }
 

@@ -4,7 +4,7 @@ Same arguments as the venv's `moto_server`. moto (pinned in requirements.txt) se
 request at a time under Python's GIL, so whatever it spends per request is latency for every
 caller queued behind it: on this stack most of it went to three things AWS has no counterpart
 for. Profiled with py-spy while the throughput benchmark ran (docs/architecture.md,
-"Performance"):
+"The local world"):
 
 - every request lists moto's package directory (about 150 `isdir` calls) to look up its
   backend by host name: the listing cannot change while the process runs, so it is taken once;

@@ -439,10 +439,11 @@ impl Shell for AwsShell {
         if dropped > 0 {
             self.metrics
                 .add(metrics::RUN_SLOT_RELEASES, &[("result", "error")], dropped);
-            let error = r.err().map(|e| e.to_string()).unwrap_or_default();
+            // The flush's own error, if it was the flush that failed (an ask's failure is
+            // reported by the ask).
             tracing::warn!(
                 dropped,
-                error,
+                error = r.as_ref().err().map(tracing::field::display),
                 "run slots not released: they come back when their leases expire"
             );
         }
