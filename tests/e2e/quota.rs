@@ -62,7 +62,21 @@ async fn all_live_exactly_once(env: &Env, n: usize) -> anyhow::Result<Vec<Workfl
                 .filter(|w| !settled(w))
                 .map(|w| flowpilot::cli::workflow::status_text(w, chrono::Utc::now()))
                 .collect();
-            return Err(e.context(format!("not settled:\n{}", stuck.join("\n"))));
+            // What the run budget holds says whether a slot leaked or the wait is elsewhere.
+            let mut ledgers = Vec::new();
+            for key in [
+                format!("budget#profile#{}", crate::support::e2e::PROFILE),
+                "budget#account".to_owned(),
+                "budget#flows".to_owned(),
+            ] {
+                let doc = env.budget_ledger(&key).await.unwrap_or_default();
+                ledgers.push(format!("{key}: {doc}"));
+            }
+            return Err(e.context(format!(
+                "not settled:\n{}\nrun budget:\n{}",
+                stuck.join("\n"),
+                ledgers.join("\n")
+            )));
         }
     };
     for wf in &wfs {
